@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# deploy/local/stack.sh — installs and runs seer's local stack on loopback.
+#
+#   stack.sh install   fetch ONNX Runtime, the Kafka jars, the Python venv and
+#                      (apt, only when missing) redis-server and clickhouse-server
+#   stack.sh up [SVC]  install, then start (all, or only the named services:
+#                      kafka redis clickhouse) Kafka, Redis and ClickHouse and wait
+#                      until each answers; a service already answering on its
+#                      port is left alone and not restarted
+#   stack.sh down      stop the services this script started (never others)
+#   stack.sh status    say which services answer
+#   stack.sh env       print the environment seer and its tests read
+#
+# Everything lives under one git-ignored cache folder, $SEER_CACHE_DIR
+# (default: <repo>/.cache). Every step is idempotent and fast on re-run.
+# Ports: SEER_KAFKA_PORT (9092), SEER_KAFKA_CONTROLLER_PORT (9093),
+# SEER_REDIS_PORT (6379), SEER_CLICKHOUSE_PORT (9000),
+# SEER_CLICKHOUSE_HTTP_PORT (8123). All servers bind to 127.0.0.1 only.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${SEER_CACHE_DIR:-$repo/.cache}
+mkdir -p "$cache"
+cache=$(cd "$cache" && pwd)
+
+kafka_port=${SEER_KAFKA_PORT:-9092}
+kafka_ctl_port=${SEER_KAFKA_CONTROLLER_PORT:-9093}
+redis_port=${SEER_REDIS_PORT:-6379}
+ch_port=${SEER_CLICKHOUSE_PORT:-9000}
+ch_http_port=${SEER_CLICKHOUSE_HTTP_PORT:-8123}
+
+ort_version=1.30.0
+ort_sha256=ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+# port_open PORT — true when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_port NAME PORT SECONDS LOGFILE
+wait_port() {
+  local name=$1 port=$2 secs=$3 logf=$4 i
+  for ((i = 0; i < secs * 4; i++)); do
+    port_open "$port" && { log "$name answers on 127.0.0.1:$port"; return 0; }
+    sleep 0.25
+  done
+  log "$name did not answer on 127.0.0.1:$port within ${secs}s; last log lines ($logf):"
+  tail -n 30 "$logf" >&2 || true
+  return 1
+}
+
+# ---------------------------------------------------------------- install ---
+
+install_apt() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v clickhouse-server >/dev/null || missing+=(clickhouse-server)
+  command -v clickhouse-client >/dev/null || missing+=(clickhouse-client)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them; install them or point SEER_* at existing services"
+  local sudo=
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  log "installing ${missing[*]} with apt-get"
+  $sudo apt-get update -qq
+  # The Debian packages try to start their services; there is no init here and
+  # we run them ourselves, so forbid that.
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_onnxruntime() {
+  local dir=$cache/onnxruntime lib=$cache/onnxruntime/libonnxruntime.so.1
+  if [ -f "$lib" ] && echo "$ort_sha256  $lib" | sha256sum -c --status; then
+    return 0
+  fi
+  command -v npm >/dev/null || die "npm is needed to fetch onnxruntime-node@$ort_version"
+  log "fetching libonnxruntime.so.1 $ort_version (npm onnxruntime-node, ~110 MB)"
+  local tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "onnxruntime-node@$ort_version" >/dev/null)
+  tar -xzf "$tmp/onnxruntime-node-$ort_version.tgz" -C "$tmp" package/bin/napi-v6/linux/x64/libonnxruntime.so.1
+  echo "$ort_sha256  $tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" | sha256sum -c --status ||
+    die "libonnxruntime.so.1 from onnxruntime-node@$ort_version does not match sha256 $ort_sha256"
+  mkdir -p "$dir"
+  mv "$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" "$lib"
+  rm -rf "$tmp"
+}
+
+install_kafka() {
+  local lib=$cache/kafka/lib stamp=$cache/kafka/lib/.pom.sha256 want
+  want=$(sha256sum "$here/kafka/pom.xml" | cut -d' ' -f1)
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+  command -v mvn >/dev/null || die "mvn is needed to resolve the Kafka broker jars"
+  command -v java >/dev/null || die "java 17+ is needed to run the Kafka broker"
+  log "resolving the Kafka broker jars with mvn (first run only)"
+  rm -rf "$lib"
+  mkdir -p "$lib"
+  mvn -q -B -f "$here/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$lib" >"$cache/kafka/mvn.log" 2>&1 ||
+    { tail -n 40 "$cache/kafka/mvn.log" >&2; die "mvn could not resolve the Kafka jars (log: $cache/kafka/mvn.log)"; }
+  echo "$want" >"$stamp"
+}
+
+install_venv() {
+  local venv=$cache/venv req=$here/requirements.txt stamp=$cache/venv/.requirements.sha256 want
+  want=$(sha256sum "$req" | cut -d' ' -f1)
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+  log "creating the Python venv for model tooling and reference checks (first run only)"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+  echo "$want" >"$stamp"
+}
+
+cmd_install() {
+  install_apt
+  install_onnxruntime
+  local s
+  for s in "$@"; do
+    case $s in
+      kafka) install_kafka ;;
+      python) install_venv ;;
+    esac
+  done
+}
+
+# ------------------------------------------------------------------ start ---
+
+start_redis() {
+  if port_open "$redis_port"; then log "redis: something already answers on $redis_port; leaving it alone"; return 0; fi
+  mkdir -p "$cache/redis" "$cache/run"
+  redis-server --bind 127.0.0.1 --port "$redis_port" --protected-mode yes \
+    --dir "$cache/redis" --logfile "$cache/redis/redis.log" \
+    --save '' --appendonly no --daemonize yes --pidfile "$cache/run/redis.pid"
+  wait_port redis "$redis_port" 20 "$cache/redis/redis.log"
+}
+
+start_clickhouse() {
+  if port_open "$ch_port"; then log "clickhouse: something already answers on $ch_port; leaving it alone"; return 0; fi
+  local d=$cache/clickhouse
+  mkdir -p "$d/data" "$d/tmp" "$d/user_files" "$d/log" "$d/format_schemas" "$cache/run"
+  sed -e "s|@DIR@|$d|g" -e "s|@TCP_PORT@|$ch_port|g" -e "s|@HTTP_PORT@|$ch_http_port|g" \
+    "$here/clickhouse/config.xml" >"$d/config.xml"
+  cp "$here/clickhouse/users.xml" "$d/users.xml"
+  nohup clickhouse-server --config-file="$d/config.xml" >"$d/log/stdout.log" 2>&1 &
+  echo $! >"$cache/run/clickhouse.pid"
+  wait_port clickhouse "$ch_port" 60 "$d/log/clickhouse-server.err.log"
+}
+
+start_kafka() {
+  if port_open "$kafka_port"; then log "kafka: something already answers on $kafka_port; leaving it alone"; return 0; fi
+  local d=$cache/kafka
+  mkdir -p "$d/data" "$d/log" "$cache/run"
+  sed -e "s|@DATA@|$d/data|g" -e "s|@PORT@|$kafka_port|g" -e "s|@CTL_PORT@|$kafka_ctl_port|g" \
+    "$here/kafka/server.properties" >"$d/server.properties"
+  local java_opts=(-Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true
+    "-Dlog4j2.configurationFile=$here/kafka/log4j2.properties" "-Dkafka.logs.dir=$d/log")
+  if [ ! -f "$d/data/meta.properties" ]; then
+    log "kafka: formatting KRaft storage (first start)"
+    local id
+    id=$(java -cp "$d/lib/*" "${java_opts[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+    java -cp "$d/lib/*" "${java_opts[@]}" kafka.tools.StorageTool format \
+      -t "$id" -c "$d/server.properties" --standalone >"$d/log/format.log" 2>&1 ||
+      { cat "$d/log/format.log" >&2; die "kafka storage format failed"; }
+  fi
+  nohup java -cp "$d/lib/*" "${java_opts[@]}" kafka.Kafka "$d/server.properties" >"$d/log/stdout.log" 2>&1 &
+  echo $! >"$cache/run/kafka.pid"
+  wait_port kafka "$kafka_port" 90 "$d/log/server.log"
+}
+
+# cmd_up [SERVICE...] — SERVICE is kafka, redis or clickhouse; none means all
+# three (and the Python venv).
+cmd_up() {
+  [ $# -eq 0 ] && set -- python redis clickhouse kafka
+  cmd_install "$@"
+  local s
+  for s in "$@"; do
+    case $s in
+      redis) start_redis ;;
+      clickhouse) start_clickhouse ;;
+      kafka) start_kafka ;;
+      python) ;;
+      *) die "unknown service $s (want kafka, redis or clickhouse)" ;;
+    esac
+  done
+  log "stack is up (cache: $cache); stop it with: make stack-down"
+}
+
+# ------------------------------------------------------------------- stop ---
+
+stop_one() {
+  local name=$1 pidf=$cache/run/$1.pid pid i
+  [ -f "$pidf" ] || return 0
+  pid=$(cat "$pidf")
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $name (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for ((i = 0; i < 120; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -0 "$pid" 2>/dev/null && { log "$name did not stop in 30s; killing it"; kill -9 "$pid" 2>/dev/null || true; }
+  fi
+  rm -f "$pidf"
+}
+
+cmd_down() {
+  stop_one kafka
+  stop_one clickhouse
+  stop_one redis
+}
+
+cmd_status() {
+  local rc=0 s
+  for s in "kafka $kafka_port" "redis $redis_port" "clickhouse $ch_port"; do
+    set -- $s
+    if port_open "$2"; then
+      local who="started elsewhere"
+      [ -f "$cache/run/$1.pid" ] && kill -0 "$(cat "$cache/run/$1.pid")" 2>/dev/null && who="pid $(cat "$cache/run/$1.pid")"
+      printf '%-11s up    127.0.0.1:%s (%s)\n' "$1" "$2" "$who"
+    else
+      printf '%-11s down  127.0.0.1:%s\n' "$1" "$2"
+      rc=1
+    fi
+  done
+  return $rc
+}
+
+cmd_env() {
+  cat <<EOF
+export SEER_CACHE_DIR=$cache
+export SEER_KAFKA_BROKERS=127.0.0.1:$kafka_port
+export SEER_REDIS_ADDR=127.0.0.1:$redis_port
+export SEER_CLICKHOUSE_ADDR=127.0.0.1:$ch_port
+export SEER_ONNXRUNTIME_LIB=$cache/onnxruntime/libonnxruntime.so.1
+export SEER_PYTHON=$cache/venv/bin/python
+EOF
+}
+
+case ${1:-} in
+  install) shift; [ $# -eq 0 ] && set -- kafka python; cmd_install "$@" ;;
+  up) shift; cmd_up "$@" ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) cmd_env ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

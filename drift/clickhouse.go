@@ -1,0 +1,126 @@
+// Package drift owns seer's ClickHouse side: the connection, the embedded
+// migrations, and the inference-log sink that every scored event and every
+// dead letter is written to. Windowed drift, data-quality and freshness jobs
+// and the alert state machine build on these tables.
+//
+// A Sink is safe for concurrent use; each WriteBatch is one INSERT with an
+// explicit column list (clickhouse-go v2 batch inserts without one fail on
+// ClickHouse 18.16). Tables are ReplacingMergeTree keyed on ids, so a replay
+// after a crash does not double count.
+package drift
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/seer-ml/seer/schemas"
+)
+
+// Config configures the ClickHouse connection.
+type Config struct {
+	Addr         string        `yaml:"addr"` // native protocol, host:port
+	Database     string        `yaml:"database"`
+	Username     string        `yaml:"username"`
+	PasswordFile string        `yaml:"password_file"` // or SEER_CLICKHOUSE_PASSWORD; never in YAML
+	Password     string        `yaml:"-"`
+	TLS          bool          `yaml:"tls"`
+	DialTimeout  time.Duration `yaml:"dial_timeout"`
+}
+
+// DefaultConfig returns the local defaults.
+func DefaultConfig() Config {
+	return Config{Addr: "127.0.0.1:9000", Database: "seer", Username: "default", DialTimeout: 5 * time.Second}
+}
+
+// Validate names the first bad field.
+func (c *Config) Validate() error {
+	if c.Addr == "" {
+		return errors.New("clickhouse.addr: required")
+	}
+	if c.Database == "" || strings.ContainsAny(c.Database, " .-`'\"") {
+		return fmt.Errorf("clickhouse.database: %q must be a plain identifier", c.Database)
+	}
+	if c.DialTimeout <= 0 {
+		return fmt.Errorf("clickhouse.dial_timeout: %v must be positive", c.DialTimeout)
+	}
+	return nil
+}
+
+// LoadPassword fills Password from PasswordFile when set.
+func (c *Config) LoadPassword() error {
+	if c.PasswordFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(c.PasswordFile)
+	if err != nil {
+		return fmt.Errorf("clickhouse.password_file: %w", err)
+	}
+	c.Password = strings.TrimSpace(string(b))
+	return nil
+}
+
+// Open connects with the native protocol (the HTTP protocol of
+// clickhouse-go fails on 18.16) and pings the server. It connects to the
+// "default" database, so that Migrate can create the configured one.
+func Open(ctx context.Context, c Config) (driver.Conn, error) {
+	opts := &clickhouse.Options{
+		Addr:         []string{c.Addr},
+		Protocol:     clickhouse.Native,
+		Auth:         clickhouse.Auth{Database: "default", Username: c.Username, Password: c.Password},
+		DialTimeout:  c.DialTimeout,
+		MaxOpenConns: 8,
+	}
+	if c.TLS {
+		opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("opening clickhouse %s: %w", c.Addr, err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("connecting to clickhouse %s: %w", c.Addr, err)
+	}
+	return conn, nil
+}
+
+// Migrate applies the embedded migrations to database. Every statement is
+// idempotent, so running it again is safe; applied versions are recorded in
+// schema_migrations.
+func Migrate(ctx context.Context, conn driver.Conn, database string, logger *slog.Logger) error {
+	migs, err := schemas.Migrations(database)
+	if err != nil {
+		return err
+	}
+	for _, m := range migs {
+		for i, stmt := range m.Statements {
+			if err := conn.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
+			}
+		}
+		if err := conn.Exec(ctx, fmt.Sprintf("INSERT INTO %s.schema_migrations (version, name, applied_at) VALUES (?, ?, ?)", database),
+			uint32(m.Version), m.Name, time.Now().UTC()); err != nil {
+			return fmt.Errorf("recording migration %04d_%s: %w", m.Version, m.Name, err)
+		}
+		logger.Info("migration applied", "component", "drift", "database", database, "version", m.Version, "name", m.Name)
+	}
+	return nil
+}
+
+// ServerVersion returns the server's version string.
+func ServerVersion(ctx context.Context, conn driver.Conn) (string, error) {
+	var v string
+	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&v); err != nil {
+		return "", fmt.Errorf("reading clickhouse version: %w", err)
+	}
+	return v, nil
+}

@@ -1,0 +1,295 @@
+// Package featurestore is seer's Redis online feature store.
+//
+// Layout (DESIGN.md): one hash per feature view and entity,
+// {prefix}:{view}:{entity} → {feature: value, ..., _ts: epoch ms of the update}.
+// Values are decimal strings, or plain strings for categoricals.
+//
+// Store.Enrich reads the features of a whole batch in one pipelined round
+// trip (one HMGET per view and entity), computes each view's age from _ts and
+// applies the view's freshness policy. Store.Load writes a file of feature
+// rows. A Store is safe for concurrent use.
+package featurestore
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/seer-ml/seer/schemas"
+)
+
+// TimestampField is the hash field that holds the epoch-ms time of the update.
+const TimestampField = "_ts"
+
+// Policy says what to do with a view value that is missing or stale.
+type Policy string
+
+// Freshness policies.
+const (
+	PolicyDefault Policy = "default" // score with the model's defaults; flag the event
+	PolicyUse     Policy = "use"     // (stale only) score with the stale value; flag the event
+	PolicyDLQ     Policy = "dlq"     // send the event to the DLQ
+)
+
+// ViewConfig is the freshness policy of one feature view.
+type ViewConfig struct {
+	Name      string        `yaml:"name"`
+	MaxAge    time.Duration `yaml:"max_age"`    // 0: values never go stale
+	OnMissing Policy        `yaml:"on_missing"` // default or dlq
+	OnStale   Policy        `yaml:"on_stale"`   // use, default or dlq
+}
+
+// Config configures the Redis connection and the views.
+type Config struct {
+	Addr         string        `yaml:"addr"`
+	DB           int           `yaml:"db"`
+	Username     string        `yaml:"username"`
+	PasswordFile string        `yaml:"password_file"` // or SEER_REDIS_PASSWORD; never in YAML
+	Password     string        `yaml:"-"`
+	TLS          bool          `yaml:"tls"`
+	KeyPrefix    string        `yaml:"key_prefix"`
+	Timeout      time.Duration `yaml:"timeout"`
+	Views        []ViewConfig  `yaml:"views"`
+}
+
+// DefaultConfig returns the defaults: local Redis, prefix "seer".
+func DefaultConfig() Config {
+	return Config{Addr: "127.0.0.1:6379", KeyPrefix: "seer", Timeout: 2 * time.Second}
+}
+
+// Validate names the first bad field.
+func (c *Config) Validate() error {
+	if c.Addr == "" {
+		return errors.New("redis.addr: required")
+	}
+	if c.KeyPrefix == "" || strings.ContainsAny(c.KeyPrefix, " :") {
+		return fmt.Errorf("redis.key_prefix: %q must be non-empty without spaces or ':'", c.KeyPrefix)
+	}
+	if c.Timeout <= 0 {
+		return fmt.Errorf("redis.timeout: %v must be positive", c.Timeout)
+	}
+	for i, v := range c.Views {
+		if v.Name == "" {
+			return fmt.Errorf("redis.views[%d].name: required", i)
+		}
+		if v.MaxAge < 0 {
+			return fmt.Errorf("redis.views[%d].max_age: %v is negative", i, v.MaxAge)
+		}
+		switch v.OnMissing {
+		case "", PolicyDefault, PolicyDLQ:
+		default:
+			return fmt.Errorf("redis.views[%d].on_missing: %q is not default or dlq", i, v.OnMissing)
+		}
+		switch v.OnStale {
+		case "", PolicyUse, PolicyDefault, PolicyDLQ:
+		default:
+			return fmt.Errorf("redis.views[%d].on_stale: %q is not use, default or dlq", i, v.OnStale)
+		}
+	}
+	return nil
+}
+
+// LoadPassword fills Password from PasswordFile when set.
+func (c *Config) LoadPassword() error {
+	if c.PasswordFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(c.PasswordFile)
+	if err != nil {
+		return fmt.Errorf("redis.password_file: %w", err)
+	}
+	c.Password = strings.TrimSpace(string(b))
+	return nil
+}
+
+// NewClient opens a go-redis client for c.
+func NewClient(c Config) *redis.Client {
+	opts := &redis.Options{
+		Addr: c.Addr, DB: c.DB, Username: c.Username, Password: c.Password,
+		ReadTimeout: c.Timeout, WriteTimeout: c.Timeout, DialTimeout: c.Timeout,
+		PoolSize: 8,
+	}
+	if c.TLS {
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return redis.NewClient(opts)
+}
+
+// Store reads and writes feature views in Redis.
+type Store struct {
+	rdb      *redis.Client
+	prefix   string
+	views    []view
+	now      func() time.Time
+	log      *slog.Logger
+	misses   *prometheus.CounterVec
+	stale    *prometheus.CounterVec
+	lookupNs prometheus.Histogram
+}
+
+type view struct {
+	ViewConfig
+	features []string
+	fields   []string // features + _ts, the HMGET argument list
+}
+
+// New returns a Store that enriches with the given views and features (as
+// returned by schemas.Manifest.FeatureViews). Views without a ViewConfig get
+// the safe default: never stale, missing values replaced by the model's
+// defaults and flagged.
+func New(cfg Config, rdb *redis.Client, views []string, features map[string][]string, logger *slog.Logger, reg prometheus.Registerer) *Store {
+	s := &Store{rdb: rdb, prefix: cfg.KeyPrefix, now: time.Now, log: logger.With("component", "featurestore")}
+	for _, name := range views {
+		vc := ViewConfig{Name: name, OnMissing: PolicyDefault, OnStale: PolicyUse}
+		for _, c := range cfg.Views {
+			if c.Name == name {
+				vc = c
+			}
+		}
+		if vc.OnMissing == "" {
+			vc.OnMissing = PolicyDefault
+		}
+		if vc.OnStale == "" {
+			vc.OnStale = PolicyUse
+		}
+		f := features[name]
+		s.views = append(s.views, view{ViewConfig: vc, features: f, fields: append(append([]string{}, f...), TimestampField)})
+	}
+	s.misses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "seer_featurestore_lookup_misses_total", Help: "Feature view lookups that found no value, by view.",
+	}, []string{"view"})
+	s.stale = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "seer_featurestore_stale_total", Help: "Feature view lookups older than the view's max_age, by view.",
+	}, []string{"view"})
+	s.lookupNs = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "seer_featurestore_lookup_duration_seconds", Help: "Duration of one pipelined batch lookup.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})
+	if reg != nil {
+		reg.MustRegister(s.misses, s.stale, s.lookupNs)
+	}
+	return s
+}
+
+// Key returns the Redis key of a view and entity.
+func Key(prefix, view, entity string) string { return prefix + ":" + view + ":" + entity }
+
+// Views returns the names of the views this store reads, in plan order.
+func (s *Store) Views() []string {
+	out := make([]string, len(s.views))
+	for i, v := range s.views {
+		out[i] = v.Name
+	}
+	return out
+}
+
+// Features returns the features read from view i, in request order.
+func (s *Store) Features(i int) []string { return s.views[i].features }
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
+
+// Enrich fills Features of every item whose Reject is nil, in one pipelined
+// round trip. An item whose view policy says DLQ gets Reject set. It returns
+// an error only when Redis cannot be read; the batch is then untouched and
+// must be retried.
+func (s *Store) Enrich(ctx context.Context, items []schemas.Item) error {
+	if len(s.views) == 0 {
+		return nil
+	}
+	start := s.now()
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, 0, len(items)*len(s.views))
+	for i := range items {
+		if items[i].Reject != nil {
+			continue
+		}
+		for _, v := range s.views {
+			cmds = append(cmds, pipe.HMGet(ctx, Key(s.prefix, v.Name, items[i].Event.EntityID), v.fields...))
+		}
+	}
+	if len(cmds) == 0 {
+		return nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("redis feature lookup of %d keys: %w", len(cmds), err)
+	}
+	now := s.now()
+	nowMs := now.UnixMilli()
+	c := 0
+	for i := range items {
+		it := &items[i]
+		if it.Reject != nil {
+			continue
+		}
+		it.Features = it.Features[:0]
+		for _, v := range s.views {
+			st := decodeView(v, cmds[c].Val(), nowMs)
+			c++
+			switch {
+			case st.Missing:
+				s.misses.WithLabelValues(v.Name).Inc()
+				if v.OnMissing == PolicyDLQ && it.Reject == nil {
+					it.Reject = &schemas.DecodeError{Reason: schemas.ReasonFeatureMissing, Stage: schemas.StageEnrich, Field: v.Name, Detail: "no feature values for entity"}
+				}
+				st.Flagged = true
+			case st.Stale:
+				s.stale.WithLabelValues(v.Name).Inc()
+				switch v.OnStale {
+				case PolicyDLQ:
+					if it.Reject == nil {
+						it.Reject = &schemas.DecodeError{Reason: schemas.ReasonFeatureStale, Stage: schemas.StageEnrich, Field: v.Name,
+							Detail: fmt.Sprintf("age %dms exceeds max_age %v", st.AgeMs, v.MaxAge)}
+					}
+				case PolicyDefault:
+					clear(st.Values)
+				}
+				st.Flagged = true
+			}
+			it.Features = append(it.Features, st)
+		}
+	}
+	s.lookupNs.Observe(now.Sub(start).Seconds())
+	return nil
+}
+
+func decodeView(v view, vals []any, nowMs int64) schemas.FeatureState {
+	st := schemas.FeatureState{View: v.Name, Values: make([]schemas.Value, len(v.features)), AgeMs: -1}
+	ts, ok := vals[len(vals)-1].(string)
+	if !ok {
+		st.Missing = true
+		return st
+	}
+	tsMs, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		st.Missing = true
+		return st
+	}
+	st.AgeMs = max(nowMs-tsMs, 0)
+	if v.MaxAge > 0 && st.AgeMs > v.MaxAge.Milliseconds() {
+		st.Stale = true
+	}
+	for j := range v.features {
+		raw, ok := vals[j].(string)
+		if !ok {
+			st.Flagged = true
+			continue
+		}
+		if n, err := strconv.ParseFloat(raw, 64); err == nil && !math.IsNaN(n) && !math.IsInf(n, 0) {
+			st.Values[j] = schemas.Value{Kind: schemas.KindNumber, Num: n, Str: raw}
+		} else {
+			st.Values[j] = schemas.Value{Kind: schemas.KindString, Str: raw}
+		}
+	}
+	return st
+}

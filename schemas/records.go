@@ -1,0 +1,182 @@
+package schemas
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/segmentio/ksuid"
+	"go.yaml.in/yaml/v3"
+)
+
+// Reason is the reason code of a dead-letter record (header seer-error).
+type Reason string
+
+// Reason codes. They are stable: dashboards and alert rules match on them.
+const (
+	ReasonOversize       Reason = "oversize"        // the record is larger than the schema's max_bytes
+	ReasonInvalidJSON    Reason = "invalid_json"    // the value is not one JSON object
+	ReasonMissingField   Reason = "missing_field"   // a required field is absent or null
+	ReasonWrongType      Reason = "wrong_type"      // a field has the wrong JSON type
+	ReasonNotFinite      Reason = "not_finite"      // a number overflows float64 (JSON has no NaN or Inf)
+	ReasonOutOfBounds    Reason = "out_of_bounds"   // a number is outside the declared min/max
+	ReasonUnknownModel   Reason = "unknown_model"   // the event asks for a model seer does not serve
+	ReasonFeatureMissing Reason = "feature_missing" // a feature view has no value and its policy is dlq
+	ReasonFeatureStale   Reason = "feature_stale"   // a feature view is older than max_age and its policy is dlq
+	ReasonScoreFailed    Reason = "score_failed"    // the model rejected the input
+)
+
+// Stage is the pipeline stage that rejected a record (header seer-stage).
+type Stage string
+
+// Pipeline stages.
+const (
+	StageDecode   Stage = "decode"
+	StageValidate Stage = "validate"
+	StageEnrich   Stage = "enrich"
+	StageScore    Stage = "score"
+	StageProduce  Stage = "produce"
+)
+
+// Dead-letter record headers. The record's key and value are the original bytes.
+const (
+	HeaderError           = "seer-error"
+	HeaderDetail          = "seer-detail"
+	HeaderStage           = "seer-stage"
+	HeaderSourceTopic     = "seer-source-topic"
+	HeaderSourcePartition = "seer-source-partition"
+	HeaderSourceOffset    = "seer-source-offset"
+	HeaderTime            = "seer-time"
+)
+
+// Route says which rollout path produced a prediction.
+type Route string
+
+// Routes.
+const (
+	RouteProduction Route = "production"
+	RouteShadow     Route = "shadow"
+	RouteCanary     Route = "canary"
+)
+
+// FeatureState is the outcome of one feature view lookup for one event.
+type FeatureState struct {
+	View    string
+	Values  []Value // one per requested feature, in request order
+	AgeMs   int64   // scored time minus the view's _ts; -1 when missing
+	Missing bool    // no hash for this entity, or no _ts
+	Stale   bool    // older than the view's max_age
+	Flagged bool    // a default or stale value was used for scoring
+}
+
+// Item is one event on its way through the pipeline. Stages fill it in order:
+// the decoder sets Event, the enricher Features, the scorer the outputs.
+type Item struct {
+	Event        Event
+	Features     []FeatureState // one per view the model reads, in plan order
+	PredictionID string
+	Model        string
+	ModelVersion string
+	Route        Route
+	Score        float32
+	Label        int8
+	InputNames   []string  // the model's input names (shared, read-only)
+	InputRaw     []Value   // each input's value before encoding (absent: default used)
+	Inputs       []float32 // the model's input vector, in manifest order
+	ScoredTime   time.Time
+	Reject       *DecodeError // set by a stage that sends the item to the DLQ
+}
+
+// DeadLetter is the record of one event sent to the DLQ, as logged to
+// ClickHouse (the DLQ topic itself carries the original bytes).
+type DeadLetter struct {
+	Source Source
+	Reason Reason
+	Stage  Stage
+	Detail string
+	Time   time.Time
+}
+
+// Prediction is the JSON record seer publishes for each scored event.
+type Prediction struct {
+	PredictionID string                 `json:"prediction_id"`
+	EventID      string                 `json:"event_id"`
+	EntityID     string                 `json:"entity_id"`
+	Model        string                 `json:"model"`
+	ModelVersion string                 `json:"model_version"`
+	Route        Route                  `json:"route"`
+	Score        float32                `json:"score"`
+	Label        int8                   `json:"label"`
+	EventTime    time.Time              `json:"event_time"`
+	ScoredTime   time.Time              `json:"scored_time"`
+	Features     map[string]FeatureInfo `json:"features,omitempty"`
+}
+
+// FeatureInfo reports the freshness of one feature view in a prediction.
+type FeatureInfo struct {
+	AgeMs   int64 `json:"age_ms"`
+	Missing bool  `json:"missing,omitempty"`
+	Stale   bool  `json:"stale,omitempty"`
+}
+
+// PredictionOf builds the published record of a scored item.
+func PredictionOf(it *Item) Prediction {
+	p := Prediction{
+		PredictionID: it.PredictionID,
+		EventID:      it.Event.ID,
+		EntityID:     it.Event.EntityID,
+		Model:        it.Model,
+		ModelVersion: it.ModelVersion,
+		Route:        it.Route,
+		Score:        it.Score,
+		Label:        it.Label,
+		EventTime:    it.Event.Time,
+		ScoredTime:   it.ScoredTime,
+	}
+	if len(it.Features) > 0 {
+		p.Features = make(map[string]FeatureInfo, len(it.Features))
+		for _, f := range it.Features {
+			p.Features[f.View] = FeatureInfo{AgeMs: f.AgeMs, Missing: f.Missing, Stale: f.Stale}
+		}
+	}
+	return p
+}
+
+// StableKSUID returns a ksuid with timestamp t whose payload is the first 16
+// bytes of the SHA-256 of parts, so the same inputs always give the same id.
+func StableKSUID(t time.Time, parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		io.WriteString(h, p)
+		h.Write([]byte{0})
+	}
+	if t.Before(ksuid.Nil.Time()) {
+		t = ksuid.Nil.Time()
+	}
+	id, err := ksuid.FromParts(t, h.Sum(nil)[:16])
+	if err != nil { // only when the payload is not 16 bytes, which it is
+		panic(err)
+	}
+	return id.String()
+}
+
+// DecodeStrictYAML decodes one YAML document into v; unknown keys are errors.
+// seer's config files, schemas and manifests all go through it.
+func DecodeStrictYAML(data []byte, v any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return errors.New("document is empty")
+		}
+		return err
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("want one YAML document, found more")
+	}
+	return nil
+}

@@ -1,0 +1,376 @@
+// Package scoring runs model packages with ONNX Runtime.
+//
+// InitRuntime loads libonnxruntime once per process. Open verifies a model
+// package (manifest, artifact hash, ONNX signature against the manifest and
+// the input schema) and creates one DynamicAdvancedSession for it. A Model's
+// Score is safe for concurrent use: ONNX Runtime's Run is thread-safe, and
+// each call owns its tensors.
+package scoring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/seer-ml/seer/schemas"
+)
+
+// Config configures the scoring runtime.
+type Config struct {
+	Package        string `yaml:"package"`          // model package folder (model.yaml + model.onnx)
+	Device         string `yaml:"device"`           // cpu or cuda:N
+	IntraOpThreads int    `yaml:"intra_op_threads"` // threads inside one Run
+	InterOpThreads int    `yaml:"inter_op_threads"`
+	Spinning       bool   `yaml:"spinning"` // let ORT threads spin; off suits small machines
+}
+
+// DefaultConfig suits a 2-core machine: one intra-op thread, no spinning.
+func DefaultConfig() Config {
+	return Config{Package: "deploy/examples/card-fraud", Device: "cpu", IntraOpThreads: 1, InterOpThreads: 1}
+}
+
+// Validate names the first bad field.
+func (c *Config) Validate() error {
+	if c.Package == "" {
+		return errors.New("scoring.package: required")
+	}
+	if c.Device != "cpu" && !strings.HasPrefix(c.Device, "cuda:") {
+		return fmt.Errorf("scoring.device: %q is not cpu or cuda:N", c.Device)
+	}
+	if c.IntraOpThreads < 1 {
+		return fmt.Errorf("scoring.intra_op_threads: %d must be at least 1", c.IntraOpThreads)
+	}
+	if c.InterOpThreads < 1 {
+		return fmt.Errorf("scoring.inter_op_threads: %d must be at least 1", c.InterOpThreads)
+	}
+	return nil
+}
+
+var (
+	initMu  sync.Mutex
+	initLib string
+)
+
+// InitRuntime loads the ONNX Runtime shared library at lib. Calling it again
+// with the same path is a no-op; a different path is an error, since ONNX
+// Runtime has one environment per process.
+func InitRuntime(lib string) error {
+	initMu.Lock()
+	defer initMu.Unlock()
+	if ort.IsInitialized() {
+		if lib != initLib {
+			return fmt.Errorf("onnxruntime already initialized from %s, not %s", initLib, lib)
+		}
+		return nil
+	}
+	if lib == "" {
+		return errors.New("onnxruntime_lib: required (set it in the config or SEER_ONNXRUNTIME_LIB; `make stack-up` installs it under .cache/onnxruntime)")
+	}
+	ort.SetSharedLibraryPath(lib)
+	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+		return fmt.Errorf("loading onnxruntime from %s: %w", lib, err)
+	}
+	initLib = lib
+	return nil
+}
+
+// Model is one loaded, verified model version.
+type Model struct {
+	Manifest *schemas.Manifest
+	Route    schemas.Route
+	session  *ort.DynamicAdvancedSession
+	inputs   []binding
+	names    []string // input names, shared by every scored item
+	outNames []string // distinct ONNX output tensors to fetch
+	outIdx   []int    // element index along axis 1 of each output tensor
+	outWidth []int    // width of each output tensor's axis 1
+	thresh   float32
+	log      *slog.Logger
+}
+
+// binding says where one column of the input tensor comes from.
+type binding struct {
+	in      *schemas.Input
+	event   int // index into Event.Values, or -1
+	view    int // index into Item.Features, or -1
+	feature int // index into FeatureState.Values
+}
+
+// CheckSignature verifies that the ONNX file matches the manifest: the input
+// tensor exists with element type float32 and width len(inputs), and every
+// output tensor exists. It needs InitRuntime.
+func CheckSignature(m *schemas.Manifest) (outWidths []int, err error) {
+	ins, outs, err := ort.GetInputOutputInfo(m.ArtifactPath())
+	if err != nil {
+		return nil, fmt.Errorf("reading ONNX signature of %s: %w", m.ArtifactPath(), err)
+	}
+	var found bool
+	var names []string
+	for _, in := range ins {
+		names = append(names, in.Name)
+		if in.Name != m.Artifact.Input {
+			continue
+		}
+		found = true
+		if in.DataType != ort.TensorElementDataTypeFloat {
+			return nil, fmt.Errorf("artifact.input: ONNX input %q has element type %v, manifest says float32", in.Name, in.DataType)
+		}
+		if len(in.Dimensions) != 2 || (in.Dimensions[1] != int64(len(m.Inputs)) && in.Dimensions[1] > 0) {
+			return nil, fmt.Errorf("inputs: ONNX input %q has shape %v, manifest declares %d inputs (want [batch, %d])", in.Name, in.Dimensions, len(m.Inputs), len(m.Inputs))
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("artifact.input: ONNX model has no input %q (it has %v)", m.Artifact.Input, names)
+	}
+	if len(ins) != 1 {
+		return nil, fmt.Errorf("artifact.input: ONNX model has %d inputs %v; seer feeds exactly one", len(ins), names)
+	}
+	for i, o := range m.Outputs {
+		w := -1
+		var outNames []string
+		for _, oi := range outs {
+			outNames = append(outNames, oi.Name)
+			if oi.Name != o.Tensor {
+				continue
+			}
+			if oi.DataType != ort.TensorElementDataTypeFloat {
+				return nil, fmt.Errorf("outputs[%d].tensor: ONNX output %q has element type %v, want float32", i, o.Tensor, oi.DataType)
+			}
+			w = 1
+			if len(oi.Dimensions) == 2 {
+				w = int(oi.Dimensions[1])
+			}
+		}
+		if w == -1 {
+			return nil, fmt.Errorf("outputs[%d].tensor: ONNX model has no output %q (it has %v)", i, o.Tensor, outNames)
+		}
+		if w > 0 && o.Index >= w {
+			return nil, fmt.Errorf("outputs[%d].index: %d is out of range for ONNX output %q of width %d", i, o.Index, o.Tensor, w)
+		}
+		outWidths = append(outWidths, w)
+	}
+	return outWidths, nil
+}
+
+// Open verifies a model package and opens an ONNX Runtime session for it.
+// views is the feature-view plan that fills Item.Features (see
+// schemas.Manifest.FeatureViews).
+func Open(cfg Config, m *schemas.Manifest, schema *schemas.InputSchema, route schemas.Route, logger *slog.Logger) (*Model, error) {
+	if err := m.Verify(); err != nil {
+		return nil, err
+	}
+	if err := m.CheckAgainstSchema(schema); err != nil {
+		return nil, err
+	}
+	widths, err := CheckSignature(m)
+	if err != nil {
+		return nil, err
+	}
+	mod := &Model{Manifest: m, Route: route, outWidth: widths, thresh: 0.5,
+		log: logger.With("component", "scoring", "model", m.Name, "version", m.Version)}
+	if m.Threshold != nil {
+		mod.thresh = float32(*m.Threshold)
+	}
+	views, features := m.FeatureViews()
+	for i := range m.Inputs {
+		in := &m.Inputs[i]
+		src, _ := schemas.ParseSource(in.Source)
+		b := binding{in: in, event: -1, view: -1}
+		if src.Kind == schemas.SourceEvent {
+			b.event, _ = schema.FieldIndex(src.Field)
+		} else {
+			for vi, v := range views {
+				if v == src.View {
+					b.view = vi
+				}
+			}
+			for fi, f := range features[src.View] {
+				if f == src.Feature {
+					b.feature = fi
+				}
+			}
+		}
+		mod.inputs = append(mod.inputs, b)
+		mod.names = append(mod.names, in.Name)
+	}
+	var outNames []string
+	for _, o := range m.Outputs {
+		outNames = append(outNames, o.Tensor)
+		mod.outIdx = append(mod.outIdx, o.Index)
+	}
+	opts, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("creating session options: %w", err)
+	}
+	defer opts.Destroy()
+	if err := configure(opts, cfg, mod.log); err != nil {
+		return nil, err
+	}
+	mod.outNames = dedupe(outNames)
+	mod.session, err = ort.NewDynamicAdvancedSession(m.ArtifactPath(), []string{m.Artifact.Input}, mod.outNames, opts)
+	if err != nil {
+		return nil, fmt.Errorf("opening model %s %s: %w", m.Name, m.Version, err)
+	}
+	return mod, nil
+}
+
+func configure(opts *ort.SessionOptions, cfg Config, log *slog.Logger) error {
+	if err := opts.SetIntraOpNumThreads(cfg.IntraOpThreads); err != nil {
+		return fmt.Errorf("scoring.intra_op_threads: %w", err)
+	}
+	if err := opts.SetInterOpNumThreads(cfg.InterOpThreads); err != nil {
+		return fmt.Errorf("scoring.inter_op_threads: %w", err)
+	}
+	spin := "0"
+	if cfg.Spinning {
+		spin = "1"
+	}
+	if err := opts.AddSessionConfigEntry("session.intra_op.allow_spinning", spin); err != nil {
+		return fmt.Errorf("scoring.spinning: %w", err)
+	}
+	if err := opts.AddSessionConfigEntry("session.inter_op.allow_spinning", spin); err != nil {
+		return fmt.Errorf("scoring.spinning: %w", err)
+	}
+	if strings.HasPrefix(cfg.Device, "cuda:") {
+		cuda, err := ort.NewCUDAProviderOptions()
+		if err == nil {
+			err = cuda.Update(map[string]string{"device_id": strings.TrimPrefix(cfg.Device, "cuda:")})
+			if err == nil {
+				err = opts.AppendExecutionProviderCUDA(cuda)
+			}
+			cuda.Destroy()
+		}
+		if err != nil {
+			log.Warn("CUDA execution provider unavailable; FALLING BACK TO CPU", "device", cfg.Device, "err", err)
+		} else {
+			log.Info("using CUDA execution provider", "device", cfg.Device)
+		}
+	}
+	return nil
+}
+
+func dedupe(names []string) []string {
+	var out []string
+	for _, n := range names {
+		if !contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Close releases the session.
+func (m *Model) Close() error { return m.session.Destroy() }
+
+// Score runs the model once over every item whose Reject is nil and fills
+// its Inputs, outputs, ids and ScoredTime. It returns an error only when the
+// whole batch could not be scored.
+func (m *Model) Score(ctx context.Context, items []schemas.Item) error {
+	n := 0
+	for i := range items {
+		if items[i].Reject == nil {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	width := len(m.inputs)
+	data := make([]float32, 0, n*width)
+	raw := make([]schemas.Value, 0, n*width)
+	for i := range items {
+		it := &items[i]
+		if it.Reject != nil {
+			continue
+		}
+		start := len(data)
+		for _, b := range m.inputs {
+			var v schemas.Value
+			switch {
+			case b.event >= 0:
+				v = it.Event.Values[b.event]
+			case b.view < len(it.Features) && b.feature < len(it.Features[b.view].Values):
+				v = it.Features[b.view].Values[b.feature]
+			}
+			raw = append(raw, v)
+			data = append(data, b.in.Encode(v))
+		}
+		it.Inputs = data[start:len(data):len(data)]
+		it.InputRaw = raw[start:len(raw):len(raw)]
+		it.InputNames = m.names
+	}
+	in, err := ort.NewTensor(ort.NewShape(int64(n), int64(width)), data)
+	if err != nil {
+		return fmt.Errorf("building input tensor: %w", err)
+	}
+	defer in.Destroy()
+	names := m.outNames
+	outs := make([]ort.Value, len(names))
+	if err := m.session.Run([]ort.Value{in}, outs); err != nil {
+		return fmt.Errorf("running model %s %s on %d rows: %w", m.Manifest.Name, m.Manifest.Version, n, err)
+	}
+	defer func() {
+		for _, o := range outs {
+			if o != nil {
+				o.Destroy()
+			}
+		}
+	}()
+	score, ok := outs[indexOf(names, m.Manifest.Outputs[0].Tensor)].(*ort.Tensor[float32])
+	if !ok {
+		return fmt.Errorf("model %s: output %q is not a float32 tensor", m.Manifest.Name, m.Manifest.Outputs[0].Tensor)
+	}
+	vals := score.GetData()
+	w := len(vals) / n
+	idx := m.outIdx[0]
+	now := time.Now().UTC()
+	r := 0
+	for i := range items {
+		it := &items[i]
+		if it.Reject != nil {
+			continue
+		}
+		s := vals[r*w+idx]
+		r++
+		if math.IsNaN(float64(s)) || math.IsInf(float64(s), 0) {
+			it.Reject = &schemas.DecodeError{Reason: schemas.ReasonScoreFailed, Stage: schemas.StageScore, Detail: "model returned a non-finite score"}
+			continue
+		}
+		it.Score = s
+		it.Label = 0
+		if s >= m.thresh {
+			it.Label = 1
+		}
+		it.Model = m.Manifest.Name
+		it.ModelVersion = m.Manifest.Version
+		it.Route = m.Route
+		it.ScoredTime = now
+		it.PredictionID = schemas.StableKSUID(it.Event.Time, it.Event.ID, m.Manifest.Name, m.Manifest.Version, string(m.Route))
+	}
+	return nil
+}
+
+func indexOf(list []string, s string) int {
+	for i, x := range list {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
