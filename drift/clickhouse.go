@@ -107,8 +107,7 @@ func Migrate(ctx context.Context, conn driver.Conn, database string, logger *slo
 				return fmt.Errorf("migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
 			}
 		}
-		if err := conn.Exec(ctx, fmt.Sprintf("INSERT INTO %s.schema_migrations (version, name, applied_at) VALUES (?, ?, ?)", database),
-			uint32(m.Version), m.Name, time.Now().UTC()); err != nil {
+		if err := recordMigration(ctx, conn, database, m); err != nil {
 			return fmt.Errorf("recording migration %04d_%s: %w", m.Version, m.Name, err)
 		}
 		logger.Info("migration applied", "component", "drift", "database", database, "version", m.Version, "name", m.Name)
@@ -123,4 +122,18 @@ func ServerVersion(ctx context.Context, conn driver.Conn) (string, error) {
 		return "", fmt.Errorf("reading clickhouse version: %w", err)
 	}
 	return v, nil
+}
+
+// recordMigration inserts through a batch with a column list: the native
+// INSERT ... VALUES path of clickhouse-go does not work against 18.16.
+func recordMigration(ctx context.Context, conn driver.Conn, database string, m schemas.Migration) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+database+".schema_migrations (version, name, applied_at)")
+	if err != nil {
+		return err
+	}
+	if err := b.Append(uint32(m.Version), m.Name, time.Now().UTC()); err != nil {
+		b.Abort()
+		return err
+	}
+	return b.Send()
 }

@@ -3,6 +3,7 @@ package schemas
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -179,4 +180,9 @@ func DecodeStrictYAML(data []byte, v any) error {
 		return fmt.Errorf("want one YAML document, found more")
 	}
 	return nil
+}
+
+// EncodePrediction returns the JSON value of a scored item's prediction.
+func EncodePrediction(it *Item) ([]byte, error) {
+	return json.Marshal(PredictionOf(it))
 }

@@ -1,0 +1,45 @@
+# seer — the two commands are `make demo` and `make test`; everything else is
+# a building block of those. All state lives under .cache/ (git-ignored).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+GO ?= go
+STACK := deploy/local/stack.sh
+# The environment the stack script prints (addresses, library and venv paths).
+STACK_ENV = eval "$$($(STACK) env)"
+DEMO_ARGS ?=
+TEST_FLAGS ?= -count=1 -timeout 20m
+
+.PHONY: all build demo test test-unit stack-up stack-down stack-status models clean help
+
+all: build
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+build: ## build bin/seer
+	$(GO) build -o bin/seer ./cmd/seer
+
+demo: build ## run seer demo: embedded Kafka, local Redis + ClickHouse, ~60 s of traffic
+	$(STACK) up redis clickhouse
+	$(STACK_ENV); bin/seer demo --summary-json .cache/demo-summary.json $(DEMO_ARGS)
+
+test: build ## install and start the stack, then run every test (services required)
+	$(STACK) up
+	$(STACK_ENV); SEER_REQUIRE_SERVICES=1 $(GO) test -race $(TEST_FLAGS) ./...
+
+stack-up: ## install and start Kafka, Redis and ClickHouse on 127.0.0.1
+	$(STACK) up
+
+stack-down: ## stop the services the stack script started
+	$(STACK) down
+
+stack-status: ## show which services answer
+	$(STACK) status
+
+models: ## retrain the example model package (byte-for-byte reproducible)
+	$(STACK) install python
+	$(STACK_ENV); $$SEER_PYTHON deploy/examples/card-fraud/train.py
+	git diff --stat -- deploy/examples/card-fraud
+
+clean: ## remove build outputs (keeps the .cache downloads)
+	rm -rf bin

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/seer-ml/seer/drift"
+	"github.com/seer-ml/seer/featurestore"
+	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/scoring"
+	"github.com/seer-ml/seer/stream"
+)
+
+// Config is seer's one config file. Every key can be overridden by an
+// environment variable named SEER_ plus the key path in upper case, joined
+// with '_' (kafka.brokers → SEER_KAFKA_BROKERS; lists are comma-separated).
+// Secrets are never read from YAML: SEER_REDIS_PASSWORD and
+// SEER_CLICKHOUSE_PASSWORD, or the *.password_file keys.
+type Config struct {
+	OnnxRuntimeLib string              `yaml:"onnxruntime_lib"`
+	HTTP           string              `yaml:"http"`
+	LogLevel       string              `yaml:"log_level"`
+	LogFormat      string              `yaml:"log_format"`
+	Pprof          bool                `yaml:"pprof"`
+	Kafka          stream.Config       `yaml:"kafka"`
+	Redis          featurestore.Config `yaml:"redis"`
+	ClickHouse     drift.Config        `yaml:"clickhouse"`
+	Scoring        scoring.Config      `yaml:"scoring"`
+}
+
+// DefaultConfig is what seer runs with when no file is given: everything on
+// 127.0.0.1, the example model package and topics.
+func DefaultConfig() Config {
+	return Config{
+		OnnxRuntimeLib: ".cache/onnxruntime/libonnxruntime.so.1",
+		HTTP:           "127.0.0.1:8080",
+		LogLevel:       "info",
+		LogFormat:      "text",
+		Kafka:          stream.DefaultConfig(),
+		Redis:          featurestore.DefaultConfig(),
+		ClickHouse:     drift.DefaultConfig(),
+		Scoring:        scoring.DefaultConfig(),
+	}
+}
+
+// LoadConfig reads path (strict YAML: an unknown key is an error) over the
+// defaults, applies environment overrides and validates.
+func LoadConfig(path string, env func(string) (string, bool)) (Config, error) {
+	cfg := DefaultConfig()
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("reading config: %w", err)
+		}
+		if err := schemas.DecodeStrictYAML(data, &cfg); err != nil {
+			return cfg, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "SEER", env); err != nil {
+		return cfg, err
+	}
+	if v, ok := env("SEER_REDIS_PASSWORD"); ok {
+		cfg.Redis.Password = v
+	}
+	if v, ok := env("SEER_CLICKHOUSE_PASSWORD"); ok {
+		cfg.ClickHouse.Password = v
+	}
+	if err := errors.Join(cfg.Redis.LoadPassword(), cfg.ClickHouse.LoadPassword()); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// Validate checks every section; errors name the field.
+func (c *Config) Validate() error {
+	var errs []error
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level: %q is not debug, info, warn or error", c.LogLevel))
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log_format: %q is not text or json", c.LogFormat))
+	}
+	if c.HTTP == "" {
+		errs = append(errs, errors.New("http: required (host:port for /metrics, /healthz, /readyz)"))
+	}
+	errs = append(errs, c.Kafka.Validate(), c.Redis.Validate(), c.ClickHouse.Validate(), c.Scoring.Validate())
+	return errors.Join(errs...)
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// applyEnv overrides the fields of v from variables named prefix_KEY.
+func applyEnv(v reflect.Value, prefix string, env func(string) (string, bool)) error {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		name := prefix + "_" + strings.ToUpper(tag)
+		fv := v.Field(i)
+		if f.Type.Kind() == reflect.Struct {
+			if err := applyEnv(fv, name, env); err != nil {
+				return err
+			}
+			continue
+		}
+		raw, ok := env(name)
+		if !ok {
+			continue
+		}
+		bad := func(want string) error { return fmt.Errorf("%s: %q is not %s", name, raw, want) }
+		switch {
+		case f.Type == durationType:
+			d, err := time.ParseDuration(raw)
+			if err != nil {
+				return bad("a duration (like 500ms or 2s)")
+			}
+			fv.SetInt(int64(d))
+		case f.Type.Kind() == reflect.String:
+			fv.SetString(raw)
+		case f.Type.Kind() == reflect.Int:
+			n, err := strconv.Atoi(raw)
+			if err != nil {
+				return bad("an integer")
+			}
+			fv.SetInt(int64(n))
+		case f.Type.Kind() == reflect.Bool:
+			b, err := strconv.ParseBool(raw)
+			if err != nil {
+				return bad("true or false")
+			}
+			fv.SetBool(b)
+		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.String:
+			var parts []string
+			for _, p := range strings.Split(raw, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					parts = append(parts, p)
+				}
+			}
+			fv.Set(reflect.ValueOf(parts))
+		default:
+			return fmt.Errorf("%s: this key cannot be set from the environment; use the config file", name)
+		}
+	}
+	return nil
+}

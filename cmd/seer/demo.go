@@ -1,0 +1,384 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/ksuid"
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/seer-ml/seer/featurestore"
+	"github.com/seer-ml/seer/loadtest"
+	"github.com/seer-ml/seer/schemas"
+)
+
+type demoOptions struct {
+	brokers     []string
+	duration    time.Duration
+	rate        int
+	malformed   float64
+	users       int
+	summaryJSON string
+	seed        uint64
+}
+
+func newDemoCmd(g *globals) *cobra.Command {
+	o := demoOptions{}
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run the whole pipeline on one machine with generated traffic",
+		Long: `demo runs seer end to end and reports what happened:
+
+  1. starts an embedded Kafka broker (kfake) unless --brokers is given;
+  2. connects to Redis and ClickHouse (redis.addr, clickhouse.addr; 'make demo'
+     starts local ones) and migrates the ClickHouse schema;
+  3. loads per-user features for the example model into Redis (some users are
+     left out on purpose, so feature misses are flagged);
+  4. deploys the model package (scoring.package) and runs the serve pipeline;
+  5. sends open-loop traffic at --rate events/s for --duration, with a share of
+     malformed events (--malformed) that must land in the DLQ, showing a live
+     progress line;
+  6. prints a summary — events in, predictions out, DLQ records by reason,
+     rows in ClickHouse, p50/p99 end-to-end latency — and two queries to paste
+     into clickhouse-client, and writes it as JSON to --summary-json.
+
+Each run uses its own topics (seer-demo-<run>.*), so runs never mix.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, logger, err := g.load()
+			if err != nil {
+				return err
+			}
+			return runDemo(cmd.Context(), g, cfg, logger, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&o.brokers, "brokers", nil, "use these Kafka brokers instead of the embedded one")
+	f.DurationVar(&o.duration, "duration", 60*time.Second, "how long to send traffic")
+	f.IntVar(&o.rate, "rate", 500, "events per second")
+	f.Float64Var(&o.malformed, "malformed", 0.03, "share of events that are malformed on purpose")
+	f.IntVar(&o.users, "users", 2000, "number of distinct users (entities)")
+	f.StringVar(&o.summaryJSON, "summary-json", "", "also write the summary as JSON to this path")
+	f.Uint64Var(&o.seed, "seed", 1, "seed of the traffic generator")
+	return cmd
+}
+
+// DemoSummary is what seer demo reports.
+type DemoSummary struct {
+	RunID           string           `json:"run_id"`
+	Brokers         string           `json:"brokers"`
+	InputTopic      string           `json:"input_topic"`
+	Model           string           `json:"model"`
+	ModelVersion    string           `json:"model_version"`
+	DurationSeconds float64          `json:"duration_seconds"`
+	TargetRate      int              `json:"target_rate"`
+	EventsIn        int64            `json:"events_in"`
+	MalformedSent   int64            `json:"malformed_sent"`
+	PredictionsOut  int64            `json:"predictions_out"`
+	DLQRecords      int64            `json:"dlq_records"`
+	DLQByReason     map[string]int64 `json:"dlq_by_reason"`
+	ClickHouseRows  int64            `json:"clickhouse_rows"`
+	ClickHouseDLQ   int64            `json:"clickhouse_dead_letters"`
+	FeatureMisses   int64            `json:"feature_misses"`
+	LatencyP50Ms    float64          `json:"latency_p50_ms"`
+	LatencyP99Ms    float64          `json:"latency_p99_ms"`
+	LatencyMaxMs    float64          `json:"latency_max_ms"`
+	AnalystQueries  []string         `json:"analyst_queries"`
+}
+
+func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o demoOptions) error {
+	if o.rate < 1 || o.duration <= 0 || o.malformed < 0 || o.malformed > 1 {
+		return errors.New("demo: --rate must be ≥ 1, --duration > 0 and --malformed within [0, 1]")
+	}
+	run := strings.ToLower(ksuid.New().String()[:10])
+	base := "seer-demo-" + run
+	cfg.Kafka.InputTopic = base + ".events"
+	cfg.Kafka.PredictionsTopic = base + ".predictions"
+	cfg.Kafka.DLQTopic = base + ".dlq"
+	cfg.Kafka.Group = base
+	cfg.Redis.KeyPrefix = "seer-demo"
+	// Keep the demo's own output readable: pipeline logs at warn and above.
+	quiet := newLogger(g.stderr, "warn", cfg.LogFormat)
+
+	if len(o.brokers) == 0 {
+		cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic))
+		if err != nil {
+			return fmt.Errorf("starting embedded kafka: %w", err)
+		}
+		defer cluster.Close()
+		cfg.Kafka.Brokers = cluster.ListenAddrs()
+		fmt.Fprintf(g.stdout, "embedded Kafka (kfake) on %s\n", strings.Join(cfg.Kafka.Brokers, ","))
+	} else {
+		cfg.Kafka.Brokers = o.brokers
+		fmt.Fprintf(g.stdout, "Kafka at %s (topics are auto-created)\n", strings.Join(cfg.Kafka.Brokers, ","))
+	}
+
+	a, err := buildApp(ctx, cfg, quiet, prometheus.NewRegistry())
+	if err != nil {
+		return fmt.Errorf("demo needs Redis and ClickHouse (run `make stack-up` or `make demo`): %w", err)
+	}
+	defer a.Close()
+	fmt.Fprintf(g.stdout, "model %s %s (sha256 %s…) from %s\n", a.manifest.Name, a.manifest.Version, a.manifest.Artifact.SHA256[:12], cfg.Scoring.Package)
+
+	gen, err := loadtest.NewGenerator(a.schema, a.manifest, o.users, o.seed)
+	if err != nil {
+		return err
+	}
+	rows := gen.FeatureRows(20)
+	nowMs := time.Now().UnixMilli()
+	for view, byUser := range rows {
+		batch := make([]featurestore.Row, 0, len(byUser))
+		for user, vals := range byUser {
+			batch = append(batch, featurestore.Row{Entity: user, TsMs: nowMs, Values: vals})
+		}
+		if err := a.store.Put(ctx, view, batch, time.Hour); err != nil {
+			return err
+		}
+		fmt.Fprintf(g.stdout, "loaded %d users into feature view %s (1 in 20 left out on purpose)\n", len(batch), view)
+	}
+
+	watch, err := newDemoWatcher(cfg)
+	if err != nil {
+		return err
+	}
+	defer watch.cl.Close()
+	producer, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka.Brokers...), kgo.ProducerLinger(time.Millisecond), kgo.AllowAutoTopicCreation())
+	if err != nil {
+		return err
+	}
+	defer producer.Close()
+
+	pctx, stopPipeline := context.WithCancel(ctx)
+	defer stopPipeline()
+	pipeDone := make(chan error, 1)
+	go func() { pipeDone <- a.pipeline.Run(pctx) }()
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	watchDone := make(chan struct{})
+	go func() { watch.run(wctx); close(watchDone) }()
+
+	fmt.Fprintf(g.stdout, "sending %d events/s for %s (%.1f%% malformed) to %s\n", o.rate, o.duration, 100*o.malformed, cfg.Kafka.InputTopic)
+	start := time.Now()
+	var sent, malformedSent int64
+	interval := time.Second / time.Duration(o.rate)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	next := start
+	every := 0
+	if o.malformed > 0 {
+		every = int(1 / o.malformed)
+	}
+	for time.Since(start) < o.duration && ctx.Err() == nil {
+		// Open loop: events are due at fixed times whatever seer's speed.
+		for !next.After(time.Now()) && time.Since(start) < o.duration {
+			bad := every > 0 && sent%int64(every) == int64(every-1)
+			ev := gen.Next(next, bad)
+			if bad {
+				malformedSent++
+			}
+			watch.sent(ev.ID, next)
+			producer.Produce(ctx, &kgo.Record{Topic: cfg.Kafka.InputTopic, Key: ev.Key, Value: ev.Value, Timestamp: next}, func(_ *kgo.Record, err error) {
+				if err != nil && ctx.Err() == nil {
+					logger.Error("demo producer", "err", err)
+				}
+			})
+			sent++
+			next = next.Add(interval)
+		}
+		select {
+		case <-tick.C:
+			watch.progress(g.stderr, time.Since(start), o.duration, sent)
+		case <-time.After(time.Until(next)):
+		case <-ctx.Done():
+		}
+	}
+	if err := producer.Flush(ctx); err != nil {
+		return fmt.Errorf("flushing demo events: %w", err)
+	}
+	// Wait for every event to come out as a prediction or a dead letter.
+	deadline := time.Now().Add(30 * time.Second)
+	for watch.done() < sent && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(200 * time.Millisecond)
+		watch.progress(g.stderr, time.Since(start), o.duration, sent)
+	}
+	fmt.Fprintln(g.stderr)
+	stopPipeline()
+	if err := <-pipeDone; err != nil {
+		return fmt.Errorf("pipeline: %w", err)
+	}
+	stopWatch()
+	<-watchDone
+	elapsed := time.Since(start)
+
+	s := watch.summary()
+	s.RunID, s.Brokers, s.InputTopic = run, strings.Join(cfg.Kafka.Brokers, ","), cfg.Kafka.InputTopic
+	s.Model, s.ModelVersion = a.manifest.Name, a.manifest.Version
+	s.DurationSeconds, s.TargetRate = elapsed.Seconds(), o.rate
+	s.EventsIn, s.MalformedSent = sent, malformedSent
+	db := cfg.ClickHouse.Database
+	qctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var rowsN, missN, dl uint64
+	if err := a.ch.QueryRow(qctx, fmt.Sprintf("SELECT count(), countIf(has(feature_missing, 1)) FROM %s.inference_log FINAL WHERE source_topic = ?", db), cfg.Kafka.InputTopic).Scan(&rowsN, &missN); err != nil {
+		return fmt.Errorf("counting inference_log rows: %w", err)
+	}
+	s.ClickHouseRows, s.FeatureMisses = int64(rowsN), int64(missN)
+	if err := a.ch.QueryRow(qctx, fmt.Sprintf("SELECT count() FROM %s.dead_letters FINAL WHERE source_topic = ?", db), cfg.Kafka.InputTopic).Scan(&dl); err != nil {
+		return fmt.Errorf("counting dead_letters rows: %w", err)
+	}
+	s.ClickHouseDLQ = int64(dl)
+	s.AnalystQueries = []string{
+		fmt.Sprintf("SELECT toStartOfMinute(scored_time) AS minute, count() AS predictions, avg(score) AS mean_score, countIf(label = 1) AS flagged FROM %s.inference_log FINAL WHERE source_topic = '%s' GROUP BY minute ORDER BY minute", db, cfg.Kafka.InputTopic),
+		fmt.Sprintf("SELECT reason, stage, count() AS records FROM %s.dead_letters FINAL WHERE source_topic = '%s' GROUP BY reason, stage ORDER BY records DESC", db, cfg.Kafka.InputTopic),
+	}
+	printDemoSummary(g, s)
+	if o.summaryJSON != "" {
+		b, _ := json.MarshalIndent(s, "", "  ")
+		if err := os.WriteFile(o.summaryJSON, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("--summary-json: %w", err)
+		}
+		fmt.Fprintf(g.stdout, "summary written to %s\n", o.summaryJSON)
+	}
+	var problems []string
+	if s.PredictionsOut+s.DLQRecords != s.EventsIn {
+		problems = append(problems, fmt.Sprintf("%d events in but %d predictions + %d dead letters out", s.EventsIn, s.PredictionsOut, s.DLQRecords))
+	}
+	if s.ClickHouseRows != s.PredictionsOut {
+		problems = append(problems, fmt.Sprintf("%d predictions but %d inference_log rows", s.PredictionsOut, s.ClickHouseRows))
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("demo finished with gaps: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func printDemoSummary(g *globals, s DemoSummary) {
+	w := g.stdout
+	fmt.Fprintf(w, "\n== seer demo summary (run %s)\n", s.RunID)
+	fmt.Fprintf(w, "  model              %s %s\n", s.Model, s.ModelVersion)
+	fmt.Fprintf(w, "  duration           %.1fs at %d events/s target\n", s.DurationSeconds, s.TargetRate)
+	fmt.Fprintf(w, "  events in          %d (%d malformed on purpose)\n", s.EventsIn, s.MalformedSent)
+	fmt.Fprintf(w, "  predictions out    %d\n", s.PredictionsOut)
+	reasons := make([]string, 0, len(s.DLQByReason))
+	for r, n := range s.DLQByReason {
+		reasons = append(reasons, fmt.Sprintf("%s=%d", r, n))
+	}
+	sort.Strings(reasons)
+	fmt.Fprintf(w, "  DLQ records        %d (%s)\n", s.DLQRecords, strings.Join(reasons, ", "))
+	fmt.Fprintf(w, "  ClickHouse rows    %d inference_log, %d dead_letters\n", s.ClickHouseRows, s.ClickHouseDLQ)
+	fmt.Fprintf(w, "  feature misses     %d predictions scored with flagged default features\n", s.FeatureMisses)
+	fmt.Fprintf(w, "  latency (e2e)      p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", s.LatencyP50Ms, s.LatencyP99Ms, s.LatencyMaxMs)
+	fmt.Fprintf(w, "\nTry these in clickhouse-client:\n")
+	for _, q := range s.AnalystQueries {
+		fmt.Fprintf(w, "  %s;\n", q)
+	}
+}
+
+// demoWatcher consumes the predictions and DLQ topics and matches them to
+// the events sent, by event id.
+type demoWatcher struct {
+	cl          *kgo.Client
+	predictions string
+	mu          sync.Mutex
+	sentAt      map[string]time.Time
+	latencies   []time.Duration
+	preds, dlq  int64
+	byReason    map[string]int64
+}
+
+func newDemoWatcher(cfg Config) (*demoWatcher, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka.Brokers...),
+		kgo.ConsumeTopics(cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(50*time.Millisecond),
+		kgo.AllowAutoTopicCreation())
+	if err != nil {
+		return nil, err
+	}
+	return &demoWatcher{cl: cl, predictions: cfg.Kafka.PredictionsTopic, sentAt: map[string]time.Time{}, byReason: map[string]int64{}}, nil
+}
+
+func (w *demoWatcher) sent(id string, at time.Time) {
+	w.mu.Lock()
+	w.sentAt[id] = at
+	w.mu.Unlock()
+}
+
+func (w *demoWatcher) run(ctx context.Context) {
+	for {
+		fs := w.cl.PollFetches(ctx)
+		if ctx.Err() != nil || fs.IsClientClosed() {
+			return
+		}
+		now := time.Now()
+		w.mu.Lock()
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Topic != w.predictions {
+				w.dlq++
+				for _, h := range r.Headers {
+					if h.Key == schemas.HeaderError {
+						w.byReason[string(h.Value)]++
+					}
+				}
+				return
+			}
+			var p schemas.Prediction
+			if json.Unmarshal(r.Value, &p) != nil {
+				return
+			}
+			w.preds++
+			if t, ok := w.sentAt[p.EventID]; ok {
+				w.latencies = append(w.latencies, now.Sub(t))
+				delete(w.sentAt, p.EventID)
+			}
+		})
+		w.mu.Unlock()
+	}
+}
+
+func (w *demoWatcher) done() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.preds + w.dlq
+}
+
+func (w *demoWatcher) progress(out interface{ Write([]byte) (int, error) }, elapsed, total time.Duration, sent int64) {
+	w.mu.Lock()
+	p50, p99 := percentile(w.latencies, 0.5), percentile(w.latencies, 0.99)
+	preds, dlq := w.preds, w.dlq
+	w.mu.Unlock()
+	fmt.Fprintf(out, "\r[%3.0fs/%.0fs] sent %d  predictions %d  dlq %d  in flight %d  p50 %.1fms  p99 %.1fms   ",
+		min(elapsed, total).Seconds(), total.Seconds(), sent, preds, dlq, sent-preds-dlq, ms(p50), ms(p99))
+}
+
+func (w *demoWatcher) summary() DemoSummary {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return DemoSummary{
+		PredictionsOut: w.preds, DLQRecords: w.dlq, DLQByReason: w.byReason,
+		LatencyP50Ms: ms(percentile(w.latencies, 0.5)), LatencyP99Ms: ms(percentile(w.latencies, 0.99)), LatencyMaxMs: ms(percentile(w.latencies, 1)),
+	}
+}
+
+// percentile returns the q-quantile of ds (nearest rank); it sorts ds.
+func percentile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	i := int(q*float64(len(ds))+0.5) - 1
+	return ds[max(0, min(i, len(ds)-1))]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

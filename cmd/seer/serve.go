@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+)
+
+func newServeCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "Run the streaming scoring pipeline",
+		Long: `serve consumes the input topic (kafka.input_topic) as consumer group
+kafka.group, validates each JSON event against the input schema, reads the
+model's features from Redis in one pipelined round trip per batch, scores the
+batch with ONNX Runtime, produces predictions to kafka.predictions_topic and
+invalid events (with reason headers) to kafka.dlq_topic, writes every input
+and output to the ClickHouse inference log, and only then commits offsets.
+
+It serves /metrics, /healthz and /readyz on --http (config key http), and
+/debug/pprof when pprof is true. It migrates the ClickHouse schema on start.
+SIGINT or SIGTERM stops it after the batch in flight.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, logger, err := g.load()
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), cfg, logger)
+		},
+	}
+}
+
+func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a, err := buildApp(ctx, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	ln, err := net.Listen("tcp", cfg.HTTP)
+	if err != nil {
+		return fmt.Errorf("http: listening on %s: %w", cfg.HTTP, err)
+	}
+	srv := &http.Server{Handler: httpMux(cfg, reg, a), ReadHeaderTimeout: 5 * time.Second}
+	logger.Info("http listening", "addr", ln.Addr().String())
+
+	grp, gctx := errgroup.WithContext(ctx)
+	grp.Go(func() error { return a.pipeline.Run(gctx) })
+	grp.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	grp.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	return grp.Wait()
+}
+
+func httpMux(cfg Config, reg *prometheus.Registry, a *app) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := a.Ready(ctx); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	if cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	}
+	return mux
+}

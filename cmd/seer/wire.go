@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/seer-ml/seer/drift"
+	"github.com/seer-ml/seer/featurestore"
+	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/scoring"
+	"github.com/seer-ml/seer/stream"
+)
+
+// app is one wired pipeline and the clients it owns. Close releases them in
+// reverse order of creation.
+type app struct {
+	manifest *schemas.Manifest
+	schema   *schemas.InputSchema
+	rdb      *redis.Client
+	store    *featurestore.Store
+	ch       driver.Conn
+	sink     *drift.Sink
+	model    *scoring.Model
+	pipeline *stream.Pipeline
+}
+
+// buildApp loads and verifies the model package, connects Redis and
+// ClickHouse, migrates the schema and creates the Kafka pipeline.
+func buildApp(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Registerer, kopts ...kgo.Opt) (_ *app, err error) {
+	a := &app{}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	if a.schema, err = schemas.LoadInputSchema(cfg.Kafka.InputSchema); err != nil {
+		return nil, fmt.Errorf("kafka.input_schema: %w", err)
+	}
+	if a.manifest, err = schemas.LoadManifest(cfg.Scoring.Package); err != nil {
+		return nil, fmt.Errorf("scoring.package: %w", err)
+	}
+	if err = scoring.InitRuntime(cfg.OnnxRuntimeLib); err != nil {
+		return nil, err
+	}
+	if a.model, err = scoring.Open(cfg.Scoring, a.manifest, a.schema, schemas.RouteProduction, logger); err != nil {
+		return nil, fmt.Errorf("scoring.package %s: %w", cfg.Scoring.Package, err)
+	}
+	logger.Info("model loaded", "component", "scoring", "model", a.manifest.Name, "version", a.manifest.Version, "sha256", a.manifest.Artifact.SHA256)
+
+	a.rdb = featurestore.NewClient(cfg.Redis)
+	if err = a.rdb.Ping(ctx).Err(); err != nil {
+		return nil, fmt.Errorf("redis %s: %w", cfg.Redis.Addr, err)
+	}
+	views, features := a.manifest.FeatureViews()
+	a.store = featurestore.New(cfg.Redis, a.rdb, views, features, logger, reg)
+
+	if a.ch, err = drift.Open(ctx, cfg.ClickHouse); err != nil {
+		return nil, err
+	}
+	if err = drift.Migrate(ctx, a.ch, cfg.ClickHouse.Database, logger); err != nil {
+		return nil, err
+	}
+	a.sink = drift.NewSink(a.ch, cfg.ClickHouse.Database)
+
+	if a.pipeline, err = stream.New(cfg.Kafka, a.schema, a.store, a.model, a.sink, logger, reg, kopts...); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Ready checks Redis, ClickHouse and Kafka.
+func (a *app) Ready(ctx context.Context) error {
+	return errors.Join(
+		wrapErr("redis", a.store.Ping(ctx)),
+		wrapErr("clickhouse", a.sink.Ping(ctx)),
+		wrapErr("kafka", a.pipeline.Client().Ping(ctx)),
+	)
+}
+
+func wrapErr(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// Close releases what buildApp opened; the pipeline closes its own client
+// when Run returns.
+func (a *app) Close() error {
+	var errs []error
+	if a.ch != nil {
+		errs = append(errs, a.ch.Close())
+	}
+	if a.rdb != nil {
+		errs = append(errs, a.rdb.Close())
+	}
+	if a.model != nil {
+		errs = append(errs, a.model.Close())
+	}
+	return errors.Join(errs...)
+}

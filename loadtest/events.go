@@ -1,0 +1,240 @@
+// Package loadtest generates realistic traffic for a model package and
+// measures seer end to end.
+//
+// Generator samples events whose model inputs follow the package's
+// reference profile (so a healthy run shows no drift), optionally with
+// malformed records mixed in. A Generator is not safe for concurrent use.
+package loadtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/ksuid"
+
+	"github.com/seer-ml/seer/schemas"
+)
+
+// Generator produces JSON events for one input schema and model package.
+type Generator struct {
+	schema   *schemas.InputSchema
+	manifest *schemas.Manifest
+	rng      *rand.Rand
+	users    int
+	samplers map[string]sampler // by input name
+	n        int
+}
+
+type sampler func(r *rand.Rand) schemas.Value
+
+// NewGenerator returns a generator over users entity ids ("u000000"...),
+// seeded for reproducible traffic.
+func NewGenerator(schema *schemas.InputSchema, m *schemas.Manifest, users int, seed uint64) (*Generator, error) {
+	if users < 1 {
+		return nil, fmt.Errorf("users: %d must be at least 1", users)
+	}
+	g := &Generator{schema: schema, manifest: m, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), users: users, samplers: map[string]sampler{}}
+	for i := range m.Inputs {
+		in := &m.Inputs[i]
+		p, ok := m.Profile.Features[in.Name]
+		if !ok {
+			return nil, fmt.Errorf("input %s has no reference profile", in.Name)
+		}
+		g.samplers[in.Name] = newSampler(in, p)
+	}
+	return g, nil
+}
+
+func newSampler(in *schemas.Input, p schemas.ColumnProfile) sampler {
+	if p.Kind == "categorical" {
+		names := make([]string, 0, len(p.Frequencies))
+		for k := range p.Frequencies {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		cum := make([]float64, len(names))
+		total := 0.0
+		for i, k := range names {
+			total += float64(p.Frequencies[k])
+			cum[i] = total
+		}
+		return func(r *rand.Rand) schemas.Value {
+			x := r.Float64() * total
+			s := names[sort.SearchFloat64s(cum, x)]
+			if in.Dtype == schemas.DtypeBool {
+				return schemas.Value{Kind: schemas.KindNumber, Num: b2f(s == "true"), Str: s}
+			}
+			return schemas.Value{Kind: schemas.KindString, Str: s}
+		}
+	}
+	// Numeric: pick a bin by its reference count, then a uniform value in it.
+	// Underflow and overflow take the outer edges.
+	weights := append(append([]int64{p.Underflow}, p.Counts...), p.Overflow)
+	cum := make([]float64, len(weights))
+	total := 0.0
+	for i, w := range weights {
+		total += float64(w)
+		cum[i] = total
+	}
+	return func(r *rand.Rand) schemas.Value {
+		b := sort.SearchFloat64s(cum, r.Float64()*total)
+		var x float64
+		switch {
+		case b == 0:
+			x = p.Edges[0]
+		case b == len(weights)-1:
+			x = p.Edges[len(p.Edges)-1]
+		default:
+			lo, hi := p.Edges[b-1], p.Edges[b]
+			x = lo + r.Float64()*(hi-lo)
+		}
+		if in.Dtype == schemas.DtypeInt {
+			x = math.Floor(x)
+		}
+		if in.Min != nil {
+			x = max(x, *in.Min)
+		}
+		if in.Max != nil {
+			x = min(x, *in.Max)
+		}
+		return schemas.Value{Kind: schemas.KindNumber, Num: x}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Event is one generated record.
+type Event struct {
+	ID        string
+	Key       []byte
+	Value     []byte
+	Malformed string // the defect injected, or "" for a valid event
+}
+
+// Malformations the generator can inject, in rotation. Each maps to the DLQ
+// reason seer must give it.
+var Malformations = []struct {
+	Name   string
+	Reason schemas.Reason
+}{
+	{"truncated_json", schemas.ReasonInvalidJSON},
+	{"missing_required", schemas.ReasonMissingField},
+	{"wrong_type", schemas.ReasonWrongType},
+	{"out_of_bounds", schemas.ReasonOutOfBounds},
+	{"oversize", schemas.ReasonOversize},
+}
+
+// Next returns the next event, stamped with event time t. When malformed is
+// true it carries one of Malformations, in rotation.
+func (g *Generator) Next(t time.Time, malformed bool) Event {
+	g.n++
+	id := ksuid.New().String()
+	user := "u" + strconv.Itoa(100000 + g.rng.IntN(g.users))[1:]
+	obj := map[string]any{}
+	for i := range g.manifest.Inputs {
+		in := &g.manifest.Inputs[i]
+		src, _ := schemas.ParseSource(in.Source)
+		if src.Kind != schemas.SourceEvent {
+			continue
+		}
+		v := g.samplers[in.Name](g.rng)
+		switch {
+		case in.Dtype == schemas.DtypeBool:
+			obj[src.Field] = v.Num == 1
+		case v.Kind == schemas.KindString:
+			obj[src.Field] = v.Str
+		case in.Dtype == schemas.DtypeInt:
+			obj[src.Field] = int64(v.Num)
+		default:
+			obj[src.Field] = math.Round(v.Num*100) / 100
+		}
+	}
+	if g.schema.IDField != "" {
+		obj[g.schema.IDField] = id
+	}
+	if g.schema.EntityField != "" {
+		obj[g.schema.EntityField] = user
+	}
+	if g.schema.TimeField != "" {
+		obj[g.schema.TimeField] = t.UTC().Format(time.RFC3339Nano)
+	}
+	ev := Event{ID: id, Key: []byte(user)}
+	if malformed {
+		m := Malformations[g.n%len(Malformations)]
+		ev.Malformed = m.Name
+		g.malform(obj, m.Name)
+	}
+	ev.Value, _ = json.Marshal(obj)
+	switch ev.Malformed {
+	case "truncated_json":
+		ev.Value = ev.Value[:len(ev.Value)/2]
+	case "oversize":
+		pad := make([]byte, g.schema.MaxBytes)
+		for i := range pad {
+			pad[i] = 'x'
+		}
+		obj["padding"] = string(pad)
+		ev.Value, _ = json.Marshal(obj)
+	}
+	return ev
+}
+
+// malform breaks obj in the named way, using the schema's declared fields.
+func (g *Generator) malform(obj map[string]any, kind string) {
+	for _, f := range g.schema.Fields {
+		switch {
+		case kind == "missing_required" && f.Required && f.Name != g.schema.EntityField:
+			delete(obj, f.Name)
+			return
+		case kind == "wrong_type" && (f.Type == schemas.TypeNumber || f.Type == schemas.TypeInteger):
+			obj[f.Name] = "not a number"
+			return
+		case kind == "out_of_bounds" && f.Max != nil:
+			obj[f.Name] = *f.Max + 1
+			return
+		}
+	}
+}
+
+// FeatureRows returns one row per user for every feature view the model
+// reads, sampled from the reference profile: view → entity → feature → value.
+// Every skipEvery-th user (if > 0) is left out, so that lookups miss.
+func (g *Generator) FeatureRows(skipEvery int) map[string]map[string]map[string]string {
+	out := map[string]map[string]map[string]string{}
+	for u := 0; u < g.users; u++ {
+		if skipEvery > 0 && u%skipEvery == skipEvery-1 {
+			continue
+		}
+		user := "u" + strconv.Itoa(100000 + u)[1:]
+		for i := range g.manifest.Inputs {
+			in := &g.manifest.Inputs[i]
+			src, _ := schemas.ParseSource(in.Source)
+			if src.Kind != schemas.SourceFeature {
+				continue
+			}
+			if out[src.View] == nil {
+				out[src.View] = map[string]map[string]string{}
+			}
+			if out[src.View][user] == nil {
+				out[src.View][user] = map[string]string{}
+			}
+			v := g.samplers[in.Name](g.rng)
+			s := v.Str
+			if v.Kind == schemas.KindNumber {
+				s = strconv.FormatFloat(v.Num, 'f', -1, 64)
+			}
+			out[src.View][user][src.Feature] = s
+		}
+	}
+	return out
+}
