@@ -28,7 +28,8 @@ batch with ONNX Runtime, produces predictions to kafka.predictions_topic and
 invalid events (with reason headers) to kafka.dlq_topic, writes every input
 and output to the ClickHouse inference log, and only then commits offsets.
 
-It serves /metrics, /healthz and /readyz on --http (config key http), and
+It serves /metrics, /healthz and /readyz on the address in config key http
+(SEER_HTTP, default 127.0.0.1:8080), and
 /debug/pprof when pprof is true. It migrates the ClickHouse schema on start.
 SIGINT or SIGTERM stops it after the batch in flight.`,
 		Args: cobra.NoArgs,

@@ -5,8 +5,11 @@
 package testenv
 
 import (
+	"bytes"
+	"encoding/json"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -87,4 +90,38 @@ func Python(t testing.TB) string {
 // ExamplePackage returns the path of the example model package.
 func ExamplePackage(t testing.TB) string {
 	return filepath.Join(RepoRoot(t), "deploy", "examples", "card-fraud")
+}
+
+// RefCase is one input for the independent Python reference scorer: the
+// raw event object and the feature views' values (nil when missing).
+type RefCase struct {
+	Event    map[string]any               `json:"event"`
+	Features map[string]map[string]string `json:"features"`
+}
+
+// ReferenceScores scores cases with scoring/testdata/reference_score.py,
+// which encodes inputs from model.yaml on its own and runs Python
+// onnxruntime, so that seer's scores can be checked independently.
+func ReferenceScores(t testing.TB, pkg string, cases []RefCase) []float64 {
+	t.Helper()
+	req, err := json.Marshal(map[string]any{"package": pkg, "cases": cases})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(Python(t), filepath.Join(RepoRoot(t), "scoring", "testdata", "reference_score.py"))
+	cmd.Stdin = bytes.NewReader(req)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("reference scorer: %v\n%s", err, stderr.String())
+	}
+	var scores []float64
+	if err := json.Unmarshal(out, &scores); err != nil {
+		t.Fatalf("reference scorer output %q: %v", out, err)
+	}
+	if len(scores) != len(cases) {
+		t.Fatalf("reference scorer returned %d scores for %d cases", len(scores), len(cases))
+	}
+	return scores
 }

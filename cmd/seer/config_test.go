@@ -1,0 +1,73 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func noEnv(string) (string, bool) { return "", false }
+
+func envOf(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestConfigGolden(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*.yml")
+	if len(files) < 4 {
+		t.Fatalf("found %d config fixtures", len(files))
+	}
+	secret := filepath.Join(t.TempDir(), "redis")
+	os.WriteFile(secret, []byte("s3cret\n"), 0o600)
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		if strings.HasSuffix(f, ".good.yml") {
+			tmp := filepath.Join(t.TempDir(), "c.yml")
+			os.WriteFile(tmp, []byte(strings.ReplaceAll(string(data), "/run/secrets/redis", secret)), 0o600)
+			cfg, err := LoadConfig(tmp, noEnv)
+			if err != nil {
+				t.Errorf("%s: %v", f, err)
+				continue
+			}
+			if cfg.Redis.Password != "s3cret" || cfg.Redis.Views[0].MaxAge != 24*time.Hour || len(cfg.Kafka.Brokers) != 2 {
+				t.Errorf("%s: decoded %+v", f, cfg)
+			}
+			continue
+		}
+		first, _, _ := strings.Cut(string(data), "\n")
+		want := strings.TrimSpace(strings.TrimPrefix(first, "# want:"))
+		if _, err := LoadConfig(f, noEnv); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error = %v, want it to contain %q", f, err, want)
+		}
+	}
+}
+
+func TestConfigEnvOverrides(t *testing.T) {
+	cfg, err := LoadConfig("", envOf(map[string]string{
+		"SEER_KAFKA_BROKERS":          "a:1, b:2",
+		"SEER_REDIS_ADDR":             "r:1",
+		"SEER_CLICKHOUSE_ADDR":        "c:1",
+		"SEER_ONNXRUNTIME_LIB":        "/x.so",
+		"SEER_KAFKA_MAX_POLL_RECORDS": "10",
+		"SEER_KAFKA_SHUTDOWN_TIMEOUT": "3s",
+		"SEER_CLICKHOUSE_PASSWORD":    "pw",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cfg.Kafka.Brokers, "|"); got != "a:1|b:2" {
+		t.Errorf("brokers = %q", got)
+	}
+	if cfg.Redis.Addr != "r:1" || cfg.ClickHouse.Addr != "c:1" || cfg.OnnxRuntimeLib != "/x.so" {
+		t.Errorf("addresses not overridden: %+v", cfg)
+	}
+	if cfg.Kafka.MaxPollRecords != 10 || cfg.Kafka.ShutdownTimeout != 3*time.Second || cfg.ClickHouse.Password != "pw" {
+		t.Errorf("typed overrides not applied: %+v", cfg.Kafka)
+	}
+	_, err = LoadConfig("", envOf(map[string]string{"SEER_KAFKA_MAX_POLL_RECORDS": "many"}))
+	if err == nil || !strings.Contains(err.Error(), "SEER_KAFKA_MAX_POLL_RECORDS") {
+		t.Errorf("bad integer override: error = %v, want it to name the variable", err)
+	}
+}

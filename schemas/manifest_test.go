@@ -1,0 +1,149 @@
+package schemas
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestExampleManifestLoads(t *testing.T) {
+	m, err := LoadManifest(filepath.Join("..", "deploy", "examples", "card-fraud"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Verify(); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	views, features := m.FeatureViews()
+	if len(views) != 1 || views[0] != "user_stats" || len(features["user_stats"]) != 3 {
+		t.Errorf("FeatureViews = %v %v, want [user_stats] with 3 features", views, features)
+	}
+	s, _ := LoadInputSchema("card_transactions.v1")
+	if err := m.CheckAgainstSchema(s); err != nil {
+		t.Errorf("CheckAgainstSchema: %v", err)
+	}
+}
+
+// TestManifestGolden decodes testdata/*.good.yml (must validate) and
+// testdata/*.bad.yml (must fail with the error in the file's first line,
+// written as "# want: <text>").
+func TestManifestGolden(t *testing.T) {
+	files, _ := filepath.Glob("testdata/manifest-*.yml")
+	if len(files) < 3 {
+		t.Fatalf("found %d manifest fixtures, want several", len(files))
+	}
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ParseManifest(data)
+		switch {
+		case strings.HasSuffix(file, ".good.yml"):
+			if err != nil {
+				t.Errorf("%s: %v", file, err)
+			}
+		case strings.HasSuffix(file, ".bad.yml"):
+			first, _, _ := strings.Cut(string(data), "\n")
+			want := strings.TrimSpace(strings.TrimPrefix(first, "# want:"))
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: error = %v, want it to contain %q", file, err, want)
+			}
+		}
+	}
+}
+
+func TestVerifyDetectsTampering(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join("..", "deploy", "examples", "card-fraud")
+	for _, f := range []string{"model.yaml", "model.onnx"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f == "model.onnx" {
+			b[len(b)-1] ^= 1
+		}
+		os.WriteFile(filepath.Join(dir, f), b, 0o644)
+	}
+	m, err := LoadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Verify(); err == nil || !strings.Contains(err.Error(), "artifact.sha256") {
+		t.Errorf("Verify of a modified model = %v, want an artifact.sha256 mismatch", err)
+	}
+}
+
+func TestInputEncode(t *testing.T) {
+	cat := Input{Name: "c", Dtype: DtypeCategory, Default: "other", Categories: []string{"a", "b", "other"}}
+	num := Input{Name: "n", Dtype: DtypeFloat, Default: 2.5}
+	boolean := Input{Name: "b", Dtype: DtypeBool, Default: true}
+	f := func(in Input, v Value, want float32) {
+		t.Helper()
+		if got := in.Encode(v); got != want {
+			t.Errorf("%s.Encode(%+v) = %v, want %v", in.Name, v, got, want)
+		}
+	}
+	f(cat, Value{Kind: KindString, Str: "b"}, 1)
+	f(cat, Value{Kind: KindString, Str: "zzz"}, 2)
+	f(cat, Value{}, 2)
+	f(num, Value{Kind: KindNumber, Num: 7}, 7)
+	f(num, Value{}, 2.5)
+	f(boolean, Value{}, 1)
+	f(boolean, Value{Kind: KindNumber, Num: 0}, 0)
+}
+
+func FuzzParseManifest(f *testing.F) {
+	for _, p := range []string{"../deploy/examples/card-fraud/model.yaml", "testdata/manifest-minimal.good.yml"} {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte("name: [}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := ParseManifest(data)
+		if err != nil {
+			return
+		}
+		// Whatever validates must be usable without panics.
+		m.FeatureViews()
+		for i := range m.Inputs {
+			m.Inputs[i].Encode(Value{})
+		}
+	})
+}
+
+func FuzzParseInputSchema(f *testing.F) {
+	if b, err := os.ReadFile("events/card_transactions.v1.yaml"); err == nil {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := ParseInputSchema(data)
+		if err != nil {
+			return
+		}
+		s.Decode([]byte("k"), []byte(`{}`), Source{})
+	})
+}
+
+func TestMigrations(t *testing.T) {
+	migs, err := Migrations("seer_test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(migs) == 0 || migs[0].Version != 1 {
+		t.Fatalf("migrations = %+v, want version 1 first", migs)
+	}
+	for _, m := range migs {
+		for _, s := range m.Statements {
+			if strings.Contains(s, "{db}") || strings.HasSuffix(s, ";") || strings.HasPrefix(strings.TrimSpace(s), "--") {
+				t.Errorf("migration %d statement not rendered cleanly: %q", m.Version, s)
+			}
+		}
+	}
+	if _, err := Migrations("bad-name"); err == nil {
+		t.Error("Migrations accepted database name bad-name")
+	}
+}

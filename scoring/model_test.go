@@ -1,0 +1,147 @@
+package scoring
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/schemas/testenv"
+)
+
+func openExample(t *testing.T) (*Model, *schemas.InputSchema) {
+	t.Helper()
+	if err := InitRuntime(testenv.OnnxRuntime(t)); err != nil {
+		t.Fatal(err)
+	}
+	schema, err := schemas.LoadInputSchema("card_transactions.v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := schemas.LoadManifest(testenv.ExamplePackage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := Open(DefaultConfig(), m, schema, schemas.RouteProduction, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mod.Close() })
+	return mod, schema
+}
+
+// TestScoreMatchesReference scores events with seer and with an independent
+// Python encoder + onnxruntime, including missing features and unknown
+// categories, and requires agreement within 1e-5.
+func TestScoreMatchesReference(t *testing.T) {
+	mod, schema := openExample(t)
+	events := []string{
+		`{"user_id":"a","event_time":"2026-01-01T00:00:00Z","amount":12.5,"merchant_category":"grocery","hour":13,"card_present":true}`,
+		`{"user_id":"b","event_time":"2026-01-01T00:00:00Z","amount":2500,"merchant_category":"electronics","hour":2,"card_present":false}`,
+		`{"user_id":"c","event_time":"2026-01-01T00:00:00Z","amount":80,"merchant_category":"casino","hour":23}`,
+		`{"user_id":"d","event_time":"2026-01-01T00:00:00Z","amount":0,"merchant_category":"travel","hour":0}`,
+	}
+	feats := []map[string]string{
+		{"txn_count_24h": "2", "avg_amount_30d": "40.5", "chargeback_rate_90d": "0.01"},
+		{"txn_count_24h": "11", "avg_amount_30d": "30", "chargeback_rate_90d": "0.2"},
+		nil, // missing view: defaults
+		{"txn_count_24h": "1", "avg_amount_30d": "900"}, // one feature missing
+	}
+	items := make([]schemas.Item, len(events))
+	var cases []testenv.RefCase
+	for i, e := range events {
+		ev, derr := schema.Decode(nil, []byte(e), schemas.Source{Topic: "t", Offset: int64(i)})
+		if derr != nil {
+			t.Fatal(derr)
+		}
+		items[i].Event = ev
+		st := schemas.FeatureState{View: "user_stats", Values: make([]schemas.Value, 3), Missing: feats[i] == nil}
+		for j, name := range []string{"txn_count_24h", "avg_amount_30d", "chargeback_rate_90d"} {
+			if v, ok := feats[i][name]; ok {
+				st.Values[j] = schemas.Value{Kind: schemas.KindNumber, Num: mustFloat(t, v), Str: v}
+			}
+		}
+		items[i].Features = []schemas.FeatureState{st}
+		c := testenv.RefCase{Event: decodeJSON(t, e)}
+		if feats[i] != nil {
+			c.Features = map[string]map[string]string{"user_stats": feats[i]}
+		}
+		cases = append(cases, c)
+	}
+	if err := mod.Score(context.Background(), items); err != nil {
+		t.Fatal(err)
+	}
+	want := testenv.ReferenceScores(t, testenv.ExamplePackage(t), cases)
+	for i, it := range items {
+		if it.Reject != nil {
+			t.Fatalf("item %d rejected: %v", i, it.Reject)
+		}
+		if d := math.Abs(float64(it.Score) - want[i]); d > 1e-5 {
+			t.Errorf("event %d: seer score %v, reference %v (diff %g)", i, it.Score, want[i], d)
+		}
+		if it.PredictionID == "" || it.Model != "card-fraud" || it.Route != schemas.RouteProduction {
+			t.Errorf("event %d: prediction metadata not set: %+v", i, it)
+		}
+		wantLabel := int8(0)
+		if want[i] >= 0.5 {
+			wantLabel = 1
+		}
+		if it.Label != wantLabel {
+			t.Errorf("event %d: label %d for score %v, want %d", i, it.Label, it.Score, wantLabel)
+		}
+	}
+	// The same event scored again gets the same prediction id (idempotent replay).
+	again := []schemas.Item{{Event: items[0].Event, Features: items[0].Features}}
+	if err := mod.Score(context.Background(), again); err != nil {
+		t.Fatal(err)
+	}
+	if again[0].PredictionID != items[0].PredictionID {
+		t.Errorf("prediction id changed on replay: %s vs %s", again[0].PredictionID, items[0].PredictionID)
+	}
+}
+
+func TestOpenRejectsMismatchedPackage(t *testing.T) {
+	if err := InitRuntime(testenv.OnnxRuntime(t)); err != nil {
+		t.Fatal(err)
+	}
+	schema, _ := schemas.LoadInputSchema("card_transactions.v1")
+	src := testenv.ExamplePackage(t)
+	f := func(name string, edit func(string) string, want string) {
+		t.Helper()
+		dir := t.TempDir()
+		onnx, _ := os.ReadFile(filepath.Join(src, "model.onnx"))
+		yml, _ := os.ReadFile(filepath.Join(src, "model.yaml"))
+		os.WriteFile(filepath.Join(dir, "model.onnx"), onnx, 0o644)
+		os.WriteFile(filepath.Join(dir, "model.yaml"), []byte(edit(string(yml))), 0o644)
+		m, err := schemas.LoadManifest(dir)
+		if err == nil {
+			_, err = Open(DefaultConfig(), m, schema, schemas.RouteProduction, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error = %v, want it to contain %q", name, err, want)
+		}
+	}
+	f("wrong input tensor", func(s string) string { return strings.Replace(s, "input: features", "input: x", 1) }, "has no input \"x\"")
+	f("wrong output tensor", func(s string) string { return strings.Replace(s, "tensor: probabilities", "tensor: probs", 1) }, "has no output \"probs\"")
+	f("index out of range", func(s string) string { return strings.Replace(s, "index: 1", "index: 5", 1) }, "out of range")
+	f("extra input", func(s string) string {
+		s = strings.Replace(s, "outputs:", "- {name: extra, source: event.amount, dtype: float, default: 0}\noutputs:", 1)
+		return strings.Replace(s, "  features:\n", "  features:\n    extra: {kind: numeric, edges: [0, 1], counts: [1]}\n", 1)
+	}, "declares 8 inputs")
+	f("unknown event field", func(s string) string { return strings.Replace(s, "source: event.hour", "source: event.hour_of_day", 1) }, "not in input schema")
+}
+
+func mustFloat(t *testing.T, s string) float64 {
+	t.Helper()
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}

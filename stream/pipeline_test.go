@@ -1,0 +1,282 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/seer-ml/seer/schemas"
+)
+
+// fakeStages stand in for Redis, ONNX Runtime and ClickHouse: the scorer
+// gives each event score = amount/100, the sink records rows and can fail.
+type fakeStages struct {
+	mu         sync.Mutex
+	logged     map[string]schemas.Item
+	dead       []schemas.DeadLetter
+	failWrites int // fail this many WriteLog calls first
+	enrichErrs int
+}
+
+func (f *fakeStages) Enrich(_ context.Context, items []schemas.Item) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.enrichErrs > 0 {
+		f.enrichErrs--
+		return errors.New("redis down")
+	}
+	return nil
+}
+
+func (f *fakeStages) Score(_ context.Context, items []schemas.Item) error {
+	for i := range items {
+		it := &items[i]
+		if it.Reject != nil {
+			continue
+		}
+		it.Score = float32(it.Event.Values[3].Num / 100)
+		it.Model, it.ModelVersion, it.Route = "m", "1", schemas.RouteProduction
+		it.ScoredTime = time.Now()
+		it.PredictionID = schemas.StableKSUID(it.Event.Time, it.Event.ID, "m", "1")
+	}
+	return nil
+}
+
+func (f *fakeStages) WriteLog(_ context.Context, items []schemas.Item) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failWrites > 0 {
+		f.failWrites--
+		return errors.New("clickhouse down")
+	}
+	for _, it := range items {
+		if it.Reject == nil {
+			f.logged[it.Event.ID] = it
+		}
+	}
+	return nil
+}
+
+func (f *fakeStages) WriteDeadLetters(_ context.Context, dls []schemas.DeadLetter) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dead = append(f.dead, dls...)
+	return nil
+}
+
+func testConfig(brokers []string) Config {
+	c := DefaultConfig()
+	c.Brokers = brokers
+	c.InputTopic, c.PredictionsTopic, c.DLQTopic, c.Group = "in", "out", "dlq", "g"
+	c.RetryBackoffMax = 50 * time.Millisecond
+	return c
+}
+
+func newCluster(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(3, "in", "out", "dlq")}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func produceEvents(t *testing.T, brokers []string, n int, bad map[int]string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for i := 0; i < n; i++ {
+		v := fmt.Sprintf(`{"event_id":"e%d","user_id":"u%d","event_time":"2026-01-01T00:00:00Z","amount":%d,"merchant_category":"fuel","hour":1}`, i, i%7, i)
+		if b, ok := bad[i]; ok {
+			v = b
+		}
+		recs = append(recs, &kgo.Record{Topic: "in", Key: []byte("u" + strconv.Itoa(i%7)), Value: []byte(v)})
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// consumeAll reads want records from topic, failing after a deadline.
+func consumeAll(t *testing.T, brokers []string, topic string, want int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < want {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("topic %s: got %d records, want %d", topic, len(out), want)
+		}
+		out = append(out, fs.Records()...)
+	}
+	return out
+}
+
+func committed(t *testing.T, brokers []string) int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	req := kmsgOffsetFetch("g", "in", 3)
+	resp, err := req.RequestWith(context.Background(), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, tp := range resp.Groups[0].Topics {
+		for _, p := range tp.Partitions {
+			if p.Offset > 0 {
+				sum += p.Offset
+			}
+		}
+	}
+	return sum
+}
+
+func runPipeline(t *testing.T, cfg Config, st *fakeStages) (stop func()) {
+	t.Helper()
+	schema, err := schemas.LoadInputSchema("card_transactions.v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+}
+
+func TestPipelineScoresAndDeadLetters(t *testing.T) {
+	c := newCluster(t)
+	brokers := c.ListenAddrs()
+	const n = 200
+	bad := map[int]string{
+		5:   `{"event_id":"e5",`,
+		50:  `{"event_id":"e50","user_id":"u1","event_time":"2026-01-01T00:00:00Z","amount":-3,"merchant_category":"fuel","hour":1}`,
+		120: `{"event_id":"e120","user_id":"u1","event_time":"2026-01-01T00:00:00Z","merchant_category":"fuel","hour":1}`,
+	}
+	wantReason := map[string]schemas.Reason{"5": schemas.ReasonInvalidJSON, "50": schemas.ReasonOutOfBounds, "120": schemas.ReasonMissingField}
+	st := &fakeStages{logged: map[string]schemas.Item{}, failWrites: 2, enrichErrs: 1}
+	produceEvents(t, brokers, n, bad)
+	stop := runPipeline(t, testConfig(brokers), st)
+
+	preds := consumeAll(t, brokers, "out", n-len(bad))
+	dlq := consumeAll(t, brokers, "dlq", len(bad))
+	deadline := time.Now().Add(10 * time.Second)
+	for committed(t, brokers) < n && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+
+	seen := map[string]bool{}
+	for _, r := range preds {
+		p := decodePrediction(t, r.Value)
+		if seen[p.EventID] {
+			t.Errorf("event %s predicted twice", p.EventID)
+		}
+		seen[p.EventID] = true
+		i, _ := strconv.Atoi(p.EventID[1:])
+		if want := float32(float64(i) / 100); p.Score != want {
+			t.Errorf("event %s score = %v, want %v", p.EventID, p.Score, want)
+		}
+		if string(r.Key) != p.EntityID {
+			t.Errorf("prediction key %q, entity %q", r.Key, p.EntityID)
+		}
+	}
+	for _, r := range dlq {
+		h := map[string]string{}
+		for _, x := range r.Headers {
+			h[x.Key] = string(x.Value)
+		}
+		var idx string
+		for k, v := range bad {
+			if v == string(r.Value) {
+				idx = strconv.Itoa(k)
+			}
+		}
+		if idx == "" {
+			t.Errorf("DLQ record value %q is not one of the bad inputs", r.Value)
+			continue
+		}
+		if h[schemas.HeaderError] != string(wantReason[idx]) {
+			t.Errorf("DLQ record %s: seer-error = %q, want %q", idx, h[schemas.HeaderError], wantReason[idx])
+		}
+		for _, k := range []string{schemas.HeaderDetail, schemas.HeaderStage, schemas.HeaderSourceTopic, schemas.HeaderSourcePartition, schemas.HeaderSourceOffset, schemas.HeaderTime} {
+			if h[k] == "" {
+				t.Errorf("DLQ record %s: header %s missing", idx, k)
+			}
+		}
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.logged) != n-len(bad) {
+		t.Errorf("logged %d rows, want %d", len(st.logged), n-len(bad))
+	}
+	if len(st.dead) < len(bad) {
+		t.Errorf("dead-letter rows = %d, want at least %d", len(st.dead), len(bad))
+	}
+	if got := committed(t, brokers); got != n {
+		t.Errorf("committed offsets sum to %d, want %d", got, n)
+	}
+}
+
+// TestNoCommitBeforeSink checks at-least-once: while the sink fails, no
+// offset is committed, and nothing is lost once it recovers.
+func TestNoCommitBeforeSink(t *testing.T) {
+	c := newCluster(t)
+	brokers := c.ListenAddrs()
+	st := &fakeStages{logged: map[string]schemas.Item{}, failWrites: 1 << 30}
+	produceEvents(t, brokers, 50, nil)
+	stop := runPipeline(t, testConfig(brokers), st)
+	// Predictions are produced before the sink write, so their arrival
+	// shows the batch reached the sink stage.
+	consumeAll(t, brokers, "out", 1)
+	time.Sleep(300 * time.Millisecond)
+	if got := committed(t, brokers); got != 0 {
+		t.Fatalf("committed %d offsets while the sink was failing", got)
+	}
+	st.mu.Lock()
+	st.failWrites = 0
+	st.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for committed(t, brokers) < 50 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	if got := committed(t, brokers); got != 50 {
+		t.Errorf("committed %d offsets after recovery, want 50", got)
+	}
+	if len(st.logged) != 50 {
+		t.Errorf("logged %d rows, want 50", len(st.logged))
+	}
+}
