@@ -2,6 +2,7 @@ package featurestore
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -205,7 +206,9 @@ func jsonlRows(r io.Reader, o LoadOptions) func() (Row, int, error) {
 				continue
 			}
 			var obj map[string]any
-			if err := json.Unmarshal(b, &obj); err != nil {
+			dec := json.NewDecoder(bytes.NewReader(b))
+			dec.UseNumber() // keep numbers as written: no float rounding or exponents
+			if err := dec.Decode(&obj); err != nil {
 				return Row{}, line, fmt.Errorf("invalid JSON object: %v", err)
 			}
 			row := Row{Values: make(map[string]string, len(obj))}
@@ -214,8 +217,8 @@ func jsonlRows(r io.Reader, o LoadOptions) func() (Row, int, error) {
 				switch x := v.(type) {
 				case string:
 					s = x
-				case float64:
-					s = strconv.FormatFloat(x, 'g', -1, 64)
+				case json.Number:
+					s = x.String()
 				case bool:
 					s = strconv.FormatBool(x)
 				case nil:

@@ -1,0 +1,120 @@
+package drift
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/segmentio/ksuid"
+
+	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/schemas/testenv"
+)
+
+// newDB connects to the real ClickHouse, migrates a unique database and
+// drops it afterwards.
+func newDB(t *testing.T) (driver.Conn, string) {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Addr = testenv.ClickHouse(t)
+	cfg.Database = "seertest_" + strings.ToLower(ksuid.New().String()[:12])
+	ctx := context.Background()
+	conn, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.Database)
+		conn.Close()
+	})
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for i := 0; i < 2; i++ { // twice: migrations are idempotent
+		if err := Migrate(ctx, conn, cfg.Database, log); err != nil {
+			t.Fatalf("Migrate run %d: %v", i+1, err)
+		}
+	}
+	return conn, cfg.Database
+}
+
+func count(t *testing.T, conn driver.Conn, q string) uint64 {
+	t.Helper()
+	var n uint64
+	if err := conn.QueryRow(context.Background(), q).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+func TestSinkWritesAndDeduplicatesReplays(t *testing.T) {
+	conn, db := newDB(t)
+	s := NewSink(conn, db)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	var items []schemas.Item
+	for i := 0; i < 50; i++ {
+		it := schemas.Item{
+			Event: schemas.Event{ID: fmt.Sprintf("e%d", i), EntityID: "u", Time: now,
+				Source: schemas.Source{Topic: "in", Partition: 1, Offset: int64(i)}},
+			Model: "m", ModelVersion: "1", Route: schemas.RouteProduction,
+			Score: float32(i) / 100, Label: int8(i % 2), ScoredTime: now,
+			InputNames: []string{"amount", "cat"},
+			InputRaw:   []schemas.Value{{Kind: schemas.KindNumber, Num: float64(i)}, {Kind: schemas.KindString, Str: "fuel"}},
+			Inputs:     []float32{float32(i), 2},
+			Features:   []schemas.FeatureState{{View: "user", AgeMs: 1500, Missing: i%5 == 0}},
+		}
+		it.PredictionID = schemas.StableKSUID(now, it.Event.ID, "m", "1")
+		items = append(items, it)
+	}
+	items[3].Reject = &schemas.DecodeError{Reason: schemas.ReasonScoreFailed}
+	for i := 0; i < 2; i++ { // the second write is a replay after a crash
+		if err := s.WriteLog(ctx, items); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := count(t, conn, "SELECT count() FROM "+db+".inference_log FINAL"); got != 49 {
+		t.Errorf("inference_log FINAL count = %d, want 49", got)
+	}
+	if got := count(t, conn, "SELECT uniqExact(prediction_id) FROM "+db+".inference_log"); got != 49 {
+		t.Errorf("distinct prediction ids = %d, want 49", got)
+	}
+	if got := count(t, conn, "SELECT countIf(has(feature_missing, 1)) FROM "+db+".inference_log FINAL"); got != 10 {
+		t.Errorf("rows with a missing feature view = %d, want 10", got)
+	}
+	var amount float64
+	var cat string
+	if err := conn.QueryRow(ctx, "SELECT input_values[indexOf(input_names, 'amount')], input_strings[indexOf(input_names, 'cat')] FROM "+db+".inference_log FINAL WHERE event_id = 'e7'").Scan(&amount, &cat); err != nil {
+		t.Fatal(err)
+	}
+	if amount != 7 || cat != "fuel" {
+		t.Errorf("e7 inputs = %v, %q; want 7, fuel", amount, cat)
+	}
+
+	dls := []schemas.DeadLetter{
+		{Source: schemas.Source{Topic: "in", Offset: 100}, Reason: schemas.ReasonInvalidJSON, Stage: schemas.StageDecode, Detail: "x", Time: now},
+		{Source: schemas.Source{Topic: "in", Offset: 101}, Reason: schemas.ReasonOutOfBounds, Stage: schemas.StageValidate, Detail: "y", Time: now},
+	}
+	for i := 0; i < 2; i++ {
+		if err := s.WriteDeadLetters(ctx, dls); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := count(t, conn, "SELECT count() FROM "+db+".dead_letters FINAL WHERE reason = 'invalid_json'"); got != 1 {
+		t.Errorf("dead_letters invalid_json after replay = %d, want 1", got)
+	}
+}
+
+func TestMigrateRecordsVersions(t *testing.T) {
+	conn, db := newDB(t)
+	if got := count(t, conn, "SELECT count() FROM "+db+".schema_migrations FINAL"); got == 0 {
+		t.Error("schema_migrations is empty after Migrate")
+	}
+	v, err := ServerVersion(context.Background(), conn)
+	if err != nil || v == "" {
+		t.Errorf("ServerVersion = %q, %v", v, err)
+	}
+}
