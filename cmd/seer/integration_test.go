@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/ksuid"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/seer-ml/seer/featurestore"
+	"github.com/seer-ml/seer/loadtest"
+	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/schemas/testenv"
+)
+
+// TestEndToEndRealServices runs the serve pipeline against the real Kafka
+// broker, Redis, ClickHouse and ONNX Runtime: N events of which k are
+// malformed must give exactly N−k predictions with the right ids and scores
+// (checked against an independent Python reference), exactly k DLQ records
+// with the right reasons, and exactly N−k inference_log rows.
+func TestEndToEndRealServices(t *testing.T) {
+	const n, every = 400, 16 // every 16th event is malformed
+	brokers := testenv.Kafka(t)
+	cfg := DefaultConfig()
+	cfg.Kafka.Brokers = []string{brokers}
+	cfg.Redis.Addr = testenv.Redis(t)
+	cfg.ClickHouse.Addr = testenv.ClickHouse(t)
+	cfg.OnnxRuntimeLib = testenv.OnnxRuntime(t)
+	cfg.Scoring.Package = testenv.ExamplePackage(t)
+	run := strings.ToLower(ksuid.New().String()[:12])
+	cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic = "it-"+run+".events", "it-"+run+".predictions", "it-"+run+".dlq"
+	cfg.Kafka.Group = "it-" + run
+	cfg.Redis.KeyPrefix = "it-" + run
+	cfg.ClickHouse.Database = "seer_it_" + run
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	admin, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	adm := kadm.NewClient(admin)
+	if _, err := adm.CreateTopics(ctx, 3, 1, nil, cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { adm.DeleteTopics(context.Background(), cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic) })
+
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := buildApp(ctx, cfg, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		a.ch.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database)
+		keys, _ := a.rdb.Keys(context.Background(), cfg.Redis.KeyPrefix+":*").Result()
+		if len(keys) > 0 {
+			a.rdb.Del(context.Background(), keys...)
+		}
+		a.Close()
+	})
+
+	gen, err := loadtest.NewGenerator(a.schema, a.manifest, 50, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	features := gen.FeatureRows(10) // every 10th user has no features
+	for view, byUser := range features {
+		var rows []featurestore.Row
+		for u, vals := range byUser {
+			rows = append(rows, featurestore.Row{Entity: u, TsMs: time.Now().UnixMilli(), Values: vals})
+		}
+		if err := a.store.Put(ctx, view, rows, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	pctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.pipeline.Run(pctx) }()
+
+	valid := map[string]loadtest.Event{}
+	badReason := map[string]schemas.Reason{} // by value
+	var recs []*kgo.Record
+	for i := 0; i < n; i++ {
+		ev := gen.Next(time.Now(), i%every == every-1)
+		if ev.Malformed == "" {
+			valid[ev.ID] = ev
+		} else {
+			for _, m := range loadtest.Malformations {
+				if m.Name == ev.Malformed {
+					badReason[string(ev.Value)] = m.Reason
+				}
+			}
+		}
+		recs = append(recs, &kgo.Record{Topic: cfg.Kafka.InputTopic, Key: ev.Key, Value: ev.Value})
+	}
+	k := n - len(valid)
+	if k != n/every || len(badReason) != k {
+		t.Fatalf("generated %d malformed events (%d distinct), want %d", k, len(badReason), n/every)
+	}
+	if err := admin.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	preds := consume(ctx, t, brokers, cfg.Kafka.PredictionsTopic, n-k)
+	dlq := consume(ctx, t, brokers, cfg.Kafka.DLQTopic, k)
+	db := cfg.ClickHouse.Database
+	var rows, dead uint64
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if err := a.ch.QueryRow(ctx, "SELECT count() FROM "+db+".inference_log FINAL").Scan(&rows); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.ch.QueryRow(ctx, "SELECT count() FROM "+db+".dead_letters FINAL").Scan(&dead); err != nil {
+			t.Fatal(err)
+		}
+		if rows >= uint64(n-k) && dead >= uint64(k) {
+			break
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("pipeline: %v", err)
+	}
+
+	if len(preds) != n-k {
+		t.Errorf("predictions = %d, want %d", len(preds), n-k)
+	}
+	if len(dlq) != k {
+		t.Errorf("DLQ records = %d, want %d", len(dlq), k)
+	}
+	if rows != uint64(n-k) || dead != uint64(k) {
+		t.Errorf("clickhouse inference_log = %d rows, dead_letters = %d; want %d and %d", rows, dead, n-k, k)
+	}
+
+	var cases []testenv.RefCase
+	var got []schemas.Prediction
+	seen := map[string]bool{}
+	for _, r := range preds {
+		var p schemas.Prediction
+		if err := json.Unmarshal(r.Value, &p); err != nil {
+			t.Fatalf("prediction %q: %v", r.Value, err)
+		}
+		ev, ok := valid[p.EventID]
+		if !ok || seen[p.EventID] {
+			t.Errorf("prediction for unexpected or repeated event %s", p.EventID)
+			continue
+		}
+		seen[p.EventID] = true
+		if p.EntityID != string(ev.Key) || string(r.Key) != string(ev.Key) || p.Route != schemas.RouteProduction {
+			t.Errorf("event %s: entity %q key %q route %q, want %q/production", p.EventID, p.EntityID, r.Key, p.Route, ev.Key)
+		}
+		if _, err := ksuid.Parse(p.PredictionID); err != nil {
+			t.Errorf("event %s: prediction_id %q is not a ksuid", p.EventID, p.PredictionID)
+		}
+		var obj map[string]any
+		json.Unmarshal(ev.Value, &obj)
+		c := testenv.RefCase{Event: obj}
+		if f, ok := features["user_stats"][string(ev.Key)]; ok {
+			c.Features = map[string]map[string]string{"user_stats": f}
+		}
+		cases = append(cases, c)
+		got = append(got, p)
+	}
+	if len(seen) != len(valid) {
+		t.Errorf("%d of %d valid events got a prediction", len(seen), len(valid))
+	}
+	want := testenv.ReferenceScores(t, cfg.Scoring.Package, cases)
+	for i, p := range got {
+		if d := math.Abs(float64(p.Score) - want[i]); d > 1e-5 {
+			t.Errorf("event %s: score %v, reference %v", p.EventID, p.Score, want[i])
+		}
+	}
+	for _, r := range dlq {
+		reason, ok := badReason[string(r.Value)]
+		if !ok {
+			t.Errorf("DLQ record with unexpected value %.60q", r.Value)
+			continue
+		}
+		h := map[string]string{}
+		for _, x := range r.Headers {
+			h[x.Key] = string(x.Value)
+		}
+		if h[schemas.HeaderError] != string(reason) || h[schemas.HeaderSourceTopic] != cfg.Kafka.InputTopic || h[schemas.HeaderStage] == "" || h[schemas.HeaderSourceOffset] == "" {
+			t.Errorf("DLQ headers %v, want seer-error=%s and the source position", h, reason)
+		}
+	}
+}
+
+// consume reads want records from topic (read_committed), then keeps
+// polling briefly to catch extras.
+func consume(ctx context.Context, t *testing.T, brokers, topic string, want int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	deadline := time.Now().Add(60 * time.Second)
+	extra := time.Time{}
+	for time.Now().Before(deadline) {
+		if len(out) >= want {
+			if extra.IsZero() {
+				extra = time.Now().Add(time.Second)
+			} else if time.Now().After(extra) {
+				break
+			}
+		}
+		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		fs := cl.PollFetches(pctx)
+		cancel()
+		out = append(out, fs.Records()...)
+	}
+	return out
+}
