@@ -55,7 +55,9 @@ func TestEndToEndRealServices(t *testing.T) {
 	if _, err := adm.CreateTopics(ctx, 3, 1, nil, cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { adm.DeleteTopics(context.Background(), cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic) })
+	t.Cleanup(func() {
+		adm.DeleteTopics(context.Background(), cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic)
+	})
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	a, err := buildApp(ctx, cfg, logger, prometheus.NewRegistry())
