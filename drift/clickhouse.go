@@ -34,11 +34,12 @@ type Config struct {
 	Password     string        `yaml:"-"`
 	TLS          bool          `yaml:"tls"`
 	DialTimeout  time.Duration `yaml:"dial_timeout"`
+	WriterConfig `yaml:",inline"`
 }
 
 // DefaultConfig returns the local defaults.
 func DefaultConfig() Config {
-	return Config{Addr: "127.0.0.1:9000", Database: "seer", Username: "default", DialTimeout: 5 * time.Second}
+	return Config{Addr: "127.0.0.1:9000", Database: "seer", Username: "default", DialTimeout: 5 * time.Second, WriterConfig: DefaultWriterConfig()}
 }
 
 // Validate names the first bad field.
@@ -52,7 +53,7 @@ func (c *Config) Validate() error {
 	if c.DialTimeout <= 0 {
 		return fmt.Errorf("clickhouse.dial_timeout: %v must be positive", c.DialTimeout)
 	}
-	return nil
+	return c.WriterConfig.Validate()
 }
 
 // LoadPassword fills Password from PasswordFile when set.

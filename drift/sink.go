@@ -18,7 +18,74 @@ const inferenceColumns = `prediction_id, event_id, entity_id, model, model_versi
 
 const deadLetterColumns = `source_topic, source_partition, source_offset, reason, stage, detail, dlq_time, dlq_time_ms`
 
-// Sink writes inference-log and dead-letter rows to ClickHouse.
+// LogRow is one inference_log row. It is what the spool stores, so its
+// JSON form is part of the on-disk format.
+type LogRow struct {
+	PredictionID    string    `json:"pid"`
+	EventID         string    `json:"eid"`
+	EntityID        string    `json:"ent"`
+	Model           string    `json:"m"`
+	ModelVersion    string    `json:"v"`
+	Route           string    `json:"r"`
+	EventTimeMs     int64     `json:"et"`
+	ScoredTimeMs    int64     `json:"st"`
+	InputNames      []string  `json:"in"`
+	InputValues     []float64 `json:"iv"`
+	InputStrings    []string  `json:"is"`
+	InputMissing    []uint8   `json:"im"`
+	FeatureViews    []string  `json:"fv"`
+	FeatureAgeMs    []int64   `json:"fa"`
+	FeatureMissing  []uint8   `json:"fm"`
+	FeatureStale    []uint8   `json:"fs"`
+	Score           float32   `json:"s"`
+	Label           int8      `json:"l"`
+	SourceTopic     string    `json:"t"`
+	SourcePartition int32     `json:"p"`
+	SourceOffset    int64     `json:"o"`
+}
+
+// RowOf converts a scored item to its log row.
+func RowOf(it *schemas.Item) LogRow {
+	n := len(it.Inputs)
+	r := LogRow{
+		PredictionID: it.PredictionID, EventID: it.Event.ID, EntityID: it.Event.EntityID,
+		Model: it.Model, ModelVersion: it.ModelVersion, Route: string(it.Route),
+		EventTimeMs: it.Event.Time.UnixMilli(), ScoredTimeMs: it.ScoredTime.UnixMilli(),
+		InputNames: it.InputNames, InputValues: make([]float64, n), InputStrings: make([]string, n), InputMissing: make([]uint8, n),
+		FeatureViews: make([]string, len(it.Features)), FeatureAgeMs: make([]int64, len(it.Features)),
+		FeatureMissing: make([]uint8, len(it.Features)), FeatureStale: make([]uint8, len(it.Features)),
+		Score: it.Score, Label: it.Label,
+		SourceTopic: it.Event.Source.Topic, SourcePartition: it.Event.Source.Partition, SourceOffset: it.Event.Source.Offset,
+	}
+	if it.Event.Time.IsZero() {
+		r.EventTimeMs = r.ScoredTimeMs
+	}
+	for j, v := range it.Inputs {
+		r.InputValues[j] = float64(v)
+		if j < len(it.InputRaw) {
+			switch it.InputRaw[j].Kind {
+			case schemas.KindString:
+				r.InputStrings[j] = it.InputRaw[j].Str
+			case schemas.KindAbsent:
+				r.InputMissing[j] = 1
+			}
+		}
+	}
+	for j, f := range it.Features {
+		r.FeatureViews[j], r.FeatureAgeMs[j] = f.View, f.AgeMs
+		r.FeatureMissing[j], r.FeatureStale[j] = b2u(f.Missing), b2u(f.Stale)
+	}
+	return r
+}
+
+// Batch is a unit of rows written together: to ClickHouse in one INSERT per
+// table, or to the spool as one file.
+type Batch struct {
+	Log  []LogRow             `json:"log"`
+	Dead []schemas.DeadLetter `json:"dead"`
+}
+
+// Sink inserts batches into ClickHouse.
 type Sink struct {
 	conn     driver.Conn
 	database string
@@ -29,82 +96,52 @@ func NewSink(conn driver.Conn, database string) *Sink {
 	return &Sink{conn: conn, database: database}
 }
 
-// WriteLog inserts one inference-log row per item whose Reject is nil, in a
-// single INSERT.
-func (s *Sink) WriteLog(ctx context.Context, items []schemas.Item) error {
+// Insert writes a batch: one INSERT for the log rows, one for the dead
+// letters. Rows are keyed by ids, so inserting a batch twice does not
+// change FINAL counts.
+func (s *Sink) Insert(ctx context.Context, b *Batch) error {
+	if len(b.Log) > 0 {
+		if err := s.insertLog(ctx, b.Log); err != nil {
+			return err
+		}
+	}
+	if len(b.Dead) > 0 {
+		return s.insertDead(ctx, b.Dead)
+	}
+	return nil
+}
+
+func (s *Sink) insertLog(ctx context.Context, rows []LogRow) error {
 	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.database+".inference_log ("+inferenceColumns+")")
 	if err != nil {
 		return fmt.Errorf("preparing inference_log insert: %w", err)
 	}
 	defer batch.Abort()
-	n := 0
-	for i := range items {
-		it := &items[i]
-		if it.Reject != nil {
-			continue
+	for i := range rows {
+		r := &rows[i]
+		if err := batch.Append(r.PredictionID, r.EventID, r.EntityID, r.Model, r.ModelVersion, r.Route,
+			msTime(r.EventTimeMs), msTime(r.ScoredTimeMs), uint64(r.EventTimeMs), uint64(r.ScoredTimeMs),
+			r.InputNames, r.InputValues, r.InputStrings, r.InputMissing,
+			r.FeatureViews, r.FeatureAgeMs, r.FeatureMissing, r.FeatureStale,
+			r.Score, r.Label, r.SourceTopic, r.SourcePartition, r.SourceOffset); err != nil {
+			return fmt.Errorf("appending inference_log row for event %s: %w", r.EventID, err)
 		}
-		values := make([]float64, len(it.Inputs))
-		strs := make([]string, len(it.Inputs))
-		missing := make([]uint8, len(it.Inputs))
-		for j, v := range it.Inputs {
-			values[j] = float64(v)
-			if j < len(it.InputRaw) {
-				r := it.InputRaw[j]
-				if r.Kind == schemas.KindString {
-					strs[j] = r.Str
-				}
-				if r.Kind == schemas.KindAbsent {
-					missing[j] = 1
-				}
-			}
-		}
-		views := make([]string, len(it.Features))
-		ages := make([]int64, len(it.Features))
-		fMissing := make([]uint8, len(it.Features))
-		fStale := make([]uint8, len(it.Features))
-		for j, f := range it.Features {
-			views[j], ages[j] = f.View, f.AgeMs
-			fMissing[j], fStale[j] = b2u(f.Missing), b2u(f.Stale)
-		}
-		et := it.Event.Time
-		if et.IsZero() {
-			et = it.ScoredTime
-		}
-		if err := batch.Append(it.PredictionID, it.Event.ID, it.Event.EntityID, it.Model, it.ModelVersion, string(it.Route),
-			et.UTC(), it.ScoredTime.UTC(), uint64(et.UnixMilli()), uint64(it.ScoredTime.UnixMilli()),
-			it.InputNames, values, strs, missing,
-			views, ages, fMissing, fStale,
-			it.Score, it.Label, it.Event.Source.Topic, it.Event.Source.Partition, it.Event.Source.Offset); err != nil {
-			return fmt.Errorf("appending inference_log row for event %s: %w", it.Event.ID, err)
-		}
-		n++
-	}
-	if n == 0 {
-		return nil
 	}
 	if err := batch.Send(); err != nil {
-		return fmt.Errorf("inserting %d inference_log rows: %w", n, err)
+		return fmt.Errorf("inserting %d inference_log rows: %w", len(rows), err)
 	}
 	return nil
 }
 
-// WriteDeadLetters inserts one dead_letters row per record.
-func (s *Sink) WriteDeadLetters(ctx context.Context, dls []schemas.DeadLetter) error {
-	if len(dls) == 0 {
-		return nil
-	}
+func (s *Sink) insertDead(ctx context.Context, dls []schemas.DeadLetter) error {
 	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.database+".dead_letters ("+deadLetterColumns+")")
 	if err != nil {
 		return fmt.Errorf("preparing dead_letters insert: %w", err)
 	}
 	defer batch.Abort()
 	for _, d := range dls {
-		t := d.Time
-		if t.IsZero() {
-			t = time.Now()
-		}
 		if err := batch.Append(d.Source.Topic, d.Source.Partition, d.Source.Offset, string(d.Reason), string(d.Stage), d.Detail,
-			t.UTC(), uint64(t.UnixMilli())); err != nil {
+			d.Time.UTC(), uint64(d.Time.UnixMilli())); err != nil {
 			return fmt.Errorf("appending dead_letters row: %w", err)
 		}
 	}
@@ -123,3 +160,5 @@ func b2u(b bool) uint8 {
 	}
 	return 0
 }
+
+func msTime(ms int64) time.Time { return time.UnixMilli(ms).UTC() }

@@ -71,8 +71,14 @@ func TestSinkWritesAndDeduplicatesReplays(t *testing.T) {
 		items = append(items, it)
 	}
 	items[3].Reject = &schemas.DecodeError{Reason: schemas.ReasonScoreFailed}
+	var rows []LogRow
+	for i := range items {
+		if items[i].Reject == nil {
+			rows = append(rows, RowOf(&items[i]))
+		}
+	}
 	for i := 0; i < 2; i++ { // the second write is a replay after a crash
-		if err := s.WriteLog(ctx, items); err != nil {
+		if err := s.Insert(ctx, &Batch{Log: rows}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -99,7 +105,7 @@ func TestSinkWritesAndDeduplicatesReplays(t *testing.T) {
 		{Source: schemas.Source{Topic: "in", Offset: 101}, Reason: schemas.ReasonOutOfBounds, Stage: schemas.StageValidate, Detail: "y", Time: now},
 	}
 	for i := 0; i < 2; i++ {
-		if err := s.WriteDeadLetters(ctx, dls); err != nil {
+		if err := s.Insert(ctx, &Batch{Dead: dls}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,18 +1,31 @@
 // Package stream is seer's Kafka side: the consume → decode → enrich → score
 // → produce → log → commit loop, the dead-letter queue, and shutdown.
 //
-// Delivery is at-least-once. A polled batch is decoded against the input
-// schema (bad records go to the DLQ topic with reason headers), enriched,
-// scored, and its predictions and DLQ records are produced and acknowledged
-// by Kafka; then its inference-log and dead-letter rows are written to
-// ClickHouse; only then are its offsets committed. A crash replays the
-// uncommitted batch, and stable ids make the replay idempotent downstream.
-// Rebalances are blocked while a batch is in flight (BlockRebalanceOnPoll),
-// so a revoked partition is never committed past what was processed.
+// Delivery is at-least-once by default. A polled batch is decoded against
+// the input schema (bad records go to the DLQ topic with reason headers),
+// enriched and scored; its predictions and DLQ records are produced
+// asynchronously and its log rows handed to the LogWriter. The poll loop
+// then moves on: up to max_in_flight batches are in flight at once. A
+// committer takes batches in poll order and commits each one's offsets only
+// after Kafka acknowledged all its records and the writer reported its rows
+// written or spooled — so commits advance as a per-partition watermark and
+// never pass an unfinished record. A crash replays uncommitted records, and
+// stable ids make the replay idempotent downstream.
+//
+// Before a partition is revoked, in-flight work is finished and committed
+// (bounded by shutdown_timeout); lost partitions are never committed.
+// Per-partition order of predictions is the poll order.
+//
+// With delivery: exactly-once, predictions, dead letters and consumed
+// offsets go in one Kafka transaction per batch (GroupTransactSession);
+// consumers reading predictions with read_committed see each input's
+// prediction once. A rebalance aborts the open transaction and the batch is
+// re-polled.
 //
 // Pipeline.Run owns the Kafka client and returns nil when its context is
-// cancelled. The stage interfaces below are batch-shaped; cmd/seer passes in
-// the featurestore, scoring and drift implementations.
+// cancelled, after finishing in-flight work. The stage interfaces below are
+// batch-shaped; cmd/seer passes in the featurestore, scoring and drift
+// implementations.
 package stream
 
 import (
@@ -21,12 +34,14 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kprom"
 	"github.com/twmb/franz-go/plugin/kslog"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/seer-ml/seer/schemas"
 )
@@ -42,11 +57,18 @@ type Scorer interface {
 	Score(ctx context.Context, items []schemas.Item) error
 }
 
-// LogWriter writes the inference log and dead-letter rows.
+// LogWriter takes the log rows of scored items and the dead letters of a
+// batch; done(nil) runs once they are written or durably spooled, done(err)
+// if they never will be. Append blocks while the writer is behind.
 type LogWriter interface {
-	WriteLog(ctx context.Context, items []schemas.Item) error
-	WriteDeadLetters(ctx context.Context, dls []schemas.DeadLetter) error
+	Append(ctx context.Context, items []schemas.Item, dls []schemas.DeadLetter, done func(error)) error
 }
+
+// Delivery modes.
+const (
+	AtLeastOnce = "at-least-once"
+	ExactlyOnce = "exactly-once"
+)
 
 // Config configures the Kafka side of the pipeline.
 type Config struct {
@@ -57,7 +79,10 @@ type Config struct {
 	InputSchema      string        `yaml:"input_schema"` // embedded name or file path
 	PredictionsTopic string        `yaml:"predictions_topic"`
 	DLQTopic         string        `yaml:"dlq_topic"`
+	Delivery         string        `yaml:"delivery"`         // at-least-once or exactly-once
+	TransactionalID  string        `yaml:"transactional_id"` // exactly-once: unique per serve instance
 	MaxPollRecords   int           `yaml:"max_poll_records"`
+	MaxInFlight      int           `yaml:"max_in_flight"` // batches produced but not yet committed
 	RetryBackoffMax  time.Duration `yaml:"retry_backoff_max"`
 	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout"`
 }
@@ -72,7 +97,9 @@ func DefaultConfig() Config {
 		InputSchema:      "card_transactions.v1",
 		PredictionsTopic: "card-transactions.predictions",
 		DLQTopic:         "card-transactions.dlq",
+		Delivery:         AtLeastOnce,
 		MaxPollRecords:   1000,
+		MaxInFlight:      4,
 		RetryBackoffMax:  5 * time.Second,
 		ShutdownTimeout:  15 * time.Second,
 	}
@@ -95,8 +122,14 @@ func (c *Config) Validate() error {
 		return errors.New("kafka.dlq_topic: required")
 	case c.PredictionsTopic == c.InputTopic || c.DLQTopic == c.InputTopic:
 		return fmt.Errorf("kafka.predictions_topic/dlq_topic: must differ from input_topic %q", c.InputTopic)
+	case c.Delivery != AtLeastOnce && c.Delivery != ExactlyOnce:
+		return fmt.Errorf("kafka.delivery: %q is not %s or %s", c.Delivery, AtLeastOnce, ExactlyOnce)
+	case c.Delivery == ExactlyOnce && c.TransactionalID == "":
+		return errors.New("kafka.transactional_id: required with delivery exactly-once (unique per instance)")
 	case c.MaxPollRecords < 1:
 		return fmt.Errorf("kafka.max_poll_records: %d must be at least 1", c.MaxPollRecords)
+	case c.MaxInFlight < 1:
+		return fmt.Errorf("kafka.max_in_flight: %d must be at least 1", c.MaxInFlight)
 	case c.RetryBackoffMax <= 0:
 		return fmt.Errorf("kafka.retry_backoff_max: %v must be positive", c.RetryBackoffMax)
 	case c.ShutdownTimeout <= 0:
@@ -113,15 +146,19 @@ type Pipeline struct {
 	sc     Scorer
 	sink   LogWriter
 	cl     *kgo.Client
+	sess   *kgo.GroupTransactSession // exactly-once only
 	log    *slog.Logger
 	m      metrics
+
+	outstanding sync.WaitGroup // batches not yet committed or abandoned
 }
 
 type metrics struct {
-	records *prometheus.CounterVec
-	stage   *prometheus.HistogramVec
-	batch   prometheus.Histogram
-	e2e     prometheus.Histogram
+	records  *prometheus.CounterVec
+	stage    *prometheus.HistogramVec
+	batch    prometheus.Histogram
+	e2e      prometheus.Histogram
+	inFlight prometheus.Gauge
 }
 
 // New creates the Kafka client (it connects lazily) and the pipeline. extra
@@ -145,6 +182,9 @@ func New(cfg Config, schema *schemas.InputSchema, enr Enricher, sc Scorer, sink 
 			Name: "seer_stream_record_latency_seconds", Help: "From the input record's Kafka timestamp to its commit.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "seer_stream_in_flight_batches", Help: "Batches produced but not yet committed.",
+		}),
 	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -152,68 +192,184 @@ func New(cfg Config, schema *schemas.InputSchema, enr Enricher, sc Scorer, sink 
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.InputTopic),
 		kgo.DisableAutoCommit(),
-		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(2 * time.Millisecond),
 		kgo.WithLogger(kslog.New(logger)),
 	}
 	if reg != nil {
-		reg.MustRegister(p.m.records, p.m.stage, p.m.batch, p.m.e2e)
+		reg.MustRegister(p.m.records, p.m.stage, p.m.batch, p.m.e2e, p.m.inFlight)
 		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("seer_kafka", kprom.Registerer(reg))))
 	}
-	cl, err := kgo.NewClient(append(opts, extra...)...)
+	var err error
+	if cfg.Delivery == ExactlyOnce {
+		opts = append(opts, kgo.TransactionalID(cfg.TransactionalID), kgo.RequireStableFetchOffsets())
+		p.sess, err = kgo.NewGroupTransactSession(append(opts, extra...)...)
+		if err == nil {
+			p.cl = p.sess.Client()
+		}
+	} else {
+		opts = append(opts,
+			kgo.BlockRebalanceOnPoll(),
+			kgo.OnPartitionsRevoked(p.onRevoked),
+			kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+				p.log.Warn("partitions lost; their in-flight work will not be committed and is replayed by the new owner", "partitions", lost)
+			}))
+		p.cl, err = kgo.NewClient(append(opts, extra...)...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("creating kafka client: %w", err)
 	}
-	p.cl = cl
 	return p, nil
 }
 
 // Client returns the underlying Kafka client (for readiness checks).
 func (p *Pipeline) Client() *kgo.Client { return p.cl }
 
-// Run consumes until ctx is cancelled, then finishes the batch in flight
-// (bounded by ShutdownTimeout), leaves the group and closes the client. It
-// returns nil on cancel and an error when a batch cannot be completed.
-func (p *Pipeline) Run(ctx context.Context) error {
-	defer p.cl.Close()
-	p.log.Info("consuming", "topic", p.cfg.InputTopic, "group", p.cfg.Group, "brokers", p.cfg.Brokers)
-	for {
-		fetches := p.cl.PollRecords(ctx, p.cfg.MaxPollRecords)
-		if fetches.IsClientClosed() || ctx.Err() != nil {
-			p.cl.AllowRebalance()
-			return nil
-		}
-		fetches.EachError(func(topic string, part int32, err error) {
-			p.log.Warn("fetch error", "topic", topic, "partition", part, "err", err)
-		})
-		recs := fetches.Records()
-		if len(recs) == 0 {
-			p.cl.AllowRebalance()
-			continue
-		}
-		// The batch in flight is finished even after ctx is cancelled, within
-		// the shutdown deadline.
-		bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		stop := context.AfterFunc(ctx, func() {
-			time.AfterFunc(p.cfg.ShutdownTimeout, cancel)
-		})
-		err := p.processBatch(bctx, recs)
-		stop()
-		cancel()
-		p.cl.AllowRebalance()
-		if err != nil {
-			if ctx.Err() != nil {
-				p.log.Warn("shutdown deadline passed with a batch in flight; it was not committed and will be replayed", "records", len(recs), "err", err)
-				return nil
-			}
-			return err
-		}
+// onRevoked finishes and commits in-flight work before partitions move.
+func (p *Pipeline) onRevoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	done := make(chan struct{})
+	go func() { p.outstanding.Wait(); close(done) }()
+	select {
+	case <-done:
+		p.log.Info("partitions revoked after committing in-flight work", "partitions", revoked)
+	case <-time.After(p.cfg.ShutdownTimeout):
+		p.log.Warn("partitions revoked with work still in flight; it will be replayed by the new owner", "partitions", revoked)
 	}
 }
 
-func (p *Pipeline) processBatch(ctx context.Context, recs []*kgo.Record) error {
+// inflight is one polled batch on its way to being committed.
+type inflight struct {
+	recs    []*kgo.Record
+	items   []schemas.Item
+	mu      sync.Mutex
+	pending int // produce acks + the writer's ack still to come
+	err     error
+	done    chan struct{}
+}
+
+func (b *inflight) ack(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+	b.pending--
+	if b.pending == 0 {
+		close(b.done)
+	}
+}
+
+// Run consumes until ctx is cancelled, then finishes the work in flight
+// (bounded by ShutdownTimeout), leaves the group and closes the client. It
+// returns nil on cancel and an error when a batch cannot be completed.
+func (p *Pipeline) Run(ctx context.Context) error {
+	p.log.Info("consuming", "topic", p.cfg.InputTopic, "group", p.cfg.Group, "brokers", p.cfg.Brokers, "delivery", p.cfg.Delivery)
+	if p.sess != nil {
+		defer p.sess.Close()
+		return p.runTransactional(ctx)
+	}
+	defer p.cl.Close()
+	queue := make(chan *inflight, p.cfg.MaxInFlight)
+	pollCtx, stopPolling := context.WithCancel(ctx)
+	defer stopPolling()
+	grp := errgroup.Group{}
+	grp.Go(func() error { return p.commitLoop(queue, stopPolling) })
+	grp.Go(func() error {
+		defer close(queue)
+		for {
+			fetches := p.cl.PollRecords(pollCtx, p.cfg.MaxPollRecords)
+			if fetches.IsClientClosed() || pollCtx.Err() != nil {
+				p.cl.AllowRebalance()
+				return nil
+			}
+			fetches.EachError(func(topic string, part int32, err error) {
+				p.log.Warn("fetch error", "topic", topic, "partition", part, "err", err)
+			})
+			recs := fetches.Records()
+			if len(recs) == 0 {
+				p.cl.AllowRebalance()
+				continue
+			}
+			b, err := p.start(pollCtx, recs)
+			if err != nil {
+				p.cl.AllowRebalance()
+				if pollCtx.Err() != nil {
+					return nil // shutdown while waiting on a dependency; uncommitted, replayed later
+				}
+				return err
+			}
+			p.m.inFlight.Inc()
+			queue <- b // blocks at max_in_flight: backpressure
+			p.cl.AllowRebalance()
+		}
+	})
+	return grp.Wait()
+}
+
+// commitLoop commits batches in poll order as they complete. On the first
+// failure it stops polling and leaves the remaining batches uncommitted, so
+// they are replayed.
+func (p *Pipeline) commitLoop(queue <-chan *inflight, stopPolling func()) error {
+	var failed error
+	for b := range queue {
+		if failed == nil {
+			if failed = p.finish(b); failed != nil {
+				stopPolling()
+			}
+		}
+		p.m.inFlight.Dec()
+		p.outstanding.Done()
+	}
+	return failed
+}
+
+func (p *Pipeline) finish(b *inflight) error {
+	select {
+	case <-b.done:
+	case <-time.After(p.cfg.ShutdownTimeout + time.Minute):
+		return fmt.Errorf("batch of %d records not acknowledged within %v", len(b.recs), p.cfg.ShutdownTimeout+time.Minute)
+	}
+	if b.err != nil {
+		return fmt.Errorf("batch of %d records: %w", len(b.recs), b.err)
+	}
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := p.cl.CommitRecords(ctx, b.recs...); err != nil {
+		return fmt.Errorf("committing offsets: %w", err)
+	}
+	p.observe("commit", t0)
+	p.count(b.recs, b.items)
+	return nil
+}
+
+// start runs decode, enrich and score, then hands the batch's records to
+// the producer and its rows to the writer without waiting for either.
+func (p *Pipeline) start(ctx context.Context, recs []*kgo.Record) (*inflight, error) {
+	items, err := p.prepare(ctx, recs)
+	if err != nil {
+		return nil, err
+	}
+	out, dls, err := p.outputs(recs, items)
+	if err != nil {
+		return nil, err
+	}
+	b := &inflight{recs: recs, items: items, pending: len(out) + 1, done: make(chan struct{})}
+	p.outstanding.Add(1)
+	// Records in flight finish even during shutdown; Run waits for them.
+	pctx := context.WithoutCancel(ctx)
+	for _, r := range out {
+		p.cl.Produce(pctx, r, func(_ *kgo.Record, err error) { b.ack(err) })
+	}
+	if err := p.sink.Append(ctx, items, dls, b.ack); err != nil {
+		b.ack(fmt.Errorf("handing rows to the log writer: %w", err))
+	}
+	return b, nil
+}
+
+// prepare decodes, enriches and scores one polled batch.
+func (p *Pipeline) prepare(ctx context.Context, recs []*kgo.Record) ([]schemas.Item, error) {
 	p.m.batch.Observe(float64(len(recs)))
 	t0 := time.Now()
 	items := make([]schemas.Item, len(recs))
@@ -234,7 +390,7 @@ func (p *Pipeline) processBatch(ctx context.Context, recs []*kgo.Record) error {
 
 	t0 = time.Now()
 	if err := p.retry(ctx, "feature lookup", func() error { return p.enr.Enrich(ctx, items) }); err != nil {
-		return err
+		return nil, err
 	}
 	p.observe("enrich", t0)
 
@@ -248,8 +404,12 @@ func (p *Pipeline) processBatch(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 	p.observe("score", t0)
+	return items, nil
+}
 
-	t0 = time.Now()
+// outputs builds the prediction and DLQ records, in input order, and the
+// dead-letter rows.
+func (p *Pipeline) outputs(recs []*kgo.Record, items []schemas.Item) ([]*kgo.Record, []schemas.DeadLetter, error) {
 	out := make([]*kgo.Record, 0, len(items))
 	var dls []schemas.DeadLetter
 	now := time.Now().UTC()
@@ -262,39 +422,96 @@ func (p *Pipeline) processBatch(ctx context.Context, recs []*kgo.Record) error {
 		}
 		v, err := schemas.EncodePrediction(it)
 		if err != nil {
-			return fmt.Errorf("encoding prediction for event %s: %w", it.Event.ID, err)
+			return nil, nil, fmt.Errorf("encoding prediction for event %s: %w", it.Event.ID, err)
 		}
 		out = append(out, &kgo.Record{Topic: p.cfg.PredictionsTopic, Key: recs[i].Key, Value: v, Timestamp: it.ScoredTime})
 	}
-	if err := p.cl.ProduceSync(ctx, out...).FirstErr(); err != nil {
-		return fmt.Errorf("producing %d predictions and dead letters: %w", len(out), err)
-	}
-	p.observe("produce", t0)
+	return out, dls, nil
+}
 
-	t0 = time.Now()
-	if err := p.retry(ctx, "clickhouse insert", func() error {
-		return errors.Join(p.sink.WriteLog(ctx, items), p.sink.WriteDeadLetters(ctx, dls))
-	}); err != nil {
+// runTransactional is the exactly-once loop: one transaction per batch.
+func (p *Pipeline) runTransactional(ctx context.Context) error {
+	for {
+		fetches := p.sess.PollRecords(ctx, p.cfg.MaxPollRecords)
+		if fetches.IsClientClosed() || ctx.Err() != nil {
+			return nil
+		}
+		fetches.EachError(func(topic string, part int32, err error) {
+			p.log.Warn("fetch error", "topic", topic, "partition", part, "err", err)
+		})
+		recs := fetches.Records()
+		if len(recs) == 0 {
+			continue
+		}
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.ShutdownTimeout+time.Minute)
+		err := p.transact(bctx, recs)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (p *Pipeline) transact(ctx context.Context, recs []*kgo.Record) error {
+	items, err := p.prepare(ctx, recs)
+	if err != nil {
 		return err
 	}
-	p.observe("log", t0)
-
-	t0 = time.Now()
-	if err := p.cl.CommitRecords(ctx, recs...); err != nil {
-		return fmt.Errorf("committing offsets: %w", err)
+	out, dls, err := p.outputs(recs, items)
+	if err != nil {
+		return err
+	}
+	if err := p.sess.Begin(); err != nil {
+		return fmt.Errorf("beginning transaction: %w", err)
+	}
+	var produceErr error
+	var mu sync.Mutex
+	for _, r := range out {
+		p.cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				produceErr = errors.Join(produceErr, err)
+				mu.Unlock()
+			}
+		})
+	}
+	// Log rows are written before the commit; a later abort replays the
+	// batch and the rows deduplicate on their ids.
+	written := make(chan error, 1)
+	if err := p.sink.Append(ctx, items, dls, func(err error) { written <- err }); err != nil {
+		written <- err
+	}
+	werr := <-written
+	t0 := time.Now()
+	commit := kgo.TryCommit
+	if werr != nil {
+		commit = kgo.TryAbort
+	}
+	committed, err := p.sess.End(ctx, commit)
+	if err := errors.Join(werr, err); err != nil {
+		return fmt.Errorf("ending transaction: %w", err)
+	}
+	if !committed {
+		mu.Lock()
+		p.log.Warn("transaction aborted (rebalance or produce error); the batch will be re-polled", "records", len(recs), "produce_err", produceErr)
+		mu.Unlock()
+		return nil
 	}
 	p.observe("commit", t0)
+	p.count(recs, items)
+	return nil
+}
 
-	commit := time.Now()
+func (p *Pipeline) count(recs []*kgo.Record, items []schemas.Item) {
+	now := time.Now()
 	for i := range items {
 		if r := items[i].Reject; r != nil {
 			p.m.records.WithLabelValues(p.cfg.InputTopic, "dlq", string(r.Reason)).Inc()
 		} else {
 			p.m.records.WithLabelValues(p.cfg.InputTopic, "scored", "").Inc()
 		}
-		p.m.e2e.Observe(commit.Sub(recs[i].Timestamp).Seconds())
+		p.m.e2e.Observe(now.Sub(recs[i].Timestamp).Seconds())
 	}
-	return nil
 }
 
 func (p *Pipeline) deadLetter(r *kgo.Record, why *schemas.DecodeError, now time.Time) *kgo.Record {

@@ -23,7 +23,8 @@ type fakeStages struct {
 	mu         sync.Mutex
 	logged     map[string]schemas.Item
 	dead       []schemas.DeadLetter
-	failWrites int // fail this many WriteLog calls first
+	failWrites int // while > 0, Append holds acknowledgements back
+	held       []func(error)
 	enrichErrs int
 }
 
@@ -51,26 +52,34 @@ func (f *fakeStages) Score(_ context.Context, items []schemas.Item) error {
 	return nil
 }
 
-func (f *fakeStages) WriteLog(_ context.Context, items []schemas.Item) error {
+// Append acknowledges at once, or — while failWrites > 0 — holds the
+// acknowledgement back like a writer stuck on a full spool, releasing it
+// when failWrites drops to 0.
+func (f *fakeStages) Append(_ context.Context, items []schemas.Item, dls []schemas.DeadLetter, done func(error)) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.failWrites > 0 {
-		f.failWrites--
-		return errors.New("clickhouse down")
-	}
 	for _, it := range items {
 		if it.Reject == nil {
 			f.logged[it.Event.ID] = it
 		}
 	}
+	f.dead = append(f.dead, dls...)
+	if f.failWrites > 0 {
+		f.held = append(f.held, done)
+		return nil
+	}
+	go done(nil)
 	return nil
 }
 
-func (f *fakeStages) WriteDeadLetters(_ context.Context, dls []schemas.DeadLetter) error {
+func (f *fakeStages) release() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.dead = append(f.dead, dls...)
-	return nil
+	f.failWrites = 0
+	for _, d := range f.held {
+		go d(nil)
+	}
+	f.held = nil
 }
 
 func testConfig(brokers []string) Config {
@@ -186,7 +195,7 @@ func TestPipelineScoresAndDeadLetters(t *testing.T) {
 		120: `{"event_id":"e120","user_id":"u1","event_time":"2026-01-01T00:00:00Z","merchant_category":"fuel","hour":1}`,
 	}
 	wantReason := map[string]schemas.Reason{"5": schemas.ReasonInvalidJSON, "50": schemas.ReasonOutOfBounds, "120": schemas.ReasonMissingField}
-	st := &fakeStages{logged: map[string]schemas.Item{}, failWrites: 2, enrichErrs: 1}
+	st := &fakeStages{logged: map[string]schemas.Item{}, enrichErrs: 1}
 	produceEvents(t, brokers, n, bad)
 	stop := runPipeline(t, testConfig(brokers), st)
 
@@ -250,8 +259,9 @@ func TestPipelineScoresAndDeadLetters(t *testing.T) {
 	}
 }
 
-// TestNoCommitBeforeSink checks at-least-once: while the sink fails, no
-// offset is committed, and nothing is lost once it recovers.
+// TestNoCommitBeforeSink checks at-least-once: while the writer has not
+// acknowledged a batch's rows, no offset is committed, and nothing is lost
+// once it does.
 func TestNoCommitBeforeSink(t *testing.T) {
 	c := newCluster(t)
 	brokers := c.ListenAddrs()
@@ -265,9 +275,7 @@ func TestNoCommitBeforeSink(t *testing.T) {
 	if got := committed(t, brokers); got != 0 {
 		t.Fatalf("committed %d offsets while the sink was failing", got)
 	}
-	st.mu.Lock()
-	st.failWrites = 0
-	st.mu.Unlock()
+	st.release()
 	deadline := time.Now().Add(10 * time.Second)
 	for committed(t, brokers) < 50 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)

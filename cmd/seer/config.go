@@ -103,12 +103,18 @@ func applyEnv(v reflect.Value, prefix string, env func(string) (string, bool)) e
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
-		tag := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		tag, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		fv := v.Field(i)
+		if opts == "inline" {
+			if err := applyEnv(fv, prefix, env); err != nil {
+				return err
+			}
+			continue
+		}
 		if tag == "" || tag == "-" {
 			continue
 		}
 		name := prefix + "_" + strings.ToUpper(tag)
-		fv := v.Field(i)
 		if f.Type.Kind() == reflect.Struct {
 			if err := applyEnv(fv, name, env); err != nil {
 				return err
@@ -129,7 +135,7 @@ func applyEnv(v reflect.Value, prefix string, env func(string) (string, bool)) e
 			fv.SetInt(int64(d))
 		case f.Type.Kind() == reflect.String:
 			fv.SetString(raw)
-		case f.Type.Kind() == reflect.Int:
+		case f.Type.Kind() == reflect.Int || f.Type.Kind() == reflect.Int64:
 			n, err := strconv.Atoi(raw)
 			if err != nil {
 				return bad("an integer")

@@ -162,7 +162,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	pctx, stopPipeline := context.WithCancel(ctx)
 	defer stopPipeline()
 	pipeDone := make(chan error, 1)
-	go func() { pipeDone <- a.pipeline.Run(pctx) }()
+	go func() { pipeDone <- a.Run(pctx) }()
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	watchDone := make(chan struct{})

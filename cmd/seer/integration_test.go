@@ -40,6 +40,7 @@ func TestEndToEndRealServices(t *testing.T) {
 	cfg.Kafka.Group = "it-" + run
 	cfg.Redis.KeyPrefix = "it-" + run
 	cfg.ClickHouse.Database = "seer_it_" + run
+	cfg.ClickHouse.SpoolDir = t.TempDir()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +91,7 @@ func TestEndToEndRealServices(t *testing.T) {
 
 	pctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- a.pipeline.Run(pctx) }()
+	go func() { done <- a.Run(pctx) }()
 
 	valid := map[string]loadtest.Event{}
 	badReason := map[string]schemas.Reason{} // by value

@@ -59,7 +59,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	logger.Info("http listening", "addr", ln.Addr().String())
 
 	grp, gctx := errgroup.WithContext(ctx)
-	grp.Go(func() error { return a.pipeline.Run(gctx) })
+	grp.Go(func() error { return a.Run(gctx) })
 	grp.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)

@@ -27,6 +27,7 @@ type app struct {
 	store    *featurestore.Store
 	ch       driver.Conn
 	sink     *drift.Sink
+	writer   *drift.Writer
 	model    *scoring.Model
 	pipeline *stream.Pipeline
 }
@@ -68,11 +69,27 @@ func buildApp(ctx context.Context, cfg Config, logger *slog.Logger, reg promethe
 		return nil, err
 	}
 	a.sink = drift.NewSink(a.ch, cfg.ClickHouse.Database)
+	if a.writer, err = drift.NewWriter(cfg.ClickHouse.WriterConfig, a.sink, logger, reg); err != nil {
+		return nil, fmt.Errorf("clickhouse.spool_dir: %w", err)
+	}
 
-	if a.pipeline, err = stream.New(cfg.Kafka, a.schema, a.store, a.model, a.sink, logger, reg, kopts...); err != nil {
+	if a.pipeline, err = stream.New(cfg.Kafka, a.schema, a.store, a.model, a.writer, logger, reg, kopts...); err != nil {
 		return nil, err
 	}
 	return a, nil
+}
+
+// Run runs the pipeline and the log writer until ctx ends. Stop order: the
+// pipeline stops polling and finishes its in-flight batches (their rows
+// reach the writer), then the writer flushes and stops.
+func (a *app) Run(ctx context.Context) error {
+	wctx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWriter()
+	werr := make(chan error, 1)
+	go func() { werr <- a.writer.Run(wctx) }()
+	perr := a.pipeline.Run(ctx)
+	stopWriter()
+	return errors.Join(perr, <-werr)
 }
 
 // Ready checks Redis, ClickHouse and Kafka.

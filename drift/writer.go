@@ -1,0 +1,244 @@
+package drift
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/seer-ml/seer/schemas"
+)
+
+// WriterConfig sets how log rows are batched and spooled.
+type WriterConfig struct {
+	FlushRows     int           `yaml:"flush_rows"`      // insert when this many rows are buffered
+	FlushInterval time.Duration `yaml:"flush_interval"`  // or when the oldest buffered row is this old
+	SpoolDir      string        `yaml:"spool_dir"`       // where batches wait while ClickHouse is down
+	SpoolMaxBytes int64         `yaml:"spool_max_bytes"` // at this size consumption pauses
+}
+
+// DefaultWriterConfig suits one seer serve process.
+func DefaultWriterConfig() WriterConfig {
+	return WriterConfig{FlushRows: 5000, FlushInterval: 200 * time.Millisecond, SpoolDir: ".cache/spool", SpoolMaxBytes: 1 << 30}
+}
+
+// Validate names the first bad field.
+func (c *WriterConfig) Validate() error {
+	switch {
+	case c.FlushRows < 1:
+		return fmt.Errorf("clickhouse.flush_rows: %d must be at least 1", c.FlushRows)
+	case c.FlushInterval <= 0:
+		return fmt.Errorf("clickhouse.flush_interval: %v must be positive", c.FlushInterval)
+	case c.SpoolDir == "":
+		return errors.New("clickhouse.spool_dir: required")
+	case c.SpoolMaxBytes < 1<<20:
+		return fmt.Errorf("clickhouse.spool_max_bytes: %d is below 1 MiB", c.SpoolMaxBytes)
+	}
+	return nil
+}
+
+// Inserter writes one batch; *Sink is the ClickHouse one.
+type Inserter interface {
+	Insert(ctx context.Context, b *Batch) error
+}
+
+// Writer buffers log rows and dead letters, inserts them in batches by size
+// and time, and spools batches to disk while ClickHouse fails. Each Append's
+// done callback runs once its rows are in ClickHouse or durably spooled —
+// that is when the caller may commit the source offsets. While the spool
+// holds batches, new batches are spooled behind them, so rows reach
+// ClickHouse in order. When the spool is full, flushing waits, Append
+// blocks, and the consumer stops: nothing is dropped.
+//
+// Append is safe for concurrent use; Run must run exactly once.
+type Writer struct {
+	cfg   WriterConfig
+	ins   Inserter
+	spool *Spool
+	in    chan pending
+	log   *slog.Logger
+
+	rows       prometheus.Counter
+	spoolBytes prometheus.GaugeFunc
+	inserts    *prometheus.CounterVec
+	flushSecs  prometheus.Histogram
+}
+
+type pending struct {
+	batch Batch
+	done  func(error)
+}
+
+// NewWriter opens the spool (replaying what an earlier run left) and
+// returns a writer; start it with Run.
+func NewWriter(cfg WriterConfig, ins Inserter, logger *slog.Logger, reg prometheus.Registerer) (*Writer, error) {
+	sp, err := OpenSpool(cfg.SpoolDir, cfg.SpoolMaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	w := &Writer{cfg: cfg, ins: ins, spool: sp, in: make(chan pending, 1), log: logger.With("component", "drift")}
+	w.rows = prometheus.NewCounter(prometheus.CounterOpts{Name: "seer_drift_log_rows_total", Help: "Inference-log rows accepted by the writer."})
+	w.spoolBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "seer_drift_spool_bytes", Help: "Bytes of batches waiting in the local spool."},
+		func() float64 { return float64(sp.Bytes()) })
+	w.inserts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seer_drift_batches_total", Help: "Log batches by outcome (inserted, spooled, replayed, failed)."}, []string{"outcome"})
+	w.flushSecs = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "seer_drift_insert_duration_seconds", Help: "Duration of one ClickHouse batch insert.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)})
+	if reg != nil {
+		reg.MustRegister(w.rows, w.spoolBytes, w.inserts, w.flushSecs)
+	}
+	if n := sp.Len(); n > 0 {
+		w.log.Warn("spool holds batches from an earlier run; replaying them first", "batches", n, "bytes", sp.Bytes())
+	}
+	return w, nil
+}
+
+// Spool exposes the spool, for readiness and tests.
+func (w *Writer) Spool() *Spool { return w.spool }
+
+// Append queues the log rows of the scored items (Reject == nil) and the
+// dead letters. done(nil) runs once they are in ClickHouse or spooled;
+// done(err) when the writer shut down before either (do not commit). Append
+// blocks while the writer is behind (backpressure); it returns ctx's error
+// if ctx ends first.
+func (w *Writer) Append(ctx context.Context, items []schemas.Item, dls []schemas.DeadLetter, done func(error)) error {
+	p := pending{batch: Batch{Dead: dls}, done: done}
+	for i := range items {
+		if items[i].Reject == nil {
+			p.batch.Log = append(p.batch.Log, RowOf(&items[i]))
+		}
+	}
+	select {
+	case w.in <- p:
+		w.rows.Add(float64(len(p.batch.Log)))
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run flushes until ctx ends, then flushes what is buffered (bounded by a
+// short deadline) and returns nil.
+func (w *Writer) Run(ctx context.Context) error {
+	var buf Batch
+	var dones []func(error)
+	timer := time.NewTimer(w.cfg.FlushInterval)
+	defer timer.Stop()
+	replay := time.NewTicker(time.Second)
+	defer replay.Stop()
+	flush := func(fctx context.Context) {
+		if len(buf.Log)+len(buf.Dead) == 0 && len(dones) == 0 {
+			return
+		}
+		err := w.write(fctx, &buf)
+		for _, d := range dones {
+			d(err)
+		}
+		buf, dones = Batch{}, nil
+	}
+	for {
+		select {
+		case p := <-w.in:
+			buf.Log = append(buf.Log, p.batch.Log...)
+			buf.Dead = append(buf.Dead, p.batch.Dead...)
+			if p.done != nil {
+				dones = append(dones, p.done)
+			}
+			if len(buf.Log)+len(buf.Dead) >= w.cfg.FlushRows {
+				flush(ctx)
+			}
+		case <-timer.C:
+			flush(ctx)
+			timer.Reset(w.cfg.FlushInterval)
+		case <-replay.C:
+			w.replay(ctx)
+		case <-ctx.Done():
+			// Drain what callers handed over, then one last flush.
+			for {
+				select {
+				case p := <-w.in:
+					buf.Log = append(buf.Log, p.batch.Log...)
+					buf.Dead = append(buf.Dead, p.batch.Dead...)
+					if p.done != nil {
+						dones = append(dones, p.done)
+					}
+					continue
+				default:
+				}
+				break
+			}
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			flush(fctx)
+			cancel()
+			return nil
+		}
+	}
+}
+
+// write inserts b, or spools it when ClickHouse fails or the spool already
+// holds older batches. It returns nil once b is in one of the two; while
+// the spool is full it keeps retrying (replaying frees space) until ctx
+// ends, and then returns the error.
+func (w *Writer) write(ctx context.Context, b *Batch) error {
+	for attempt := 0; ; attempt++ {
+		if w.spool.Len() > 0 {
+			w.replay(ctx)
+		}
+		if w.spool.Len() == 0 {
+			start := time.Now()
+			err := w.ins.Insert(ctx, b)
+			if err == nil {
+				w.flushSecs.Observe(time.Since(start).Seconds())
+				w.inserts.WithLabelValues("inserted").Inc()
+				return nil
+			}
+			w.inserts.WithLabelValues("failed").Inc()
+			if attempt == 0 {
+				w.log.Warn("clickhouse insert failed; spooling to disk", "rows", len(b.Log), "dead_letters", len(b.Dead), "err", err)
+			}
+		}
+		err := w.spool.Append(b)
+		if err == nil {
+			w.inserts.WithLabelValues("spooled").Inc()
+			return nil
+		}
+		if attempt == 0 || attempt%30 == 0 {
+			w.log.Error("cannot spool; consumption is paused until ClickHouse takes the spooled batches", "spool_bytes", w.spool.Bytes(), "err", err)
+		}
+		if ctx.Err() != nil {
+			w.log.Error("shutdown with an unwritten batch; its offsets stay uncommitted and it will be replayed from Kafka", "rows", len(b.Log))
+			return fmt.Errorf("log batch of %d rows neither inserted nor spooled: %w", len(b.Log), err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// replay inserts spooled batches, oldest first, until one fails.
+func (w *Writer) replay(ctx context.Context) {
+	for ctx.Err() == nil {
+		b, seq, ok, err := w.spool.Oldest()
+		if !ok {
+			return
+		}
+		if err != nil {
+			w.log.Error("spooled batch unreadable; leaving it for an operator", "err", err)
+			return
+		}
+		if err := w.ins.Insert(ctx, b); err != nil {
+			return
+		}
+		if err := w.spool.Remove(seq); err != nil {
+			w.log.Error("removing replayed spool batch", "err", err)
+			return
+		}
+		w.inserts.WithLabelValues("replayed").Inc()
+		if w.spool.Len() == 0 {
+			w.log.Info("spool drained; ClickHouse is back")
+		}
+	}
+}
