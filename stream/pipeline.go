@@ -82,7 +82,8 @@ type Config struct {
 	Delivery         string        `yaml:"delivery"`         // at-least-once or exactly-once
 	TransactionalID  string        `yaml:"transactional_id"` // exactly-once: unique per serve instance
 	MaxPollRecords   int           `yaml:"max_poll_records"`
-	MaxInFlight      int           `yaml:"max_in_flight"` // batches produced but not yet committed
+	MaxInFlight      int           `yaml:"max_in_flight"`   // batches produced but not yet committed
+	SessionTimeout   time.Duration `yaml:"session_timeout"` // group session: how long a dead member keeps its partitions
 	RetryBackoffMax  time.Duration `yaml:"retry_backoff_max"`
 	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout"`
 }
@@ -100,6 +101,7 @@ func DefaultConfig() Config {
 		Delivery:         AtLeastOnce,
 		MaxPollRecords:   1000,
 		MaxInFlight:      4,
+		SessionTimeout:   45 * time.Second,
 		RetryBackoffMax:  5 * time.Second,
 		ShutdownTimeout:  15 * time.Second,
 	}
@@ -130,6 +132,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("kafka.max_poll_records: %d must be at least 1", c.MaxPollRecords)
 	case c.MaxInFlight < 1:
 		return fmt.Errorf("kafka.max_in_flight: %d must be at least 1", c.MaxInFlight)
+	case c.SessionTimeout < 6*time.Second:
+		return fmt.Errorf("kafka.session_timeout: %v is below the brokers' usual minimum of 6s", c.SessionTimeout)
 	case c.RetryBackoffMax <= 0:
 		return fmt.Errorf("kafka.retry_backoff_max: %v must be positive", c.RetryBackoffMax)
 	case c.ShutdownTimeout <= 0:
@@ -190,6 +194,7 @@ func New(cfg Config, schema *schemas.InputSchema, enr Enricher, sc Scorer, sink 
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID),
 		kgo.ConsumerGroup(cfg.Group),
+		kgo.SessionTimeout(cfg.SessionTimeout),
 		kgo.ConsumeTopics(cfg.InputTopic),
 		kgo.DisableAutoCommit(),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),

@@ -28,66 +28,18 @@ import (
 // with the right reasons, and exactly N−k inference_log rows.
 func TestEndToEndRealServices(t *testing.T) {
 	const n, every = 400, 16 // every 16th event is malformed
-	brokers := testenv.Kafka(t)
-	cfg := DefaultConfig()
-	cfg.Kafka.Brokers = []string{brokers}
-	cfg.Redis.Addr = testenv.Redis(t)
-	cfg.ClickHouse.Addr = testenv.ClickHouse(t)
-	cfg.OnnxRuntimeLib = testenv.OnnxRuntime(t)
-	cfg.Scoring.Package = testenv.ExamplePackage(t)
-	run := strings.ToLower(ksuid.New().String()[:12])
-	cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic = "it-"+run+".events", "it-"+run+".predictions", "it-"+run+".dlq"
-	cfg.Kafka.Group = "it-" + run
-	cfg.Redis.KeyPrefix = "it-" + run
-	cfg.ClickHouse.Database = "seer_it_" + run
-	cfg.ClickHouse.SpoolDir = t.TempDir()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	cfg, admin := integrationConfig(t)
+	brokers := cfg.Kafka.Brokers[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-
-	admin, err := kgo.NewClient(kgo.SeedBrokers(brokers))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	adm := kadm.NewClient(admin)
-	if _, err := adm.CreateTopics(ctx, 3, 1, nil, cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		adm.DeleteTopics(context.Background(), cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic)
-	})
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	a, err := buildApp(ctx, cfg, logger, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		a.ch.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database)
-		keys, _ := a.rdb.Keys(context.Background(), cfg.Redis.KeyPrefix+":*").Result()
-		if len(keys) > 0 {
-			a.rdb.Del(context.Background(), keys...)
-		}
-		a.Close()
-	})
-
-	gen, err := loadtest.NewGenerator(a.schema, a.manifest, 50, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	features := gen.FeatureRows(10) // every 10th user has no features
-	for view, byUser := range features {
-		var rows []featurestore.Row
-		for u, vals := range byUser {
-			rows = append(rows, featurestore.Row{Entity: u, TsMs: time.Now().UnixMilli(), Values: vals})
-		}
-		if err := a.store.Put(ctx, view, rows, time.Hour); err != nil {
-			t.Fatal(err)
-		}
-	}
+	t.Cleanup(func() { cleanupApp(cfg, a) })
+	gen, features := loadFeatures(ctx, t, a)
 
 	pctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -228,4 +180,73 @@ func consume(ctx context.Context, t *testing.T, brokers, topic string, want int)
 		out = append(out, fs.Records()...)
 	}
 	return out
+}
+
+// integrationConfig returns a config on the real services with unique
+// topics (created, and deleted afterwards), consumer group, Redis prefix,
+// ClickHouse database and spool folder, and an admin client.
+func integrationConfig(t *testing.T) (Config, *kgo.Client) {
+	t.Helper()
+	brokers := testenv.Kafka(t)
+	cfg := DefaultConfig()
+	cfg.Kafka.Brokers = []string{brokers}
+	cfg.Redis.Addr = testenv.Redis(t)
+	cfg.ClickHouse.Addr = testenv.ClickHouse(t)
+	cfg.OnnxRuntimeLib = testenv.OnnxRuntime(t)
+	cfg.Scoring.Package = testenv.ExamplePackage(t)
+	run := strings.ToLower(ksuid.New().String()[:12])
+	cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic = "it-"+run+".events", "it-"+run+".predictions", "it-"+run+".dlq"
+	cfg.Kafka.Group = "it-" + run
+	cfg.Redis.KeyPrefix = "it-" + run
+	cfg.ClickHouse.Database = "seer_it_" + run
+	cfg.ClickHouse.SpoolDir = t.TempDir()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	adm := kadm.NewClient(admin)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := adm.CreateTopics(ctx, 3, 1, nil, cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		adm.DeleteTopics(context.Background(), cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic)
+	})
+	return cfg, admin
+}
+
+// cleanupApp drops the test's database and Redis keys and closes the app.
+func cleanupApp(cfg Config, a *app) {
+	ctx := context.Background()
+	a.ch.Exec(ctx, "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database)
+	if keys, _ := a.rdb.Keys(ctx, cfg.Redis.KeyPrefix+":*").Result(); len(keys) > 0 {
+		a.rdb.Del(ctx, keys...)
+	}
+	a.Close()
+}
+
+// loadFeatures writes generated user features (every 10th user left out)
+// and returns the generator and what it wrote.
+func loadFeatures(ctx context.Context, t *testing.T, a *app) (*loadtest.Generator, map[string]map[string]map[string]string) {
+	t.Helper()
+	gen, err := loadtest.NewGenerator(a.schema, a.manifest, 50, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	features := gen.FeatureRows(10)
+	for view, byUser := range features {
+		var rows []featurestore.Row
+		for u, vals := range byUser {
+			rows = append(rows, featurestore.Row{Entity: u, TsMs: time.Now().UnixMilli(), Values: vals})
+		}
+		if err := a.store.Put(ctx, view, rows, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return gen, features
 }

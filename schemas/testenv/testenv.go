@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -124,4 +126,81 @@ func ReferenceScores(t testing.TB, pkg string, cases []RefCase) []float64 {
 		t.Fatalf("reference scorer returned %d scores for %d cases", len(scores), len(cases))
 	}
 	return scores
+}
+
+// ClickHouseServer is a private clickhouse-server for a test that stops and
+// starts it, so that other tests keep the shared one.
+type ClickHouseServer struct {
+	Addr string
+	dir  string
+	cmd  *exec.Cmd
+	t    testing.TB
+}
+
+// StartClickHouse starts a private server on a free loopback port with the
+// local stack's config template; t.Cleanup stops it.
+func StartClickHouse(t testing.TB) *ClickHouseServer {
+	t.Helper()
+	bin, err := exec.LookPath("clickhouse-server")
+	if err != nil {
+		Unavailable(t, "clickhouse-server not installed: %v", err)
+	}
+	dir := t.TempDir()
+	for _, d := range []string{"data", "tmp", "user_files", "log", "format_schemas"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o755)
+	}
+	tpl, err := os.ReadFile(filepath.Join(RepoRoot(t), "deploy", "local", "clickhouse", "config.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, http := freePort(t), freePort(t)
+	conf := strings.NewReplacer("@DIR@", dir, "@TCP_PORT@", strconv.Itoa(tcp), "@HTTP_PORT@", strconv.Itoa(http)).Replace(string(tpl))
+	os.WriteFile(filepath.Join(dir, "config.xml"), []byte(conf), 0o644)
+	users, _ := os.ReadFile(filepath.Join(RepoRoot(t), "deploy", "local", "clickhouse", "users.xml"))
+	os.WriteFile(filepath.Join(dir, "users.xml"), users, 0o644)
+	s := &ClickHouseServer{Addr: "127.0.0.1:" + strconv.Itoa(tcp), dir: dir, t: t}
+	s.cmd = exec.Command(bin, "--config-file="+filepath.Join(dir, "config.xml"))
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Start (re)starts the server and waits until it accepts connections.
+func (s *ClickHouseServer) Start() {
+	s.t.Helper()
+	if s.cmd.Process != nil {
+		s.cmd = exec.Command(s.cmd.Path, s.cmd.Args[1:]...)
+	}
+	log, _ := os.OpenFile(filepath.Join(s.dir, "log", "stdout.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	s.cmd.Stdout, s.cmd.Stderr = log, log
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatalf("starting clickhouse-server: %v", err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
+			c.Close()
+			return
+		}
+	}
+	s.t.Fatalf("private clickhouse-server did not answer on %s", s.Addr)
+}
+
+// Stop kills the server (SIGKILL: an outage, not a clean shutdown) and
+// waits for it to exit.
+func (s *ClickHouseServer) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil || s.cmd.ProcessState != nil {
+		return
+	}
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
