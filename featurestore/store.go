@@ -225,6 +225,19 @@ func (s *Store) Enrich(ctx context.Context, items []schemas.Item) error {
 		return fmt.Errorf("redis feature lookup of %d keys: %w", len(cmds), err)
 	}
 	now := s.now()
+	replies := make([][]any, len(cmds))
+	for i, c := range cmds {
+		replies[i] = c.Val()
+	}
+	s.Apply(items, replies, now)
+	s.lookupNs.Observe(now.Sub(start).Seconds())
+	return nil
+}
+
+// Apply is the client side of Enrich: it fills Features from the HMGET
+// replies (one per item whose Reject is nil and view, in that order),
+// computes ages against now and applies each view's policy.
+func (s *Store) Apply(items []schemas.Item, replies [][]any, now time.Time) {
 	nowMs := now.UnixMilli()
 	c := 0
 	for i := range items {
@@ -234,7 +247,7 @@ func (s *Store) Enrich(ctx context.Context, items []schemas.Item) error {
 		}
 		it.Features = it.Features[:0]
 		for _, v := range s.views {
-			st := decodeView(v, cmds[c].Val(), nowMs)
+			st := decodeView(v, replies[c], nowMs)
 			c++
 			switch {
 			case st.Missing:
@@ -259,8 +272,6 @@ func (s *Store) Enrich(ctx context.Context, items []schemas.Item) error {
 			it.Features = append(it.Features, st)
 		}
 	}
-	s.lookupNs.Observe(now.Sub(start).Seconds())
-	return nil
 }
 
 func decodeView(v view, vals []any, nowMs int64) schemas.FeatureState {

@@ -1,9 +1,7 @@
 package schemas
 
 import (
-	"bytes"
 	"embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/segmentio/ksuid"
+	"github.com/valyala/fastjson"
 )
 
 //go:embed events/*.yaml
@@ -178,35 +177,49 @@ func (e *DecodeError) Error() string {
 	return fmt.Sprintf("%s: %s", e.Reason, e.Detail)
 }
 
+// maxEpochMs is 9999-12-31T23:59:59.999Z: times must print as RFC 3339.
+const maxEpochMs = 253402300799999
+
+// parsers are reused across Decode calls; fastjson parses without
+// allocating per value.
+var parsers fastjson.ParserPool
+
 // Decode parses and validates one Kafka record against the schema. The key,
 // when not empty, is the entity id; otherwise entity_field is used. When the
 // event carries no id, a stable one is derived from src so that replays of
-// the same record get the same id.
+// the same record get the same id. Decode is safe for concurrent use.
 func (s *InputSchema) Decode(key, value []byte, src Source) (Event, *DecodeError) {
 	ev := Event{Source: src}
 	if len(value) > s.MaxBytes {
 		return ev, &DecodeError{Reason: ReasonOversize, Stage: StageDecode,
 			Detail: fmt.Sprintf("record is %d bytes, limit is %d", len(value), s.MaxBytes)}
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(value, &raw); err != nil {
-		return ev, &DecodeError{Reason: ReasonInvalidJSON, Stage: StageDecode, Detail: jsonErrorDetail(err)}
+	p := parsers.Get()
+	defer parsers.Put(p)
+	root, err := p.ParseBytes(value)
+	if err != nil {
+		// fastjson's message quotes the input; never echo payloads.
+		return ev, &DecodeError{Reason: ReasonInvalidJSON, Stage: StageDecode, Detail: "value is not valid JSON"}
+	}
+	obj, err := root.Object()
+	if err != nil {
+		return ev, &DecodeError{Reason: ReasonInvalidJSON, Stage: StageDecode, Detail: "want a JSON object, got " + root.Type().String()}
 	}
 	ev.Values = make([]Value, len(s.Fields))
 	for i := range s.Fields {
 		f := &s.Fields[i]
-		msg, ok := raw[f.Name]
-		if !ok || bytes.Equal(bytes.TrimSpace(msg), []byte("null")) {
+		v := obj.Get(f.Name)
+		if v == nil || v.Type() == fastjson.TypeNull {
 			if f.Required {
 				return ev, &DecodeError{Reason: ReasonMissingField, Stage: StageValidate, Field: f.Name, Detail: "required field is missing or null"}
 			}
 			continue
 		}
-		v, derr := f.parse(msg)
+		val, derr := f.parse(v)
 		if derr != nil {
 			return ev, derr
 		}
-		ev.Values[i] = v
+		ev.Values[i] = val
 	}
 	if s.IDField != "" {
 		ev.ID = ev.Values[s.index[s.IDField]].Str
@@ -227,43 +240,47 @@ func (s *InputSchema) Decode(key, value []byte, src Source) (Event, *DecodeError
 	return ev, nil
 }
 
-func (f *Field) parse(msg json.RawMessage) (Value, *DecodeError) {
+func (f *Field) parse(v *fastjson.Value) (Value, *DecodeError) {
+	t := v.Type()
 	wrong := func(want string) *DecodeError {
 		return &DecodeError{Reason: ReasonWrongType, Stage: StageValidate, Field: f.Name,
-			Detail: fmt.Sprintf("want %s, got %s", want, jsonKind(msg))}
+			Detail: fmt.Sprintf("want %s, got %s", want, t)}
 	}
 	switch f.Type {
 	case TypeString:
-		var s string
-		if json.Unmarshal(msg, &s) != nil {
+		if t != fastjson.TypeString {
 			return Value{}, wrong("string")
 		}
-		return Value{Kind: KindString, Str: s}, nil
+		return Value{Kind: KindString, Str: string(v.GetStringBytes())}, nil
 	case TypeBoolean:
-		var b bool
-		if json.Unmarshal(msg, &b) != nil {
-			return Value{}, wrong("boolean")
-		}
-		if b {
+		switch t {
+		case fastjson.TypeTrue:
 			return Value{Kind: KindNumber, Num: 1}, nil
+		case fastjson.TypeFalse:
+			return Value{Kind: KindNumber, Num: 0}, nil
 		}
-		return Value{Kind: KindNumber, Num: 0}, nil
+		return Value{}, wrong("boolean")
 	case TypeTimestamp:
-		var s string
-		if json.Unmarshal(msg, &s) == nil {
-			t, err := time.Parse(time.RFC3339Nano, s)
+		if t == fastjson.TypeString {
+			ts, err := time.Parse(time.RFC3339Nano, string(v.GetStringBytes()))
+			if err == nil && (ts.UnixMilli() < 0 || ts.UnixMilli() > maxEpochMs) {
+				return Value{}, &DecodeError{Reason: ReasonOutOfBounds, Stage: StageValidate, Field: f.Name, Detail: "time outside years 1970-9999"}
+			}
 			if err != nil {
 				return Value{}, &DecodeError{Reason: ReasonWrongType, Stage: StageValidate, Field: f.Name, Detail: "want an RFC 3339 time or epoch milliseconds"}
 			}
-			return Value{Kind: KindNumber, Num: float64(t.UnixMilli())}, nil
+			return Value{Kind: KindNumber, Num: float64(ts.UnixMilli())}, nil
 		}
-		n, derr := f.number(msg, wrong)
+		n, derr := f.number(v, wrong)
 		if derr != nil {
 			return Value{}, derr
 		}
+		if n < 0 || n > maxEpochMs {
+			return Value{}, &DecodeError{Reason: ReasonOutOfBounds, Stage: StageValidate, Field: f.Name, Detail: "epoch milliseconds outside years 1970-9999"}
+		}
 		return Value{Kind: KindNumber, Num: math.Trunc(n)}, nil
 	case TypeNumber, TypeInteger:
-		n, derr := f.number(msg, wrong)
+		n, derr := f.number(v, wrong)
 		if derr != nil {
 			return Value{}, derr
 		}
@@ -279,12 +296,13 @@ func (f *Field) parse(msg json.RawMessage) (Value, *DecodeError) {
 	return Value{}, wrong(string(f.Type))
 }
 
-func (f *Field) number(msg json.RawMessage, wrong func(string) *DecodeError) (float64, *DecodeError) {
-	t := bytes.TrimSpace(msg)
-	if len(t) == 0 || !(t[0] == '-' || (t[0] >= '0' && t[0] <= '9')) {
+// number reads a finite float64. fastjson also accepts NaN and Inf
+// literals, which JSON lacks; they and overflowing numbers are not_finite.
+func (f *Field) number(v *fastjson.Value, wrong func(string) *DecodeError) (float64, *DecodeError) {
+	if v.Type() != fastjson.TypeNumber {
 		return 0, wrong("number")
 	}
-	n, err := strconv.ParseFloat(string(t), 64)
+	n, err := v.Float64()
 	if err != nil || math.IsInf(n, 0) || math.IsNaN(n) {
 		return 0, &DecodeError{Reason: ReasonNotFinite, Stage: StageValidate, Field: f.Name, Detail: "number is not finite in float64"}
 	}
@@ -296,39 +314,6 @@ func bound(p *float64, none string) string {
 		return none
 	}
 	return strconv.FormatFloat(*p, 'g', -1, 64)
-}
-
-func jsonKind(msg json.RawMessage) string {
-	t := bytes.TrimSpace(msg)
-	if len(t) == 0 {
-		return "nothing"
-	}
-	switch t[0] {
-	case '"':
-		return "string"
-	case '{':
-		return "object"
-	case '[':
-		return "array"
-	case 't', 'f':
-		return "boolean"
-	case 'n':
-		return "null"
-	}
-	return "number"
-}
-
-// jsonErrorDetail shortens encoding/json errors without echoing the payload.
-func jsonErrorDetail(err error) string {
-	var syn *json.SyntaxError
-	if errors.As(err, &syn) {
-		return fmt.Sprintf("invalid JSON at byte %d: %s", syn.Offset, syn.Error())
-	}
-	var typ *json.UnmarshalTypeError
-	if errors.As(err, &typ) {
-		return fmt.Sprintf("want a JSON object, got %s", typ.Value)
-	}
-	return err.Error()
 }
 
 // DerivedEventID returns the stable id of an event that carries none: a ksuid
