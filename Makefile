@@ -9,7 +9,7 @@ STACK_ENV = eval "$$($(STACK) env)"
 DEMO_ARGS ?=
 TEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build demo test test-unit stack-up stack-down stack-status models clean help
+.PHONY: all build demo test stack-up stack-down stack-status models bench-hotpath bench-e2e clean help
 
 all: build
 
@@ -26,6 +26,14 @@ demo: build ## run seer demo: embedded Kafka, local Redis + ClickHouse, ~60 s of
 test: build ## install and start the stack, then run every test (services required)
 	$(STACK) up
 	$(STACK_ENV); SEER_REQUIRE_SERVICES=1 $(GO) test -race $(TEST_FLAGS) ./...
+
+bench-hotpath: ## per-event CPU of decode → enrich → score → encode → log row (go test -bench)
+	$(STACK) install
+	$(STACK_ENV); $(GO) test -run XXX -bench HotPath -benchmem -benchtime 5s ./stream
+
+bench-e2e: build ## end-to-end throughput, p99 and RSS of seer serve on the real local stack
+	$(STACK) up
+	loadtest/bench-e2e.sh
 
 stack-up: ## install and start Kafka, Redis and ClickHouse on 127.0.0.1
 	$(STACK) up

@@ -119,63 +119,91 @@ func (w *Writer) Append(ctx context.Context, items []schemas.Item, dls []schemas
 	}
 }
 
-// Run flushes until ctx ends, then flushes what is buffered (bounded by a
-// short deadline) and returns nil.
+// Run batches and flushes until ctx ends, then flushes what is buffered
+// (bounded by a short deadline) and returns nil. Batching and inserting
+// run in separate goroutines, so Append does not wait on a ClickHouse round
+// trip unless maxQueuedFlushes batches are already waiting for one.
 func (w *Writer) Run(ctx context.Context) error {
+	type job struct {
+		batch Batch
+		dones []func(error)
+	}
+	jobs := make(chan job, maxQueuedFlushes)
+	flusherDone := make(chan struct{})
+	// The flusher owns ClickHouse and the spool; it outlives ctx to write
+	// the last batches with a short deadline of its own.
+	fctx, cancelFlush := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelFlush()
+	go func() {
+		defer close(flusherDone)
+		replay := time.NewTicker(time.Second)
+		defer replay.Stop()
+		for {
+			select {
+			case j, ok := <-jobs:
+				if !ok {
+					return
+				}
+				err := w.write(fctx, &j.batch)
+				for _, d := range j.dones {
+					d(err)
+				}
+			case <-replay.C:
+				w.replay(fctx)
+			}
+		}
+	}()
+
 	var buf Batch
 	var dones []func(error)
-	timer := time.NewTimer(w.cfg.FlushInterval)
-	defer timer.Stop()
-	replay := time.NewTicker(time.Second)
-	defer replay.Stop()
-	flush := func(fctx context.Context) {
+	add := func(p pending) {
+		buf.Log = append(buf.Log, p.batch.Log...)
+		buf.Dead = append(buf.Dead, p.batch.Dead...)
+		if p.done != nil {
+			dones = append(dones, p.done)
+		}
+	}
+	flush := func() {
 		if len(buf.Log)+len(buf.Dead) == 0 && len(dones) == 0 {
 			return
 		}
-		err := w.write(fctx, &buf)
-		for _, d := range dones {
-			d(err)
-		}
+		jobs <- job{batch: buf, dones: dones}
 		buf, dones = Batch{}, nil
 	}
+	timer := time.NewTicker(w.cfg.FlushInterval)
+	defer timer.Stop()
 	for {
 		select {
 		case p := <-w.in:
-			buf.Log = append(buf.Log, p.batch.Log...)
-			buf.Dead = append(buf.Dead, p.batch.Dead...)
-			if p.done != nil {
-				dones = append(dones, p.done)
-			}
+			add(p)
 			if len(buf.Log)+len(buf.Dead) >= w.cfg.FlushRows {
-				flush(ctx)
+				flush()
 			}
 		case <-timer.C:
-			flush(ctx)
-			timer.Reset(w.cfg.FlushInterval)
-		case <-replay.C:
-			w.replay(ctx)
+			flush()
 		case <-ctx.Done():
-			// Drain what callers handed over, then one last flush.
-			for {
+			// Take what callers already handed over, then a last flush.
+			for drained := false; !drained; {
 				select {
 				case p := <-w.in:
-					buf.Log = append(buf.Log, p.batch.Log...)
-					buf.Dead = append(buf.Dead, p.batch.Dead...)
-					if p.done != nil {
-						dones = append(dones, p.done)
-					}
-					continue
+					add(p)
 				default:
+					drained = true
 				}
-				break
 			}
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			flush(fctx)
-			cancel()
+			flush()
+			close(jobs)
+			stop := time.AfterFunc(10*time.Second, cancelFlush)
+			<-flusherDone
+			stop.Stop()
 			return nil
 		}
 	}
 }
+
+// maxQueuedFlushes is how many full batches may wait for the flusher
+// before Append blocks.
+const maxQueuedFlushes = 4
 
 // write inserts b, or spools it when ClickHouse fails or the spool already
 // holds older batches. It returns nil once b is in one of the two; while

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -141,16 +142,19 @@ func TestWriterBlocksWhenSpoolFull(t *testing.T) {
 		t.Fatal("batch acknowledged although ClickHouse is down and the spool is full")
 	case <-time.After(300 * time.Millisecond):
 	}
+	// Appends are taken while batches queue for the flusher; then they block.
+	var appended atomic.Int64
 	blocked := make(chan struct{})
 	go func() {
-		w.Append(context.Background(), items(10, 5), nil, nil)
-		w.Append(context.Background(), items(15, 5), nil, nil)
+		for i := 0; i < 20; i++ {
+			w.Append(context.Background(), items(10+5*i, 5), nil, nil)
+			appended.Add(1)
+		}
 		close(blocked)
 	}()
-	select {
-	case <-blocked:
-		t.Fatal("Append did not block while the writer was stuck")
-	case <-time.After(300 * time.Millisecond):
+	time.Sleep(500 * time.Millisecond)
+	if n := appended.Load(); n == 20 {
+		t.Fatal("Append never blocked while the writer was stuck")
 	}
 	ins.set(false)
 	select {
@@ -163,11 +167,17 @@ func TestWriterBlocksWhenSpoolFull(t *testing.T) {
 	}
 	<-blocked
 	deadline := time.Now().Add(10 * time.Second)
-	for len(ins.inserted()) < 20 && time.Now().Before(deadline) {
+	for len(ins.inserted()) < 110 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := ins.inserted(); len(got) != 20 || got[0] != "e0000" {
-		t.Errorf("inserted %v, want e0000..e0019 in order", got)
+	got := ins.inserted()
+	if len(got) != 110 {
+		t.Fatalf("inserted %d rows, want 110", len(got))
+	}
+	for i, id := range got {
+		if want := fmt.Sprintf("e%04d", i); id != want {
+			t.Fatalf("row %d is %s, want %s", i, id, want)
+		}
 	}
 }
 

@@ -27,7 +27,7 @@ type Generator struct {
 	rng      *rand.Rand
 	users    int
 	samplers map[string]sampler // by input name
-	n        int
+	bad      int                // malformed events so far, for the rotation
 }
 
 type sampler func(r *rand.Rand) schemas.Value
@@ -137,7 +137,6 @@ var Malformations = []struct {
 // Next returns the next event, stamped with event time t. When malformed is
 // true it carries one of Malformations, in rotation.
 func (g *Generator) Next(t time.Time, malformed bool) Event {
-	g.n++
 	id := ksuid.New().String()
 	user := "u" + strconv.Itoa(100000 + g.rng.IntN(g.users))[1:]
 	obj := map[string]any{}
@@ -170,7 +169,8 @@ func (g *Generator) Next(t time.Time, malformed bool) Event {
 	}
 	ev := Event{ID: id, Key: []byte(user)}
 	if malformed {
-		m := Malformations[g.n%len(Malformations)]
+		m := Malformations[g.bad%len(Malformations)]
+		g.bad++
 		ev.Malformed = m.Name
 		g.malform(obj, m.Name)
 	}

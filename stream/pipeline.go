@@ -5,7 +5,7 @@
 // the input schema (bad records go to the DLQ topic with reason headers),
 // enriched and scored; its predictions and DLQ records are produced
 // asynchronously and its log rows handed to the LogWriter. The poll loop
-// then moves on: up to max_in_flight batches are in flight at once. A
+// then moves on: up to max_in_flight records are in flight at once. A
 // committer takes batches in poll order and commits each one's offsets only
 // after Kafka acknowledged all its records and the writer reported its rows
 // written or spooled — so commits advance as a per-partition watermark and
@@ -42,6 +42,7 @@ import (
 	"github.com/twmb/franz-go/plugin/kprom"
 	"github.com/twmb/franz-go/plugin/kslog"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/seer-ml/seer/schemas"
 )
@@ -82,7 +83,7 @@ type Config struct {
 	Delivery         string        `yaml:"delivery"`         // at-least-once or exactly-once
 	TransactionalID  string        `yaml:"transactional_id"` // exactly-once: unique per serve instance
 	MaxPollRecords   int           `yaml:"max_poll_records"`
-	MaxInFlight      int           `yaml:"max_in_flight"`   // batches produced but not yet committed
+	MaxInFlight      int           `yaml:"max_in_flight"`   // records polled but not yet committed (bounds memory)
 	SessionTimeout   time.Duration `yaml:"session_timeout"` // group session: how long a dead member keeps its partitions
 	RetryBackoffMax  time.Duration `yaml:"retry_backoff_max"`
 	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout"`
@@ -100,7 +101,7 @@ func DefaultConfig() Config {
 		DLQTopic:         "card-transactions.dlq",
 		Delivery:         AtLeastOnce,
 		MaxPollRecords:   1000,
-		MaxInFlight:      4,
+		MaxInFlight:      20000,
 		SessionTimeout:   45 * time.Second,
 		RetryBackoffMax:  5 * time.Second,
 		ShutdownTimeout:  15 * time.Second,
@@ -130,8 +131,8 @@ func (c *Config) Validate() error {
 		return errors.New("kafka.transactional_id: required with delivery exactly-once (unique per instance)")
 	case c.MaxPollRecords < 1:
 		return fmt.Errorf("kafka.max_poll_records: %d must be at least 1", c.MaxPollRecords)
-	case c.MaxInFlight < 1:
-		return fmt.Errorf("kafka.max_in_flight: %d must be at least 1", c.MaxInFlight)
+	case c.MaxInFlight < c.MaxPollRecords:
+		return fmt.Errorf("kafka.max_in_flight: %d must be at least max_poll_records (%d)", c.MaxInFlight, c.MaxPollRecords)
 	case c.SessionTimeout < 6*time.Second:
 		return fmt.Errorf("kafka.session_timeout: %v is below the brokers' usual minimum of 6s", c.SessionTimeout)
 	case c.RetryBackoffMax <= 0:
@@ -163,6 +164,8 @@ type metrics struct {
 	batch    prometheus.Histogram
 	e2e      prometheus.Histogram
 	inFlight prometheus.Gauge
+	age      prometheus.Histogram
+	lag      *prometheus.GaugeVec
 }
 
 // New creates the Kafka client (it connects lazily) and the pipeline. extra
@@ -186,8 +189,15 @@ func New(cfg Config, schema *schemas.InputSchema, enr Enricher, sc Scorer, sink 
 			Name: "seer_stream_record_latency_seconds", Help: "From the input record's Kafka timestamp to its commit.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
+		age: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "seer_stream_record_age_at_poll_seconds", Help: "From the input record's Kafka timestamp to when seer polled it.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "seer_stream_consumer_lag_records", Help: "Records behind the partition's high watermark at the last fetch.",
+		}, []string{"topic", "partition"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "seer_stream_in_flight_batches", Help: "Batches produced but not yet committed.",
+			Name: "seer_stream_in_flight_records", Help: "Records polled but not yet committed.",
 		}),
 	}
 	opts := []kgo.Opt{
@@ -203,7 +213,7 @@ func New(cfg Config, schema *schemas.InputSchema, enr Enricher, sc Scorer, sink 
 		kgo.WithLogger(kslog.New(logger)),
 	}
 	if reg != nil {
-		reg.MustRegister(p.m.records, p.m.stage, p.m.batch, p.m.e2e, p.m.inFlight)
+		reg.MustRegister(p.m.records, p.m.stage, p.m.batch, p.m.e2e, p.m.inFlight, p.m.age, p.m.lag)
 		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("seer_kafka", kprom.Registerer(reg))))
 	}
 	var err error
@@ -275,11 +285,14 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		return p.runTransactional(ctx)
 	}
 	defer p.cl.Close()
-	queue := make(chan *inflight, p.cfg.MaxInFlight)
+	// Batches queue for the committer; the semaphore bounds the records in
+	// flight, which is what bounds memory (the queue itself never fills).
+	queue := make(chan *inflight, p.cfg.MaxInFlight/max(1, min(p.cfg.MaxPollRecords, 64))+1)
+	slots := semaphore.NewWeighted(int64(p.cfg.MaxInFlight))
 	pollCtx, stopPolling := context.WithCancel(ctx)
 	defer stopPolling()
 	grp := errgroup.Group{}
-	grp.Go(func() error { return p.commitLoop(queue, stopPolling) })
+	grp.Go(func() error { return p.commitLoop(queue, slots, stopPolling) })
 	grp.Go(func() error {
 		defer close(queue)
 		for {
@@ -291,21 +304,28 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			fetches.EachError(func(topic string, part int32, err error) {
 				p.log.Warn("fetch error", "topic", topic, "partition", part, "err", err)
 			})
+			p.observeLag(fetches)
 			recs := fetches.Records()
 			if len(recs) == 0 {
 				p.cl.AllowRebalance()
 				continue
 			}
+			// Blocks at max_in_flight records: backpressure.
+			if err := slots.Acquire(pollCtx, int64(len(recs))); err != nil {
+				p.cl.AllowRebalance()
+				return nil // shutdown; these records are not committed and are replayed
+			}
 			b, err := p.start(pollCtx, recs)
 			if err != nil {
+				slots.Release(int64(len(recs)))
 				p.cl.AllowRebalance()
 				if pollCtx.Err() != nil {
 					return nil // shutdown while waiting on a dependency; uncommitted, replayed later
 				}
 				return err
 			}
-			p.m.inFlight.Inc()
-			queue <- b // blocks at max_in_flight: backpressure
+			p.m.inFlight.Add(float64(len(recs)))
+			queue <- b
 			p.cl.AllowRebalance()
 		}
 	})
@@ -315,7 +335,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 // commitLoop commits batches in poll order as they complete. On the first
 // failure it stops polling and leaves the remaining batches uncommitted, so
 // they are replayed.
-func (p *Pipeline) commitLoop(queue <-chan *inflight, stopPolling func()) error {
+func (p *Pipeline) commitLoop(queue <-chan *inflight, slots *semaphore.Weighted, stopPolling func()) error {
 	var failed error
 	for b := range queue {
 		if failed == nil {
@@ -323,7 +343,8 @@ func (p *Pipeline) commitLoop(queue <-chan *inflight, stopPolling func()) error 
 				stopPolling()
 			}
 		}
-		p.m.inFlight.Dec()
+		p.m.inFlight.Sub(float64(len(b.recs)))
+		slots.Release(int64(len(b.recs)))
 		p.outstanding.Done()
 	}
 	return failed
@@ -377,6 +398,7 @@ func (p *Pipeline) start(ctx context.Context, recs []*kgo.Record) (*inflight, er
 func (p *Pipeline) prepare(ctx context.Context, recs []*kgo.Record) ([]schemas.Item, error) {
 	p.m.batch.Observe(float64(len(recs)))
 	t0 := time.Now()
+	p.m.age.Observe(t0.Sub(recs[0].Timestamp).Seconds())
 	items := make([]schemas.Item, len(recs))
 	for i, r := range recs {
 		src := schemas.Source{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
@@ -534,6 +556,17 @@ func (p *Pipeline) deadLetter(r *kgo.Record, why *schemas.DecodeError, now time.
 			{Key: schemas.HeaderTime, Value: []byte(now.Format(time.RFC3339Nano))},
 		},
 	}
+}
+
+// observeLag records, per partition fetched, how far the last record is
+// behind the high watermark.
+func (p *Pipeline) observeLag(fs kgo.Fetches) {
+	fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
+		if n := len(ftp.Records); n > 0 {
+			lag := ftp.HighWatermark - ftp.Records[n-1].Offset - 1
+			p.m.lag.WithLabelValues(ftp.Topic, strconv.Itoa(int(ftp.Partition))).Set(float64(max(lag, 0)))
+		}
+	})
 }
 
 func (p *Pipeline) observe(stage string, since time.Time) {

@@ -53,6 +53,12 @@ func buildApp(ctx context.Context, cfg Config, logger *slog.Logger, reg promethe
 	if a.model, err = scoring.Open(cfg.Scoring, a.manifest, a.schema, schemas.RouteProduction, logger); err != nil {
 		return nil, fmt.Errorf("scoring.package %s: %w", cfg.Scoring.Package, err)
 	}
+	if reg != nil {
+		info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "seer_scoring_model_info", Help: "The model version being served (value 1)."},
+			[]string{"model", "version", "route", "sha256"})
+		reg.MustRegister(info)
+		info.WithLabelValues(a.manifest.Name, a.manifest.Version, string(a.model.Route), a.manifest.Artifact.SHA256).Set(1)
+	}
 	logger.Info("model loaded", "component", "scoring", "model", a.manifest.Name, "version", a.manifest.Version, "sha256", a.manifest.Artifact.SHA256)
 
 	a.rdb = featurestore.NewClient(cfg.Redis)

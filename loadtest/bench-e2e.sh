@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# loadtest/bench-e2e.sh — end-to-end benchmark of seer serve on this machine,
+# with the real Kafka broker, Redis and ClickHouse from deploy/local. Run it
+# with `make bench-e2e`. Traffic goes to 127.0.0.1 only and is bounded.
+#
+#   1. max throughput: --preload N events as fast as possible, measure the
+#      rate at which predictions come back (BENCH_PRELOAD, default 300000);
+#   2. latency: open-loop constant rate (BENCH_RATE, default 25000/s) for
+#      BENCH_DURATION (default 30s), p50/p99 from scheduled send time;
+#   3. peak RSS (VmHWM) of the seer serve process.
+#
+# Writes loadtest/results/<date>-<host>-e2e.json and prints a summary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(deploy/local/stack.sh env)"
+
+preload=${BENCH_PRELOAD:-300000}
+rate=${BENCH_RATE:-25000}
+duration=${BENCH_DURATION:-30s}
+run=bench-$(date +%s)
+out=loadtest/results/$(date -u +%Y-%m-%d)-$(hostname)-e2e.json
+work=$(mktemp -d)
+trap 'kill $serve_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+
+export SEER_KAFKA_INPUT_TOPIC=$run.events SEER_KAFKA_PREDICTIONS_TOPIC=$run.predictions SEER_KAFKA_DLQ_TOPIC=$run.dlq
+export SEER_KAFKA_GROUP=$run SEER_CLICKHOUSE_DATABASE=seer_bench SEER_CLICKHOUSE_SPOOL_DIR=$work/spool
+export SEER_HTTP=127.0.0.1:18080 SEER_LOG_LEVEL=warn SEER_PPROF=true
+export SEER_KAFKA_MAX_POLL_RECORDS=${BENCH_MAX_POLL:-2000}
+
+bin/seer serve >"$work/serve.log" 2>&1 &
+serve_pid=$!
+for _ in $(seq 1 120); do
+  curl -fsS "http://$SEER_HTTP/readyz" >/dev/null 2>&1 && break
+  kill -0 $serve_pid 2>/dev/null || { cat "$work/serve.log"; exit 1; }
+  sleep 0.25
+done
+curl -fsS "http://$SEER_HTTP/readyz" >/dev/null || { echo "seer serve never became ready"; cat "$work/serve.log"; exit 1; }
+
+echo "== warm-up and feature load"
+bin/seer loadtest --load-features --rate 2000 --duration 5s --report "$work/warmup.json" >/dev/null
+echo "== max throughput: $preload events preloaded"
+curl -fsS -o "$work/cpu.pprof" "http://$SEER_HTTP/debug/pprof/profile?seconds=10" &
+prof_pid=$!
+bin/seer loadtest --preload "$preload" --report "$work/throughput.json"
+wait $prof_pid || true
+echo "== latency at $rate events/s for $duration"
+bin/seer loadtest --rate "$rate" --duration "$duration" --report "$work/latency.json"
+rss_kb=$(awk '/VmHWM/ {print $2}' /proc/$serve_pid/status)
+kill -TERM $serve_pid; wait $serve_pid || true
+
+python3 - "$work" "$out" "$rss_kb" "$rate" <<'PY'
+import json, sys, platform, os, subprocess
+work, out, rss_kb, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+t = json.load(open(f"{work}/throughput.json")); l = json.load(open(f"{work}/latency.json"))
+cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
+res = {
+  "machine": {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(),
+              "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
+  "command": "make bench-e2e",
+  "max_throughput_events_per_s": round(t["achieved_rate"]),
+  "latency_at_rate": {"target_rate": rate, "achieved_rate": round(l["achieved_rate"]), **l["latency"]},
+  "serve_peak_rss_mb": round(rss_kb / 1024, 1),
+  "targets": {"throughput_events_per_s": 50000, "p99_ms_at_25000": 100, "rss_mb": 300},
+  "throughput_run": t, "latency_run": l,
+}
+os.makedirs(os.path.dirname(out), exist_ok=True)
+json.dump(res, open(out, "w"), indent=2)
+print(f"max throughput {res['max_throughput_events_per_s']} events/s (target >= 50000)")
+print(f"p50 {l['latency']['p50_ms']} ms, p99 {l['latency']['p99_ms']} ms at {rate:.0f}/s target, {l['achieved_rate']:.0f}/s achieved (target p99 <= 100 ms)")
+print(f"seer serve peak RSS {res['serve_peak_rss_mb']} MB (target <= 300)")
+print(f"written to {out}")
+PY
+go tool pprof -top -nodecount=25 bin/seer "$work/cpu.pprof" 2>/dev/null | sed -n '1,35p' > "${out%.json}-cpu.txt" || true
+echo "CPU profile at max load: ${out%.json}-cpu.txt"

@@ -1,0 +1,129 @@
+package loadtest
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/seer-ml/seer/schemas"
+)
+
+func TestScheduleConstant(t *testing.T) {
+	start := time.Unix(1000, 0)
+	s := NewSchedule(Profile{Kind: "constant", Rate: 100, Duration: time.Second}, start)
+	n := 0
+	var last time.Time
+	for {
+		due, ok := s.Next()
+		if !ok {
+			break
+		}
+		if n > 0 && due.Sub(last) != 10*time.Millisecond {
+			t.Fatalf("event %d due %v after the previous, want 10ms", n, due.Sub(last))
+		}
+		last = due
+		n++
+	}
+	if n != 100 {
+		t.Errorf("scheduled %d events in 1s at 100/s, want 100", n)
+	}
+}
+
+func TestScheduleRampAndStep(t *testing.T) {
+	count := func(p Profile) int {
+		s := NewSchedule(p, time.Unix(0, 0))
+		n := 0
+		for _, ok := s.Next(); ok; _, ok = s.Next() {
+			n++
+		}
+		return n
+	}
+	// A ramp 100→300/s over 10s averages 200/s.
+	if n := count(Profile{Kind: "ramp", Rate: 100, To: 300, Duration: 10 * time.Second}); math.Abs(float64(n)-2000) > 20 {
+		t.Errorf("ramp scheduled %d events, want about 2000", n)
+	}
+	// Steps 100, 200, 300 for 2s each: 1200 events.
+	if n := count(Profile{Kind: "step", Rate: 100, To: 300, Steps: 3, Duration: 6 * time.Second}); math.Abs(float64(n)-1200) > 3 {
+		t.Errorf("step scheduled %d events, want 1200", n)
+	}
+	p := Profile{Kind: "step", Rate: 10, To: 40, Steps: 4, Duration: 4 * time.Second}
+	for _, c := range []struct {
+		at   time.Duration
+		want float64
+	}{{0, 10}, {1500 * time.Millisecond, 20}, {3999 * time.Millisecond, 40}} {
+		if got := p.RateAt(c.at); got != c.want {
+			t.Errorf("step RateAt(%v) = %v, want %v", c.at, got, c.want)
+		}
+	}
+	if err := (Profile{Kind: "sine", Rate: 1, Duration: time.Second}).Validate(); err == nil {
+		t.Error("Validate accepted profile sine")
+	}
+}
+
+// TestRecorderUsesScheduledTime: latency counts from the due time, so a
+// send that happened late still shows its full delay.
+func TestRecorderUsesScheduledTime(t *testing.T) {
+	r := NewRecorder()
+	due := time.Unix(100, 0)
+	for i := 0; i < 100; i++ {
+		r.Sent(string(rune('a'+i%26))+string(rune('A'+i/26)), due)
+	}
+	for i := 0; i < 100; i++ {
+		id := string(rune('a'+i%26)) + string(rune('A'+i/26))
+		r.Predicted(id, due.Add(time.Duration(i+1)*time.Millisecond))
+	}
+	r.Predicted("aA", due.Add(time.Second)) // duplicate
+	r.Predicted("zz", due)                  // never sent
+	sent, matched, _, dups := r.Counts()
+	if sent != 100 || matched != 100 || dups != 2 {
+		t.Errorf("counts sent=%d matched=%d dups=%d, want 100 100 2", sent, matched, dups)
+	}
+	l := r.Total()
+	if math.Abs(l.P50-50) > 0.1 || math.Abs(l.P99-99) > 0.1 || math.Abs(l.Max-100) > 0.1 {
+		t.Errorf("percentiles %+v, want p50 50ms p99 99ms max 100ms", l)
+	}
+	if w := r.Window(); w.Count != 100 {
+		t.Errorf("first window has %d samples, want 100", w.Count)
+	}
+	if w := r.Window(); w.Count != 0 {
+		t.Errorf("second window has %d samples, want 0", w.Count)
+	}
+	if r.Outstanding() != 0 {
+		t.Errorf("outstanding %d, want 0", r.Outstanding())
+	}
+}
+
+func TestGeneratorFollowsSchemaAndMalformations(t *testing.T) {
+	schema, _ := schemas.LoadInputSchema("card_transactions.v1")
+	m, err := schemas.LoadManifest("../deploy/examples/card-fraud")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGenerator(schema, m, 100, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[schemas.Reason]int{}
+	for i := 0; i < 1000; i++ {
+		ev := g.Next(time.Now(), i%10 == 0)
+		_, derr := schema.Decode(ev.Key, ev.Value, schemas.Source{Topic: "t", Offset: int64(i)})
+		if ev.Malformed == "" {
+			if derr != nil {
+				t.Fatalf("valid event rejected: %v\n%s", derr, ev.Value)
+			}
+			continue
+		}
+		if derr == nil {
+			t.Fatalf("malformed (%s) event accepted: %s", ev.Malformed, ev.Value)
+		}
+		for _, mf := range Malformations {
+			if mf.Name == ev.Malformed && mf.Reason != derr.Reason {
+				t.Errorf("%s gave reason %s, want %s", ev.Malformed, derr.Reason, mf.Reason)
+			}
+		}
+		reasons[derr.Reason]++
+	}
+	if len(reasons) != len(Malformations) {
+		t.Errorf("saw reasons %v, want all %d malformations", reasons, len(Malformations))
+	}
+}

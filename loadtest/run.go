@@ -1,0 +1,267 @@
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/valyala/fastjson"
+)
+
+// RunConfig describes one load run against a running seer serve.
+type RunConfig struct {
+	Brokers          []string
+	InputTopic       string
+	PredictionsTopic string
+	DLQTopic         string
+	Profile          Profile // open-loop target rate over time
+	Preload          int     // > 0: send this many events as fast as possible instead (max throughput)
+	MalformedShare   float64 // share of events malformed on purpose
+	DrainTimeout     time.Duration
+	Partitions       int32     // topics missing on the broker are created with this many partitions
+	Progress         io.Writer // live progress line; nil for none
+}
+
+// Window is one second of a run.
+type Window struct {
+	ElapsedS     float64 `json:"elapsed_s"`
+	TargetRate   float64 `json:"target_rate"`
+	SentRate     float64 `json:"sent_rate"`
+	AchievedRate float64 `json:"achieved_rate"` // predictions matched per second
+	Latency      Latency `json:"latency"`
+}
+
+// Report is the outcome of one run.
+type Report struct {
+	Mode            string   `json:"mode"` // profile kind, or preload
+	Started         string   `json:"started"`
+	Host            string   `json:"host"`
+	CPUs            int      `json:"cpus"`
+	TargetRate      float64  `json:"target_rate,omitempty"`
+	DurationS       float64  `json:"duration_s"`
+	Sent            int64    `json:"sent"`
+	Predicted       int64    `json:"predicted"`
+	DeadLettered    int64    `json:"dead_lettered"`
+	DuplicatesOrFor int64    `json:"duplicate_or_foreign_predictions"`
+	Missing         int64    `json:"missing"` // sent, valid, and never predicted
+	ProduceErrors   int64    `json:"produce_errors"`
+	FirstError      string   `json:"first_produce_error,omitempty"`
+	AchievedRate    float64  `json:"achieved_rate"` // predictions per second over the run
+	Latency         Latency  `json:"latency"`
+	Windows         []Window `json:"windows"`
+}
+
+// Run sends generated events and matches the predictions that come back.
+func Run(ctx context.Context, cfg RunConfig, gen *Generator) (*Report, error) {
+	start := time.Now()
+	host, _ := os.Hostname()
+	rep := &Report{Mode: cfg.Profile.Kind, Started: start.UTC().Format(time.RFC3339), Host: host, CPUs: runtime.NumCPU()}
+	if cfg.Preload > 0 {
+		rep.Mode = "preload"
+	} else if err := cfg.Profile.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ensureTopics(ctx, cfg); err != nil {
+		return nil, err
+	}
+	rec := NewRecorder()
+	consumer, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ConsumeTopics(cfg.PredictionsTopic, cfg.DLQTopic),
+		// Only this run's records: everything since just before it began.
+		kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(start.Add(-time.Second).UnixMilli())),
+		kgo.FetchMaxWait(20*time.Millisecond))
+	if err != nil {
+		return nil, err
+	}
+	defer consumer.Close()
+	producer, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ProducerLinger(5*time.Millisecond),
+		kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(100_000))
+	if err != nil {
+		return nil, err
+	}
+	defer producer.Close()
+
+	cctx, stopConsumer := context.WithCancel(ctx)
+	defer stopConsumer()
+	consumed := make(chan struct{})
+	go func() {
+		defer close(consumed)
+		var p fastjson.Parser
+		for cctx.Err() == nil {
+			fs := consumer.PollFetches(cctx)
+			now := time.Now()
+			fs.EachRecord(func(r *kgo.Record) {
+				if r.Topic == cfg.DLQTopic {
+					rec.DeadLettered()
+					return
+				}
+				v, err := p.ParseBytes(r.Value)
+				if err != nil {
+					rec.Predicted("", now)
+					return
+				}
+				rec.Predicted(string(v.GetStringBytes("event_id")), now)
+			})
+		}
+	}()
+
+	var produceErrs atomic.Int64
+	var firstErr atomic.Value
+	var sentMalformed int64
+	every := 0
+	if cfg.MalformedShare > 0 {
+		every = int(1 / cfg.MalformedShare)
+	}
+	send := func(due time.Time, i int64) {
+		bad := every > 0 && i%int64(every) == int64(every-1)
+		ev := gen.Next(due, bad)
+		if bad {
+			sentMalformed++
+		} else {
+			rec.Sent(ev.ID, due)
+		}
+		producer.Produce(ctx, &kgo.Record{Topic: cfg.InputTopic, Key: ev.Key, Value: ev.Value, Timestamp: due}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				produceErrs.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+			}
+		})
+	}
+
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	var i, lastSent, lastMatched int64
+	lastTick := start
+	window := func(target float64) {
+		now := time.Now()
+		_, matched, _, _ := rec.Counts()
+		secs := now.Sub(lastTick).Seconds()
+		w := Window{ElapsedS: now.Sub(start).Seconds(), TargetRate: target, SentRate: float64(i-lastSent) / secs,
+			AchievedRate: float64(matched-lastMatched) / secs, Latency: rec.Window()}
+		rep.Windows = append(rep.Windows, w)
+		lastSent, lastMatched, lastTick = i, matched, now
+		if cfg.Progress != nil {
+			fmt.Fprintf(cfg.Progress, "\r[%5.1fs] target %7.0f/s  sent %7.0f/s  predicted %7.0f/s  p50 %7.1fms  p99 %7.1fms  outstanding %7d ",
+				w.ElapsedS, target, w.SentRate, w.AchievedRate, w.Latency.P50, w.Latency.P99, rec.Outstanding())
+		}
+	}
+
+	if cfg.Preload > 0 {
+		for ; i < int64(cfg.Preload) && ctx.Err() == nil; i++ {
+			send(time.Now(), i)
+			select {
+			case <-ticker.C:
+				window(0)
+			default:
+			}
+		}
+	} else {
+		sched := NewSchedule(cfg.Profile, start)
+		for ctx.Err() == nil {
+			due, ok := sched.Next()
+			if !ok {
+				break
+			}
+			if d := time.Until(due); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+				}
+			}
+			send(due, i)
+			i++
+			select {
+			case <-ticker.C:
+				window(cfg.Profile.RateAt(time.Since(start)))
+			default:
+			}
+		}
+	}
+	if err := producer.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("flushing load: %w", err)
+	}
+	deadline := time.Now().Add(cfg.DrainTimeout)
+	for rec.Outstanding() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		select {
+		case <-ticker.C:
+			window(0)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	end := time.Now()
+	stopConsumer()
+	<-consumed
+	if cfg.Progress != nil {
+		fmt.Fprintln(cfg.Progress)
+	}
+	sent, matched, dlq, dups := rec.Counts()
+	rep.Sent = sent + sentMalformed
+	rep.Predicted, rep.DeadLettered, rep.DuplicatesOrFor = matched, dlq, dups
+	rep.Missing = int64(rec.Outstanding())
+	rep.ProduceErrors = produceErrs.Load()
+	if e, ok := firstErr.Load().(string); ok {
+		rep.FirstError = e
+	}
+	rep.DurationS = end.Sub(start).Seconds()
+	rep.AchievedRate = float64(matched) / rep.DurationS
+	if cfg.Preload == 0 {
+		rep.TargetRate = float64(rep.Sent) / cfg.Profile.Duration.Seconds()
+	}
+	rep.Latency = rec.Total()
+	if ctx.Err() != nil {
+		return rep, ctx.Err()
+	}
+	if rep.ProduceErrors > 0 {
+		return rep, fmt.Errorf("%d events could not be produced: %s", rep.ProduceErrors, rep.FirstError)
+	}
+	if rep.Missing > 0 {
+		return rep, fmt.Errorf("%d events got no prediction within %v of the last send", rep.Missing, cfg.DrainTimeout)
+	}
+	return rep, nil
+}
+
+// Summary is a short human-readable account of a report.
+func (r *Report) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "mode %s: sent %d, predicted %d, dead-lettered %d, missing %d, produce errors %d\n", r.Mode, r.Sent, r.Predicted, r.DeadLettered, r.Missing, r.ProduceErrors)
+	if r.TargetRate > 0 {
+		fmt.Fprintf(&b, "target %.0f events/s, achieved %.0f predictions/s over %.1fs\n", r.TargetRate, r.AchievedRate, r.DurationS)
+	} else {
+		fmt.Fprintf(&b, "achieved %.0f predictions/s over %.1fs\n", r.AchievedRate, r.DurationS)
+	}
+	l := r.Latency
+	fmt.Fprintf(&b, "latency (from scheduled send to prediction): p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, max %.1f ms\n", l.P50, l.P90, l.P99, l.P999, l.Max)
+	return b.String()
+}
+
+// ensureTopics creates the run's topics when the broker lacks them.
+func ensureTopics(ctx context.Context, cfg RunConfig) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	parts := cfg.Partitions
+	if parts <= 0 {
+		parts = 4
+	}
+	resp, err := kadm.NewClient(cl).CreateTopics(ctx, parts, -1, nil, cfg.InputTopic, cfg.PredictionsTopic, cfg.DLQTopic)
+	if err != nil {
+		return fmt.Errorf("creating topics: %w", err)
+	}
+	for _, r := range resp {
+		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("creating topic %s: %w", r.Topic, r.Err)
+		}
+	}
+	return nil
+}
