@@ -16,6 +16,7 @@ type Recorder struct {
 	due        map[string]time.Time // sent, not yet predicted
 	hist       *hdrhistogram.Histogram
 	window     *hdrhistogram.Histogram // since the last Window call
+	acks       *hdrhistogram.Histogram // scheduled send to broker acknowledgement
 	sent       int64
 	matched    int64
 	duplicates int64
@@ -30,6 +31,7 @@ func NewRecorder() *Recorder {
 		due:    map[string]time.Time{},
 		hist:   hdrhistogram.New(1, int64(5*time.Minute/time.Microsecond), 3),
 		window: hdrhistogram.New(1, int64(5*time.Minute/time.Microsecond), 3),
+		acks:   hdrhistogram.New(1, int64(5*time.Minute/time.Microsecond), 3),
 	}
 }
 
@@ -59,6 +61,22 @@ func (r *Recorder) Predicted(id string, at time.Time) {
 	us := max(at.Sub(due).Microseconds(), 1)
 	r.hist.RecordValue(us)
 	r.window.RecordValue(us)
+}
+
+// Acked records the broker's acknowledgement of an event due at due. It
+// separates the load generator's and broker's share of the latency from
+// seer's.
+func (r *Recorder) Acked(due, at time.Time) {
+	r.mu.Lock()
+	r.acks.RecordValue(max(at.Sub(due).Microseconds(), 1))
+	r.mu.Unlock()
+}
+
+// AckLatency returns the percentiles of send-to-acknowledgement latency.
+func (r *Recorder) AckLatency() Latency {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return latencyOf(r.acks)
 }
 
 // DeadLettered counts one DLQ record.

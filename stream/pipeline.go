@@ -332,41 +332,95 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	return grp.Wait()
 }
 
-// commitLoop commits batches in poll order as they complete. On the first
-// failure it stops polling and leaves the remaining batches uncommitted, so
-// they are replayed.
+// commitLoop commits batches in poll order as they complete. Every batch
+// already complete behind the first is committed with it, in one request,
+// so commits keep up however small the batches are. On the first failure
+// it stops polling and leaves the remaining batches uncommitted, so they
+// are replayed.
 func (p *Pipeline) commitLoop(queue <-chan *inflight, slots *semaphore.Weighted, stopPolling func()) error {
 	var failed error
-	for b := range queue {
+	var pending []*inflight
+	release := func(bs []*inflight) {
+		for _, b := range bs {
+			p.m.inFlight.Sub(float64(len(b.recs)))
+			slots.Release(int64(len(b.recs)))
+			p.outstanding.Done()
+		}
+	}
+	ackLimit := p.cfg.ShutdownTimeout + time.Minute
+	for queue != nil || len(pending) > 0 {
+		if len(pending) == 0 {
+			b, ok := <-queue
+			if !ok {
+				break
+			}
+			pending = append(pending, b)
+		}
+		timer := time.NewTimer(ackLimit)
+		select {
+		case b, ok := <-queue:
+			timer.Stop()
+			if !ok {
+				queue = nil
+			} else {
+				pending = append(pending, b)
+			}
+			continue
+		case <-pending[0].done:
+			timer.Stop()
+		case <-timer.C:
+			if failed == nil {
+				failed = fmt.Errorf("batch of %d records not acknowledged within %v", len(pending[0].recs), ackLimit)
+				stopPolling()
+			}
+			release(pending[:1])
+			pending = pending[1:]
+			continue
+		}
+		n := 0
+		for n < len(pending) && closed(pending[n].done) {
+			n++
+		}
+		done := pending[:n]
 		if failed == nil {
-			if failed = p.finish(b); failed != nil {
+			if failed = p.commit(done); failed != nil {
 				stopPolling()
 			}
 		}
-		p.m.inFlight.Sub(float64(len(b.recs)))
-		slots.Release(int64(len(b.recs)))
-		p.outstanding.Done()
+		release(done)
+		pending = pending[n:]
 	}
 	return failed
 }
 
-func (p *Pipeline) finish(b *inflight) error {
+func closed(c <-chan struct{}) bool {
 	select {
-	case <-b.done:
-	case <-time.After(p.cfg.ShutdownTimeout + time.Minute):
-		return fmt.Errorf("batch of %d records not acknowledged within %v", len(b.recs), p.cfg.ShutdownTimeout+time.Minute)
+	case <-c:
+		return true
+	default:
+		return false
 	}
-	if b.err != nil {
-		return fmt.Errorf("batch of %d records: %w", len(b.recs), b.err)
+}
+
+// commit commits the offsets of completed batches in one request.
+func (p *Pipeline) commit(bs []*inflight) error {
+	var recs []*kgo.Record
+	for _, b := range bs {
+		if b.err != nil {
+			return fmt.Errorf("batch of %d records: %w", len(b.recs), b.err)
+		}
+		recs = append(recs, b.recs...)
 	}
 	t0 := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
 	defer cancel()
-	if err := p.cl.CommitRecords(ctx, b.recs...); err != nil {
+	if err := p.cl.CommitRecords(ctx, recs...); err != nil {
 		return fmt.Errorf("committing offsets: %w", err)
 	}
 	p.observe("commit", t0)
-	p.count(b.recs, b.items)
+	for _, b := range bs {
+		p.count(b.recs, b.items)
+	}
 	return nil
 }
 
