@@ -300,3 +300,33 @@ func TestExactlyOnce(t *testing.T) {
 		t.Errorf("DLQ records = %d, want %d", len(d), len(bad))
 	}
 }
+
+// TestWorkersKeepOrder: with several workers preparing batches at once,
+// predictions still leave in poll order per key, and all are committed.
+func TestWorkersKeepOrder(t *testing.T) {
+	c := newCluster(t)
+	brokers := c.ListenAddrs()
+	const n = 600
+	produceEvents(t, brokers, n, nil)
+	cfg := testConfig(brokers)
+	cfg.Workers, cfg.MaxPollRecords = 3, 7
+	st := slowStages{&fakeStages{logged: map[string]schemas.Item{}}, 3 * time.Millisecond}
+	schema, _ := schemas.LoadInputSchema("card_transactions.v1")
+	p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	seen := predictedIDs(t, brokers, n, 30*time.Second)
+	got := waitCommitted(t, brokers, n)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != n || got != n {
+		t.Fatalf("%d distinct predictions, %d committed; want %d and %d", len(seen), got, n, n)
+	}
+	checkKeyOrder(t, brokers)
+}

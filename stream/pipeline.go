@@ -5,7 +5,9 @@
 // the input schema (bad records go to the DLQ topic with reason headers),
 // enriched and scored; its predictions and DLQ records are produced
 // asynchronously and its log rows handed to the LogWriter. The poll loop
-// then moves on: up to max_in_flight records are in flight at once. A
+// then moves on: up to max_in_flight records are in flight at once, and
+// kafka.workers batches are prepared concurrently (outputs still leave in
+// poll order). A
 // committer takes batches in poll order and commits each one's offsets only
 // after Kafka acknowledged all its records and the writer reported its rows
 // written or spooled — so commits advance as a per-partition watermark and
@@ -84,6 +86,7 @@ type Config struct {
 	TransactionalID  string        `yaml:"transactional_id"` // exactly-once: unique per serve instance
 	MaxPollRecords   int           `yaml:"max_poll_records"`
 	MaxInFlight      int           `yaml:"max_in_flight"`   // records polled but not yet committed (bounds memory)
+	Workers          int           `yaml:"workers"`         // batches decoded, enriched and scored at once
 	SessionTimeout   time.Duration `yaml:"session_timeout"` // group session: how long a dead member keeps its partitions
 	RetryBackoffMax  time.Duration `yaml:"retry_backoff_max"`
 	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout"`
@@ -102,6 +105,7 @@ func DefaultConfig() Config {
 		Delivery:         AtLeastOnce,
 		MaxPollRecords:   1000,
 		MaxInFlight:      20000,
+		Workers:          1,
 		SessionTimeout:   45 * time.Second,
 		RetryBackoffMax:  5 * time.Second,
 		ShutdownTimeout:  15 * time.Second,
@@ -133,6 +137,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("kafka.max_poll_records: %d must be at least 1", c.MaxPollRecords)
 	case c.MaxInFlight < c.MaxPollRecords:
 		return fmt.Errorf("kafka.max_in_flight: %d must be at least max_poll_records (%d)", c.MaxInFlight, c.MaxPollRecords)
+	case c.Workers < 1:
+		return fmt.Errorf("kafka.workers: %d must be at least 1", c.Workers)
 	case c.SessionTimeout < 6*time.Second:
 		return fmt.Errorf("kafka.session_timeout: %v is below the brokers' usual minimum of 6s", c.SessionTimeout)
 	case c.RetryBackoffMax <= 0:
@@ -285,16 +291,59 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		return p.runTransactional(ctx)
 	}
 	defer p.cl.Close()
-	// Batches queue for the committer; the semaphore bounds the records in
-	// flight, which is what bounds memory (the queue itself never fills).
+	// Polled batches go to the workers (decode, enrich, score) and, in poll
+	// order, to the sequencer, which produces and hands rows to the writer
+	// in that order, then to the committer. The semaphore bounds the records
+	// between poll and commit, which is what bounds memory.
 	queue := make(chan *inflight, p.cfg.MaxInFlight/max(1, min(p.cfg.MaxPollRecords, 64))+1)
 	slots := semaphore.NewWeighted(int64(p.cfg.MaxInFlight))
+	work := make(chan *job)
+	ordered := make(chan *job, p.cfg.Workers)
 	pollCtx, stopPolling := context.WithCancel(ctx)
 	defer stopPolling()
+	abandon := func(j *job) {
+		slots.Release(int64(len(j.recs)))
+		p.outstanding.Done()
+	}
 	grp := errgroup.Group{}
 	grp.Go(func() error { return p.commitLoop(queue, slots, stopPolling) })
+	for range p.cfg.Workers {
+		grp.Go(func() error {
+			for j := range work {
+				j.items, j.err = p.prepare(pollCtx, j.recs)
+				close(j.ready)
+			}
+			return nil
+		})
+	}
 	grp.Go(func() error {
 		defer close(queue)
+		var failed error
+		for j := range ordered {
+			<-j.ready
+			if failed == nil && j.err != nil && pollCtx.Err() == nil {
+				failed = j.err
+				stopPolling()
+			}
+			if failed != nil || j.err != nil {
+				abandon(j) // not committed: replayed later
+				continue
+			}
+			b, err := p.emit(pollCtx, j)
+			if err != nil {
+				failed = err
+				stopPolling()
+				abandon(j)
+				continue
+			}
+			p.m.inFlight.Add(float64(len(j.recs)))
+			queue <- b
+		}
+		return failed
+	})
+	grp.Go(func() error {
+		defer close(work)
+		defer close(ordered)
 		for {
 			fetches := p.cl.PollRecords(pollCtx, p.cfg.MaxPollRecords)
 			if fetches.IsClientClosed() || pollCtx.Err() != nil {
@@ -315,21 +364,22 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				p.cl.AllowRebalance()
 				return nil // shutdown; these records are not committed and are replayed
 			}
-			b, err := p.start(pollCtx, recs)
-			if err != nil {
-				slots.Release(int64(len(recs)))
-				p.cl.AllowRebalance()
-				if pollCtx.Err() != nil {
-					return nil // shutdown while waiting on a dependency; uncommitted, replayed later
-				}
-				return err
-			}
-			p.m.inFlight.Add(float64(len(recs)))
-			queue <- b
+			p.outstanding.Add(1)
+			j := &job{recs: recs, ready: make(chan struct{})}
+			ordered <- j
+			work <- j
 			p.cl.AllowRebalance()
 		}
 	})
 	return grp.Wait()
+}
+
+// job is a polled batch on its way through the workers.
+type job struct {
+	recs  []*kgo.Record
+	items []schemas.Item
+	err   error
+	ready chan struct{} // closed when items and err are set
 }
 
 // commitLoop commits batches in poll order as they complete. Every batch
@@ -424,25 +474,20 @@ func (p *Pipeline) commit(bs []*inflight) error {
 	return nil
 }
 
-// start runs decode, enrich and score, then hands the batch's records to
-// the producer and its rows to the writer without waiting for either.
-func (p *Pipeline) start(ctx context.Context, recs []*kgo.Record) (*inflight, error) {
-	items, err := p.prepare(ctx, recs)
+// emit hands a prepared batch's records to the producer and its rows to
+// the writer without waiting for either.
+func (p *Pipeline) emit(ctx context.Context, j *job) (*inflight, error) {
+	out, dls, err := p.outputs(j.recs, j.items)
 	if err != nil {
 		return nil, err
 	}
-	out, dls, err := p.outputs(recs, items)
-	if err != nil {
-		return nil, err
-	}
-	b := &inflight{recs: recs, items: items, pending: len(out) + 1, done: make(chan struct{})}
-	p.outstanding.Add(1)
+	b := &inflight{recs: j.recs, items: j.items, pending: len(out) + 1, done: make(chan struct{})}
 	// Records in flight finish even during shutdown; Run waits for them.
 	pctx := context.WithoutCancel(ctx)
 	for _, r := range out {
 		p.cl.Produce(pctx, r, func(_ *kgo.Record, err error) { b.ack(err) })
 	}
-	if err := p.sink.Append(ctx, items, dls, b.ack); err != nil {
+	if err := p.sink.Append(ctx, j.items, dls, b.ack); err != nil {
 		b.ack(fmt.Errorf("handing rows to the log writer: %w", err))
 	}
 	return b, nil
