@@ -44,38 +44,61 @@ type LogRow struct {
 	SourceOffset    int64     `json:"o"`
 }
 
-// RowOf converts a scored item to its log row.
-func RowOf(it *schemas.Item) LogRow {
-	n := len(it.Inputs)
-	r := LogRow{
-		PredictionID: it.PredictionID, EventID: it.Event.ID, EntityID: it.Event.EntityID,
-		Model: it.Model, ModelVersion: it.ModelVersion, Route: string(it.Route),
-		EventTimeMs: it.Event.Time.UnixMilli(), ScoredTimeMs: it.ScoredTime.UnixMilli(),
-		InputNames: it.InputNames, InputValues: make([]float64, n), InputStrings: make([]string, n), InputMissing: make([]uint8, n),
-		FeatureViews: make([]string, len(it.Features)), FeatureAgeMs: make([]int64, len(it.Features)),
-		FeatureMissing: make([]uint8, len(it.Features)), FeatureStale: make([]uint8, len(it.Features)),
-		Score: it.Score, Label: it.Label,
-		SourceTopic: it.Event.Source.Topic, SourcePartition: it.Event.Source.Partition, SourceOffset: it.Event.Source.Offset,
-	}
-	if it.Event.Time.IsZero() {
-		r.EventTimeMs = r.ScoredTimeMs
-	}
-	for j, v := range it.Inputs {
-		r.InputValues[j] = float64(v)
-		if j < len(it.InputRaw) {
-			switch it.InputRaw[j].Kind {
-			case schemas.KindString:
-				r.InputStrings[j] = it.InputRaw[j].Str
-			case schemas.KindAbsent:
-				r.InputMissing[j] = 1
-			}
+// AppendRows appends the log rows of the scored items (Reject == nil) to
+// dst. The rows' slices share a few backing arrays per call, not one
+// allocation per row and column.
+func AppendRows(dst []LogRow, items []schemas.Item) []LogRow {
+	var nIn, nFeat int
+	for i := range items {
+		if items[i].Reject == nil {
+			nIn += len(items[i].Inputs)
+			nFeat += len(items[i].Features)
 		}
 	}
-	for j, f := range it.Features {
-		r.FeatureViews[j], r.FeatureAgeMs[j] = f.View, f.AgeMs
-		r.FeatureMissing[j], r.FeatureStale[j] = b2u(f.Missing), b2u(f.Stale)
+	values, strs, missing := make([]float64, 0, nIn), make([]string, 0, nIn), make([]uint8, 0, nIn)
+	views, ages := make([]string, 0, nFeat), make([]int64, 0, nFeat)
+	fMissing, fStale := make([]uint8, 0, nFeat), make([]uint8, 0, nFeat)
+	for i := range items {
+		it := &items[i]
+		if it.Reject != nil {
+			continue
+		}
+		r := LogRow{
+			PredictionID: it.PredictionID, EventID: it.Event.ID, EntityID: it.Event.EntityID,
+			Model: it.Model, ModelVersion: it.ModelVersion, Route: string(it.Route),
+			EventTimeMs: it.Event.Time.UnixMilli(), ScoredTimeMs: it.ScoredTime.UnixMilli(),
+			InputNames: it.InputNames, Score: it.Score, Label: it.Label,
+			SourceTopic: it.Event.Source.Topic, SourcePartition: it.Event.Source.Partition, SourceOffset: it.Event.Source.Offset,
+		}
+		if it.Event.Time.IsZero() {
+			r.EventTimeMs = r.ScoredTimeMs
+		}
+		start := len(values)
+		for j, v := range it.Inputs {
+			var str string
+			var miss uint8
+			if j < len(it.InputRaw) {
+				switch it.InputRaw[j].Kind {
+				case schemas.KindString:
+					str = it.InputRaw[j].Str
+				case schemas.KindAbsent:
+					miss = 1
+				}
+			}
+			values, strs, missing = append(values, float64(v)), append(strs, str), append(missing, miss)
+		}
+		r.InputValues, r.InputStrings, r.InputMissing = values[start:len(values):len(values)], strs[start:len(strs):len(strs)], missing[start:len(missing):len(missing)]
+		start = len(views)
+		for _, f := range it.Features {
+			views, ages = append(views, f.View), append(ages, f.AgeMs)
+			fMissing, fStale = append(fMissing, b2u(f.Missing)), append(fStale, b2u(f.Stale))
+		}
+		end := len(views)
+		r.FeatureViews, r.FeatureAgeMs = views[start:end:end], ages[start:end:end]
+		r.FeatureMissing, r.FeatureStale = fMissing[start:end:end], fStale[start:end:end]
+		dst = append(dst, r)
 	}
-	return r
+	return dst
 }
 
 // Batch is a unit of rows written together: to ClickHouse in one INSERT per

@@ -71,11 +71,9 @@ func TestSinkWritesAndDeduplicatesReplays(t *testing.T) {
 		items = append(items, it)
 	}
 	items[3].Reject = &schemas.DecodeError{Reason: schemas.ReasonScoreFailed}
-	var rows []LogRow
-	for i := range items {
-		if items[i].Reject == nil {
-			rows = append(rows, RowOf(&items[i]))
-		}
+	rows := AppendRows(nil, items)
+	if len(rows) != 49 || rows[7].InputValues[0] != 8 || rows[7].InputStrings[1] != "fuel" || rows[7].FeatureMissing[0] != 0 || rows[4].FeatureMissing[0] != 1 {
+		t.Fatalf("AppendRows built %d rows, row 7 = %+v", len(rows), rows[7])
 	}
 	for i := 0; i < 2; i++ { // the second write is a replay after a crash
 		if err := s.Insert(ctx, &Batch{Log: rows}); err != nil {

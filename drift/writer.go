@@ -104,12 +104,7 @@ func (w *Writer) Spool() *Spool { return w.spool }
 // blocks while the writer is behind (backpressure); it returns ctx's error
 // if ctx ends first.
 func (w *Writer) Append(ctx context.Context, items []schemas.Item, dls []schemas.DeadLetter, done func(error)) error {
-	p := pending{batch: Batch{Dead: dls}, done: done}
-	for i := range items {
-		if items[i].Reject == nil {
-			p.batch.Log = append(p.batch.Log, RowOf(&items[i]))
-		}
-	}
+	p := pending{batch: Batch{Dead: dls, Log: AppendRows(make([]LogRow, 0, len(items)), items)}, done: done}
 	select {
 	case w.in <- p:
 		w.rows.Add(float64(len(p.batch.Log)))

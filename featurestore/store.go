@@ -239,15 +239,24 @@ func (s *Store) Enrich(ctx context.Context, items []schemas.Item) error {
 // computes ages against now and applies each view's policy.
 func (s *Store) Apply(items []schemas.Item, replies [][]any, now time.Time) {
 	nowMs := now.UnixMilli()
+	width := 0
+	for _, v := range s.views {
+		width += len(v.features)
+	}
+	// One array of states and one of values for the whole batch.
+	states := make([]schemas.FeatureState, len(replies))
+	values := make([]schemas.Value, len(replies)/max(len(s.views), 1)*width)
 	c := 0
 	for i := range items {
 		it := &items[i]
 		if it.Reject != nil {
 			continue
 		}
-		it.Features = it.Features[:0]
+		it.Features = states[c : c : c+len(s.views)]
 		for _, v := range s.views {
-			st := decodeView(v, replies[c], nowMs)
+			n := len(v.features)
+			st := decodeView(v, replies[c], nowMs, values[:n:n])
+			values = values[n:]
 			c++
 			switch {
 			case st.Missing:
@@ -274,8 +283,8 @@ func (s *Store) Apply(items []schemas.Item, replies [][]any, now time.Time) {
 	}
 }
 
-func decodeView(v view, vals []any, nowMs int64) schemas.FeatureState {
-	st := schemas.FeatureState{View: v.Name, Values: make([]schemas.Value, len(v.features)), AgeMs: -1}
+func decodeView(v view, vals []any, nowMs int64, into []schemas.Value) schemas.FeatureState {
+	st := schemas.FeatureState{View: v.Name, Values: into, AgeMs: -1}
 	ts, ok := vals[len(vals)-1].(string)
 	if !ok {
 		st.Missing = true

@@ -189,6 +189,12 @@ var parsers fastjson.ParserPool
 // event carries no id, a stable one is derived from src so that replays of
 // the same record get the same id. Decode is safe for concurrent use.
 func (s *InputSchema) Decode(key, value []byte, src Source) (Event, *DecodeError) {
+	return s.DecodeInto(make([]Value, len(s.Fields)), key, value, src)
+}
+
+// DecodeInto is Decode with the caller's storage for Event.Values:
+// len(values) must be len(s.Fields). A batch decodes into one array.
+func (s *InputSchema) DecodeInto(values []Value, key, value []byte, src Source) (Event, *DecodeError) {
 	ev := Event{Source: src}
 	if len(value) > s.MaxBytes {
 		return ev, &DecodeError{Reason: ReasonOversize, Stage: StageDecode,
@@ -205,7 +211,8 @@ func (s *InputSchema) Decode(key, value []byte, src Source) (Event, *DecodeError
 	if err != nil {
 		return ev, &DecodeError{Reason: ReasonInvalidJSON, Stage: StageDecode, Detail: "want a JSON object, got " + root.Type().String()}
 	}
-	ev.Values = make([]Value, len(s.Fields))
+	clear(values)
+	ev.Values = values
 	for i := range s.Fields {
 		f := &s.Fields[i]
 		v := obj.Get(f.Name)

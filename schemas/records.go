@@ -149,17 +149,20 @@ func PredictionOf(it *Item) Prediction {
 }
 
 // StableKSUID returns a ksuid with timestamp t whose payload is the first 16
-// bytes of the SHA-256 of parts, so the same inputs always give the same id.
+// bytes of the SHA-256 of parts (each followed by a zero byte), so the same
+// inputs always give the same id.
 func StableKSUID(t time.Time, parts ...string) string {
-	h := sha256.New()
+	var stack [256]byte
+	buf := stack[:0]
 	for _, p := range parts {
-		io.WriteString(h, p)
-		h.Write([]byte{0})
+		buf = append(buf, p...)
+		buf = append(buf, 0)
 	}
+	sum := sha256.Sum256(buf)
 	if t.Before(ksuid.Nil.Time()) {
 		t = ksuid.Nil.Time()
 	}
-	id, err := ksuid.FromParts(t, h.Sum(nil)[:16])
+	id, err := ksuid.FromParts(t, sum[:16])
 	if err != nil { // only when the payload is not 16 bytes, which it is
 		panic(err)
 	}

@@ -53,13 +53,16 @@ func BenchmarkHotPath(b *testing.B) {
 		replies[i] = []any{f["txn_count_24h"], f["avg_amount_30d"], f["chargeback_rate_90d"], strconv.FormatInt(nowMs-1000, 10)}
 	}
 	ctx := context.Background()
+	var logRows []drift.LogRow
 	b.ReportAllocs()
 	b.ResetTimer()
 	events := 0
 	for n := 0; n < b.N; n++ {
 		items := make([]schemas.Item, batch)
+		nf := len(schema.Fields)
+		vals := make([]schemas.Value, batch*nf)
 		for i := range items {
-			ev, derr := schema.Decode(keys[i], values[i], schemas.Source{Topic: "t", Offset: int64(i)})
+			ev, derr := schema.DecodeInto(vals[i*nf:(i+1)*nf:(i+1)*nf], keys[i], values[i], schemas.Source{Topic: "t", Offset: int64(i)})
 			items[i].Event, items[i].Reject = ev, derr
 		}
 		store.Apply(items, replies, time.Now())
@@ -70,8 +73,8 @@ func BenchmarkHotPath(b *testing.B) {
 			if _, err := schemas.EncodePrediction(&items[i]); err != nil {
 				b.Fatal(err)
 			}
-			_ = drift.RowOf(&items[i])
 		}
+		logRows = drift.AppendRows(logRows[:0], items)
 		events += batch
 	}
 	b.StopTimer()

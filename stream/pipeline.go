@@ -499,9 +499,11 @@ func (p *Pipeline) prepare(ctx context.Context, recs []*kgo.Record) ([]schemas.I
 	t0 := time.Now()
 	p.m.age.Observe(t0.Sub(recs[0].Timestamp).Seconds())
 	items := make([]schemas.Item, len(recs))
+	nf := len(p.schema.Fields)
+	values := make([]schemas.Value, len(recs)*nf)
 	for i, r := range recs {
 		src := schemas.Source{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
-		ev, derr := p.schema.Decode(r.Key, r.Value, src)
+		ev, derr := p.schema.DecodeInto(values[i*nf:(i+1)*nf:(i+1)*nf], r.Key, r.Value, src)
 		items[i].Event = ev
 		items[i].Event.Source = src
 		if derr != nil {
