@@ -1,0 +1,250 @@
+package drift
+
+// Drift statistics. Each function takes what ClickHouse returns for a
+// window — counts per frozen reference bin, or per category, or sorted
+// sample locations with counts — and finalizes the statistic in Go. The
+// test suite checks each one against scipy (and the formulas Evidently and
+// NannyML document) run from Python.
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"gonum.org/v1/gonum/stat"
+	"gonum.org/v1/gonum/stat/distuv"
+)
+
+// PSIEpsilon replaces the share of an empty bin in PSI, as Evidently does
+// (its psi stattest clips shares at 0.0001), so that an empty bin on one
+// side gives a large but finite term instead of an infinite one.
+const PSIEpsilon = 1e-4
+
+// ErrEmpty is returned when a distribution has no observations.
+var ErrEmpty = errors.New("distribution has no observations")
+
+// shares turns counts into proportions.
+func shares(counts []float64) ([]float64, error) {
+	total := 0.0
+	for _, c := range counts {
+		if c < 0 || math.IsNaN(c) {
+			return nil, fmt.Errorf("count %v is negative or NaN", c)
+		}
+		total += c
+	}
+	if total == 0 {
+		return nil, ErrEmpty
+	}
+	out := make([]float64, len(counts))
+	for i, c := range counts {
+		out[i] = c / total
+	}
+	return out, nil
+}
+
+func sameLen(ref, cur []float64) error {
+	if len(ref) != len(cur) {
+		return fmt.Errorf("reference has %d bins, current %d", len(ref), len(cur))
+	}
+	if len(ref) == 0 {
+		return errors.New("no bins")
+	}
+	return nil
+}
+
+// PSI is the population stability index over the same bins (the frozen
+// reference bins, with underflow, overflow and missing bins included):
+//
+//	PSI = Σᵢ (qᵢ − pᵢ) · ln(qᵢ / pᵢ)
+//
+// with p the reference shares and q the current shares, each share of 0
+// replaced by PSIEpsilon.
+func PSI(ref, cur []float64) (float64, error) {
+	if err := sameLen(ref, cur); err != nil {
+		return 0, err
+	}
+	p, err := shares(ref)
+	if err != nil {
+		return 0, fmt.Errorf("reference: %w", err)
+	}
+	q, err := shares(cur)
+	if err != nil {
+		return 0, fmt.Errorf("current: %w", err)
+	}
+	psi := 0.0
+	for i := range p {
+		pi, qi := max(p[i], PSIEpsilon), max(q[i], PSIEpsilon)
+		psi += (qi - pi) * math.Log(qi/pi)
+	}
+	return psi, nil
+}
+
+// JensenShannon is the Jensen–Shannon distance between the binned
+// distributions in the given logarithm base:
+//
+//	JS = sqrt( ½ KL(p ‖ m) + ½ KL(q ‖ m) ),  m = ½ (p + q)
+//
+// With base e it is scipy.spatial.distance.jensenshannon's default, which
+// Evidently reports ("js"); with base 2 it lies in [0, 1] and is what
+// NannyML reports ("js_base2"). The two differ by a factor of sqrt(ln 2).
+func JensenShannon(ref, cur []float64, base float64) (float64, error) {
+	if err := sameLen(ref, cur); err != nil {
+		return 0, err
+	}
+	p, err := shares(ref)
+	if err != nil {
+		return 0, fmt.Errorf("reference: %w", err)
+	}
+	q, err := shares(cur)
+	if err != nil {
+		return 0, fmt.Errorf("current: %w", err)
+	}
+	kl := func(a, m float64) float64 {
+		if a == 0 {
+			return 0
+		}
+		return a * math.Log(a/m)
+	}
+	js := 0.0
+	for i := range p {
+		m := (p[i] + q[i]) / 2
+		js += kl(p[i], m)/2 + kl(q[i], m)/2
+	}
+	js /= math.Log(base)
+	return math.Sqrt(max(js, 0)), nil
+}
+
+// WassersteinNorm is the Wasserstein-1 (earth mover's) distance between two
+// weighted samples at the given sorted locations, divided by the reference
+// standard deviation — Evidently's "wasserstein" drift score:
+//
+//	W₁ = Σᵢ |P(xᵢ) − Q(xᵢ)| · (xᵢ₊₁ − xᵢ),   score = W₁ / std(reference)
+//
+// with P and Q the cumulative shares at location xᵢ. Binned data pass bin
+// representatives (for example bin means) as locations.
+func WassersteinNorm(locations, ref, cur []float64, refStd float64) (float64, error) {
+	if err := sameLen(ref, cur); err != nil {
+		return 0, err
+	}
+	if len(locations) != len(ref) {
+		return 0, fmt.Errorf("%d locations for %d bins", len(locations), len(ref))
+	}
+	if !(refStd > 0) {
+		return 0, fmt.Errorf("reference standard deviation %v must be positive", refStd)
+	}
+	p, err := shares(ref)
+	if err != nil {
+		return 0, fmt.Errorf("reference: %w", err)
+	}
+	q, err := shares(cur)
+	if err != nil {
+		return 0, fmt.Errorf("current: %w", err)
+	}
+	w, cp, cq := 0.0, 0.0, 0.0
+	for i := 0; i < len(locations)-1; i++ {
+		if locations[i+1] < locations[i] {
+			return 0, errors.New("locations are not sorted")
+		}
+		cp += p[i]
+		cq += q[i]
+		w += math.Abs(cp-cq) * (locations[i+1] - locations[i])
+	}
+	return w / refStd, nil
+}
+
+// KS is the two-sample Kolmogorov–Smirnov statistic D = supₓ |F(x) − G(x)|
+// between weighted samples at sorted locations (exact for raw samples, a
+// lower bound for binned ones), and its asymptotic two-sided p-value
+//
+//	p = Q_KS(D · sqrt(n·m / (n + m))),   Q_KS(λ) = 2 Σₖ₌₁ (−1)ᵏ⁻¹ e^(−2k²λ²)
+//
+// the Kolmogorov distribution's survival function (scipy.stats.kstwobign),
+// with n and m the sample sizes (the sums of the weights).
+func KS(refX, refW, curX, curW []float64) (d, pvalue float64, err error) {
+	if len(refX) == 0 || len(curX) == 0 {
+		return 0, 0, ErrEmpty
+	}
+	if len(refX) != len(refW) || len(curX) != len(curW) {
+		return 0, 0, errors.New("locations and weights differ in length")
+	}
+	d = stat.KolmogorovSmirnov(refX, refW, curX, curW)
+	n, m := sum(refW), sum(curW)
+	return d, KolmogorovSurvival(d * math.Sqrt(n*m/(n+m))), nil
+}
+
+// KolmogorovSurvival is Q_KS(λ), the probability that the Kolmogorov
+// distribution exceeds λ.
+func KolmogorovSurvival(lambda float64) float64 {
+	if lambda <= 0 {
+		return 1
+	}
+	if lambda < 0.2 { // the series converges slowly here; Q is 1 to 1e-17
+		return 1
+	}
+	q := 0.0
+	for k := 1; k <= 100; k++ {
+		term := math.Exp(-2 * float64(k*k) * lambda * lambda)
+		if k%2 == 1 {
+			q += term
+		} else {
+			q -= term
+		}
+		if term < 1e-17 {
+			break
+		}
+	}
+	return min(max(2*q, 0), 1)
+}
+
+func sum(xs []float64) float64 {
+	s := 0.0
+	for _, x := range xs {
+		s += x
+	}
+	return s
+}
+
+// ChiSquaredPValue is the p-value of Pearson's goodness-of-fit test of the
+// current category counts against the reference shares — what Evidently's
+// chisquare stattest computes (scipy.stats.chisquare with expected =
+// reference share × current total):
+//
+//	χ² = Σᵢ (cᵢ − eᵢ)² / eᵢ,  eᵢ = pᵢ · Σc,  df = k − 1
+//
+// Categories with no reference observations must be folded into an
+// "other" category first (their expected count would be zero).
+func ChiSquaredPValue(ref, cur []float64) (float64, error) {
+	if err := sameLen(ref, cur); err != nil {
+		return 0, err
+	}
+	if len(ref) < 2 {
+		return 0, errors.New("at least two categories are needed")
+	}
+	p, err := shares(ref)
+	if err != nil {
+		return 0, fmt.Errorf("reference: %w", err)
+	}
+	n := sum(cur)
+	if n == 0 {
+		return 0, fmt.Errorf("current: %w", ErrEmpty)
+	}
+	x2 := 0.0
+	for i := range p {
+		e := p[i] * n
+		if e == 0 {
+			return 0, fmt.Errorf("category %d has no reference observations; fold it into other", i)
+		}
+		x2 += (cur[i] - e) * (cur[i] - e) / e
+	}
+	return distuv.ChiSquared{K: float64(len(p) - 1)}.Survival(x2), nil
+}
+
+// NewCategoryShare is the share of current observations whose category the
+// reference never saw (counted in the "other" bucket of the top-k
+// reference categories).
+func NewCategoryShare(unseen, total float64) float64 {
+	if total <= 0 {
+		return 0
+	}
+	return unseen / total
+}

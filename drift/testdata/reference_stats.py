@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Reference values for seer's drift statistics, from scipy and the formulas
+Evidently and NannyML document. Reads JSON cases from stdin, prints results.
+
+Each case: {"kind": ..., ...}; see drift/stats_test.go.
+"""
+import json
+import sys
+
+import numpy as np
+from scipy import stats
+from scipy.spatial import distance
+
+
+def psi_evidently(ref, cur):
+    # evidently.legacy.calculations.stattests.psi: shares, zero shares
+    # replaced by 0.0001, sum of (ref - cur) * ln(ref / cur).
+    p = np.asarray(ref, float) / np.sum(ref)
+    q = np.asarray(cur, float) / np.sum(cur)
+    p = np.where(p == 0, 0.0001, p)
+    q = np.where(q == 0, 0.0001, q)
+    return float(np.sum((p - q) * np.log(p / q)))
+
+
+def run(case):
+    k = case["kind"]
+    if k == "binned":
+        ref, cur, locs = case["ref"], case["cur"], case["locations"]
+        return {
+            "psi": psi_evidently(ref, cur),
+            "js": float(distance.jensenshannon(ref, cur)),
+            "js_base2": float(distance.jensenshannon(ref, cur, base=2)),
+            "wasserstein_norm": float(stats.wasserstein_distance(locs, locs, u_weights=ref, v_weights=cur) / case["ref_std"]),
+        }
+    if k == "ks":
+        a, b = np.asarray(case["a"]), np.asarray(case["b"])
+        res = stats.ks_2samp(a, b)
+        en = len(a) * len(b) / (len(a) + len(b))
+        return {"ks": float(res.statistic), "ks_pvalue_asymp": float(stats.kstwobign.sf(res.statistic * np.sqrt(en)))}
+    if k == "chi2":
+        ref, cur = np.asarray(case["ref"], float), np.asarray(case["cur"], float)
+        exp = ref / ref.sum() * cur.sum()
+        return {"chi2_pvalue": float(stats.chisquare(cur, f_exp=exp).pvalue)}
+    if k == "kstwobign":
+        return {"sf": [float(stats.kstwobign.sf(x)) for x in case["x"]]}
+    raise ValueError(k)
+
+
+json.dump([run(c) for c in json.load(sys.stdin)], sys.stdout)
