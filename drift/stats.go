@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
 
 	"gonum.org/v1/gonum/stat"
 	"gonum.org/v1/gonum/stat/distuv"
@@ -247,4 +248,46 @@ func NewCategoryShare(unseen, total float64) float64 {
 		return 0
 	}
 	return unseen / total
+}
+
+// PSIPValue turns a PSI over bins bins into a p-value under no drift, so
+// that one threshold keeps its false-alarm rate whatever the window sizes:
+// for a reference of n and a window of m observations, PSI is
+// approximately (1/n + 1/m) · χ²(bins − 1) when nothing changed, so
+//
+//	p = P(χ²(bins − 1) > PSI / (1/n + 1/m)).
+//
+// A fixed PSI threshold (0.1, 0.25) raises false alarms on small windows
+// and misses drift on large ones; this does neither. The approximation
+// averages over the sampling of both sides. One fixed reference carries its
+// own sampling error into every window, so for that reference the rate can
+// differ from alpha unless n ≫ m (measured: 4.6% instead of 1% with
+// n = m = 20,000; 1.5% with n = 20,000, m = 500). Use references much
+// larger than a window.
+func PSIPValue(psi float64, n, m float64, bins int) (float64, error) {
+	if n <= 0 || m <= 0 || bins < 2 {
+		return 0, fmt.Errorf("need n > 0, m > 0 and at least 2 bins (got %v, %v, %d)", n, m, bins)
+	}
+	return distuv.ChiSquared{K: float64(bins - 1)}.Survival(psi / (1/n + 1/m)), nil
+}
+
+// BenjaminiHochberg returns the Benjamini–Hochberg adjusted p-values
+// (scipy.stats.false_discovery_control): a feature drifts when its
+// adjusted p-value is below the false discovery rate, which bounds the
+// expected share of false alarms among the features flagged in a window.
+func BenjaminiHochberg(p []float64) []float64 {
+	m := len(p)
+	idx := make([]int, m)
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return p[idx[a]] < p[idx[b]] })
+	adj := make([]float64, m)
+	running := 1.0
+	for r := m - 1; r >= 0; r-- {
+		i := idx[r]
+		running = min(running, p[i]*float64(m)/float64(r+1))
+		adj[i] = min(running, 1)
+	}
+	return adj
 }

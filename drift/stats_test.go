@@ -175,3 +175,51 @@ func TestStatisticsRejectBadInput(t *testing.T) {
 		t.Errorf("PSI of identical distributions = %v, want 0", v)
 	}
 }
+
+func TestBenjaminiHochbergMatchesScipy(t *testing.T) {
+	p := []float64{0.001, 0.04, 0.03, 0.5, 0.2, 0.011, 0.9, 0.04}
+	want := reference(t, []map[string]any{{"kind": "bh", "p": p}})[0]["adjusted"].([]any)
+	got := BenjaminiHochberg(p)
+	for i := range p {
+		near(t, "BH adjusted p", got[i], want[i].(float64), 1e-12)
+	}
+}
+
+// TestPSIPValueKeepsFalseAlarmRate: over 1000 windows with no drift (each
+// compared with its own reference draw, which is what the approximation
+// describes) the share flagged at alpha = 0.01 stays near 1%, for small and
+// large windows alike — where a fixed PSI threshold would not.
+func TestPSIPValueKeepsFalseAlarmRate(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	const bins, n = 10, 20000
+	draw := func(size int) []float64 {
+		c := make([]float64, bins)
+		for i := 0; i < size; i++ {
+			c[r.IntN(bins)]++
+		}
+		return c
+	}
+	for _, m := range []int{500, 20000} {
+		hits, fixed := 0, 0
+		for w := 0; w < 1000; w++ {
+			psi, err := PSI(draw(n), draw(m))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := PSIPValue(psi, n, float64(m), bins)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p < 0.01 {
+				hits++
+			}
+			if psi > 0.02 {
+				fixed++
+			}
+		}
+		t.Logf("window of %d rows: %d/1000 flagged by the p-value at 0.01, %d/1000 by a fixed PSI > 0.02", m, hits, fixed)
+		if hits > 20 {
+			t.Errorf("window of %d rows: false-alarm rate %d/1000 at alpha 0.01, want about 10", m, hits)
+		}
+	}
+}

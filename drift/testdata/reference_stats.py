@@ -43,6 +43,8 @@ def run(case):
         return {"chi2_pvalue": float(stats.chisquare(cur, f_exp=exp).pvalue)}
     if k == "kstwobign":
         return {"sf": [float(stats.kstwobign.sf(x)) for x in case["x"]]}
+    if k == "bh":
+        return {"adjusted": [float(x) for x in stats.false_discovery_control(case["p"])]}
     raise ValueError(k)
 
 
