@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -36,5 +39,45 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		if !strings.Contains(out.String(), firstLine) {
 			t.Errorf("%s --help does not print its description:\n%s", c.CommandPath(), out.String())
 		}
+	}
+}
+
+func TestDriftReportCommand(t *testing.T) {
+	dir := t.TempDir()
+	ref, cur := dir+"/ref.csv", dir+"/cur.jsonl"
+	var rb, cb strings.Builder
+	rb.WriteString("x,c\n")
+	for i := 0; i < 3000; i++ {
+		rb.WriteString(strconv.Itoa(i%100) + "," + []string{"a", "b"}[i%2] + "\n")
+		cb.WriteString(`{"x":` + strconv.Itoa(50+i%100) + `,"c":"` + []string{"a", "b"}[i%2] + "\"}\n")
+	}
+	os.WriteFile(ref, []byte(rb.String()), 0o644)
+	os.WriteFile(cur, []byte(cb.String()), 0o644)
+	var out bytes.Buffer
+	r := newRootCmd(&out, &out)
+	r.SetArgs([]string{"drift", "report", "--reference", ref, "--current", cur})
+	if err := r.Execute(); err != nil {
+		t.Fatalf("drift report: %v\n%s", err, out.String())
+	}
+	var rep struct {
+		Features []struct {
+			Name    string             `json:"name"`
+			Kind    string             `json:"kind"`
+			Metrics map[string]float64 `json:"metrics"`
+			Drifted bool               `json:"drifted"`
+		} `json:"features"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
+	}
+	byName := map[string]bool{}
+	for _, f := range rep.Features {
+		byName[f.Name] = f.Drifted
+		if f.Kind == "numeric" && f.Metrics["js_base2"] <= 0 {
+			t.Errorf("numeric feature %s lacks js_base2: %v", f.Name, f.Metrics)
+		}
+	}
+	if len(rep.Features) != 2 || !byName["x"] || byName["c"] {
+		t.Errorf("drifted = %v, want x drifted and c not", byName)
 	}
 }

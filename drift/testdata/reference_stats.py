@@ -43,6 +43,10 @@ def run(case):
         return {"chi2_pvalue": float(stats.chisquare(cur, f_exp=exp).pvalue)}
     if k == "kstwobign":
         return {"sf": [float(stats.kstwobign.sf(x)) for x in case["x"]]}
+    if k == "raw":
+        a, b = np.asarray(case["a"], float), np.asarray(case["b"], float)
+        return {"ks": float(stats.ks_2samp(a, b).statistic),
+                "wasserstein_norm": float(stats.wasserstein_distance(a, b) / np.std(a))}
     if k == "bh":
         return {"adjusted": [float(x) for x in stats.false_discovery_control(case["p"])]}
     raise ValueError(k)

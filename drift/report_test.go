@@ -1,0 +1,126 @@
+package drift
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// writeCSV writes rows of (amount, shifted, merchant, stable) columns.
+func writeCSV(t *testing.T, path string, n int, seed uint64, shift float64, merchants []string) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, seed+1))
+	var b strings.Builder
+	b.WriteString("amount,shifted,merchant,stable\n")
+	for i := 0; i < n; i++ {
+		amount := 50 + 10*r.NormFloat64()
+		sh := 100 + 20*r.NormFloat64() + shift*20
+		m := merchants[r.IntN(len(merchants))]
+		st := []string{"a", "b", "c"}[r.IntN(3)]
+		missing := ""
+		if i%97 != 0 { // some missing amounts
+			missing = strconv.FormatFloat(amount, 'f', 3, 64)
+		}
+		b.WriteString(missing + "," + strconv.FormatFloat(sh, 'f', 3, 64) + "," + m + "," + st + "\n")
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReportFlagsShiftsAndNotNoise(t *testing.T) {
+	dir := t.TempDir()
+	ref, cur := filepath.Join(dir, "ref.csv"), filepath.Join(dir, "cur.csv")
+	writeCSV(t, ref, 20000, 1, 0, []string{"fuel", "grocery", "travel"})
+	// Current: "shifted" moves by 0.5σ; merchants gain a new category.
+	writeCSV(t, cur, 10000, 2, 0.5, []string{"fuel", "grocery", "travel", "casino", "casino"})
+	rt, err := ReadTable(ref, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := ReadTable(cur, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := BuildReport(rt, ct, DefaultReportOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]FeatureReport{}
+	for _, f := range rep.Features {
+		got[f.Name] = f
+	}
+	want := map[string]struct {
+		kind    string
+		drifted bool
+	}{
+		"amount": {KindNumeric, false}, "shifted": {KindNumeric, true},
+		"merchant": {KindCategorical, true}, "stable": {KindCategorical, false},
+	}
+	for name, w := range want {
+		f, ok := got[name]
+		if !ok {
+			t.Fatalf("no feature %s in report", name)
+		}
+		if f.Kind != w.kind || f.Drifted != w.drifted {
+			t.Errorf("%s: kind %s drifted %v, want %s %v (metrics %v)", name, f.Kind, f.Drifted, w.kind, w.drifted, f.Metrics)
+		}
+	}
+	if s := got["merchant"].Metrics["new_category_share"]; s < 0.35 || s > 0.45 {
+		t.Errorf("merchant new_category_share = %v, want about 0.4", s)
+	}
+	for _, k := range []string{"psi", "js", "js_base2", "wasserstein_norm", "ks", "ks_pvalue"} {
+		if _, ok := got["shifted"].Metrics[k]; !ok {
+			t.Errorf("numeric metrics lack %s", k)
+		}
+	}
+	for _, k := range []string{"chi2_pvalue", "js", "js_base2", "new_category_share"} {
+		if _, ok := got["merchant"].Metrics[k]; !ok {
+			t.Errorf("categorical metrics lack %s", k)
+		}
+	}
+	// The raw-value statistics match scipy on the same columns.
+	num := func(col []string) []float64 {
+		xs, _, err := parseNumbers(col)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return xs
+	}
+	refAmt, curAmt := num(rt.Values["shifted"]), num(ct.Values["shifted"])
+	sc := reference(t, []map[string]any{{"kind": "raw", "a": refAmt, "b": curAmt}})[0]
+	near(t, "report ks", got["shifted"].Metrics["ks"], sc["ks"].(float64), 1e-9)
+	near(t, "report wasserstein_norm", got["shifted"].Metrics["wasserstein_norm"], sc["wasserstein_norm"].(float64), 1e-6)
+
+	var html bytes.Buffer
+	if err := rep.WriteHTML(&html); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"shifted", "merchant", "<svg", "class=\"cur\"", "drifted"} {
+		if !strings.Contains(html.String(), s) {
+			t.Errorf("HTML report lacks %q", s)
+		}
+	}
+}
+
+func TestReadTableErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.jsonl")
+	os.WriteFile(bad, []byte("{\"a\":1}\n{\"a\":[1]}\n"), 0o644)
+	if _, err := ReadTable(bad, ""); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("ReadTable(nested) error = %v, want it to name line 2", err)
+	}
+	if _, err := ReadTable(filepath.Join(dir, "x.parquet"), ""); err == nil {
+		t.Error("ReadTable accepted a missing parquet file")
+	}
+	good := filepath.Join(dir, "ok.jsonl")
+	os.WriteFile(good, []byte("{\"a\":1,\"b\":\"x\"}\n{\"a\":2.5}\n"), 0o644)
+	tb, err := ReadTable(good, "")
+	if err != nil || tb.Rows != 2 || tb.Values["b"][1] != "" || tb.Values["a"][1] != "2.5" {
+		t.Errorf("ReadTable(jsonl) = %+v, %v", tb, err)
+	}
+}
