@@ -53,6 +53,21 @@ func sameLen(ref, cur []float64) error {
 	return nil
 }
 
+// sharesOf checks that ref and cur have the same bins and returns both as
+// shares.
+func sharesOf(ref, cur []float64) (p, q []float64, err error) {
+	if err := sameLen(ref, cur); err != nil {
+		return nil, nil, err
+	}
+	if p, err = shares(ref); err != nil {
+		return nil, nil, fmt.Errorf("reference: %w", err)
+	}
+	if q, err = shares(cur); err != nil {
+		return nil, nil, fmt.Errorf("current: %w", err)
+	}
+	return p, q, nil
+}
+
 // PSI is the population stability index over the same bins (the frozen
 // reference bins, with underflow, overflow and missing bins included):
 //
@@ -61,16 +76,9 @@ func sameLen(ref, cur []float64) error {
 // with p the reference shares and q the current shares, each share of 0
 // replaced by PSIEpsilon.
 func PSI(ref, cur []float64) (float64, error) {
-	if err := sameLen(ref, cur); err != nil {
+	p, q, err := sharesOf(ref, cur)
+	if err != nil {
 		return 0, err
-	}
-	p, err := shares(ref)
-	if err != nil {
-		return 0, fmt.Errorf("reference: %w", err)
-	}
-	q, err := shares(cur)
-	if err != nil {
-		return 0, fmt.Errorf("current: %w", err)
 	}
 	psi := 0.0
 	for i := range p {
@@ -89,16 +97,9 @@ func PSI(ref, cur []float64) (float64, error) {
 // Evidently reports ("js"); with base 2 it lies in [0, 1] and is what
 // NannyML reports ("js_base2"). The two differ by a factor of sqrt(ln 2).
 func JensenShannon(ref, cur []float64, base float64) (float64, error) {
-	if err := sameLen(ref, cur); err != nil {
+	p, q, err := sharesOf(ref, cur)
+	if err != nil {
 		return 0, err
-	}
-	p, err := shares(ref)
-	if err != nil {
-		return 0, fmt.Errorf("reference: %w", err)
-	}
-	q, err := shares(cur)
-	if err != nil {
-		return 0, fmt.Errorf("current: %w", err)
 	}
 	kl := func(a, m float64) float64 {
 		if a == 0 {
@@ -124,22 +125,15 @@ func JensenShannon(ref, cur []float64, base float64) (float64, error) {
 // with P and Q the cumulative shares at location xᵢ. Binned data pass bin
 // representatives (for example bin means) as locations.
 func WassersteinNorm(locations, ref, cur []float64, refStd float64) (float64, error) {
-	if err := sameLen(ref, cur); err != nil {
-		return 0, err
-	}
 	if len(locations) != len(ref) {
 		return 0, fmt.Errorf("%d locations for %d bins", len(locations), len(ref))
 	}
 	if !(refStd > 0) {
 		return 0, fmt.Errorf("reference standard deviation %v must be positive", refStd)
 	}
-	p, err := shares(ref)
+	p, q, err := sharesOf(ref, cur)
 	if err != nil {
-		return 0, fmt.Errorf("reference: %w", err)
-	}
-	q, err := shares(cur)
-	if err != nil {
-		return 0, fmt.Errorf("current: %w", err)
+		return 0, err
 	}
 	w, cp, cq := 0.0, 0.0, 0.0
 	for i := 0; i < len(locations)-1; i++ {
