@@ -115,14 +115,20 @@ type svgBar struct {
 	Label                           string
 }
 
-const barScale = 120 // pixels for a share of 1
+const barHeight = 120 // pixels of the tallest bar
 
+// bars lays out a feature's histogram, the tallest bar barHeight high.
 func bars(bins []HistogramBin) []svgBar {
+	top := 0.0
+	for _, b := range bins {
+		top = max(top, b.Reference, b.Current)
+	}
+	scale := barHeight / max(top, 1e-9)
 	out := make([]svgBar, len(bins))
 	for i, b := range bins {
 		x := 10 + 40*float64(i)
-		out[i] = svgBar{X: x, RefH: barScale * b.Reference, RefY: barScale * (1 - b.Reference),
-			CurX: x + 17, CurH: barScale * b.Current, CurY: barScale * (1 - b.Current), Label: b.Label}
+		out[i] = svgBar{X: x, RefH: scale * b.Reference, RefY: barHeight - scale*b.Reference,
+			CurX: x + 17, CurH: scale * b.Current, CurY: barHeight - scale*b.Current, Label: b.Label}
 	}
 	return out
 }
