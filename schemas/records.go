@@ -187,15 +187,10 @@ func DecodeStrictYAML(data []byte, v any) error {
 	return nil
 }
 
-// EncodePrediction returns the JSON value of a scored item's prediction:
-// the Prediction record, written by hand on the hot path (encoding/json's
-// reflection costs more than the rest of encoding together). Decoding it
-// with encoding/json gives PredictionOf(it).
-func EncodePrediction(it *Item) ([]byte, error) {
-	return AppendPrediction(make([]byte, 0, 384), it), nil
-}
-
-// AppendPrediction appends the JSON prediction of it to dst.
+// AppendPrediction appends the JSON value of a scored item's prediction to
+// dst: the Prediction record, written by hand on the hot path
+// (encoding/json's reflection costs more than the rest of encoding
+// together). Decoding it with encoding/json gives PredictionOf(it).
 func AppendPrediction(dst []byte, it *Item) []byte {
 	dst = append(dst, `{"prediction_id":`...)
 	dst = appendJSONString(dst, it.PredictionID)

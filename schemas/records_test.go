@@ -10,10 +10,10 @@ import (
 
 func roundTrip(t *testing.T, it *Item) {
 	t.Helper()
-	ours, _ := EncodePrediction(it)
+	ours := AppendPrediction(nil, it)
 	var got Prediction
 	if err := json.Unmarshal(ours, &got); err != nil {
-		t.Fatalf("EncodePrediction produced invalid JSON %q: %v", ours, err)
+		t.Fatalf("AppendPrediction produced invalid JSON %q: %v", ours, err)
 	}
 	ref, err := json.Marshal(PredictionOf(it))
 	if err != nil {
@@ -22,11 +22,11 @@ func roundTrip(t *testing.T, it *Item) {
 	var want Prediction
 	json.Unmarshal(ref, &want)
 	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("EncodePrediction round trip:\n got %+v\nwant %+v\n ours %s\n  ref %s", got, want, ours, ref)
+		t.Fatalf("AppendPrediction round trip:\n got %+v\nwant %+v\n ours %s\n  ref %s", got, want, ours, ref)
 	}
 }
 
-func TestEncodePredictionMatchesEncodingJSON(t *testing.T) {
+func TestAppendPredictionMatchesEncodingJSON(t *testing.T) {
 	ts := time.Date(2026, 11, 26, 1, 2, 3, 456789000, time.UTC)
 	f := func(it Item) {
 		t.Helper()
@@ -45,7 +45,7 @@ func TestEncodePredictionMatchesEncodingJSON(t *testing.T) {
 	f(small)
 }
 
-func FuzzEncodePrediction(f *testing.F) {
+func FuzzAppendPrediction(f *testing.F) {
 	f.Add("e1", "u1", "user_stats", float32(0.5), int64(1700000000000), int64(12))
 	f.Add("\x00\"\\\xff", "é", "", float32(-1e30), int64(0), int64(-1))
 	f.Fuzz(func(t *testing.T, id, entity, view string, score float32, ms, age int64) {

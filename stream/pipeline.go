@@ -541,6 +541,10 @@ func (p *Pipeline) outputs(recs []*kgo.Record, items []schemas.Item) ([]*kgo.Rec
 	out := make([]*kgo.Record, 0, len(items))
 	var dls []schemas.DeadLetter
 	now := time.Now().UTC()
+	// One array of records and one buffer of JSON for the whole batch; the
+	// producer only reads them.
+	preds := make([]kgo.Record, len(items))
+	buf := make([]byte, 0, 320*len(items))
 	for i := range items {
 		it := &items[i]
 		if it.Reject != nil {
@@ -548,11 +552,10 @@ func (p *Pipeline) outputs(recs []*kgo.Record, items []schemas.Item) ([]*kgo.Rec
 			dls = append(dls, schemas.DeadLetter{Source: it.Event.Source, Reason: it.Reject.Reason, Stage: it.Reject.Stage, Detail: it.Reject.Error(), Time: now})
 			continue
 		}
-		v, err := schemas.EncodePrediction(it)
-		if err != nil {
-			return nil, nil, fmt.Errorf("encoding prediction for event %s: %w", it.Event.ID, err)
-		}
-		out = append(out, &kgo.Record{Topic: p.cfg.PredictionsTopic, Key: recs[i].Key, Value: v, Timestamp: it.ScoredTime})
+		start := len(buf)
+		buf = schemas.AppendPrediction(buf, it)
+		preds[i] = kgo.Record{Topic: p.cfg.PredictionsTopic, Key: recs[i].Key, Value: buf[start:len(buf):len(buf)], Timestamp: it.ScoredTime}
+		out = append(out, &preds[i])
 	}
 	return out, dls, nil
 }
