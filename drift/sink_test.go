@@ -18,7 +18,7 @@ import (
 
 // newDB connects to the real ClickHouse, migrates a unique database and
 // drops it afterwards.
-func newDB(t *testing.T) (driver.Conn, string) {
+func newDB(t testing.TB) (driver.Conn, string) {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Addr = testenv.ClickHouse(t)
@@ -41,7 +41,7 @@ func newDB(t *testing.T) (driver.Conn, string) {
 	return conn, cfg.Database
 }
 
-func count(t *testing.T, conn driver.Conn, q string) uint64 {
+func count(t testing.TB, conn driver.Conn, q string) uint64 {
 	t.Helper()
 	var n uint64
 	if err := conn.QueryRow(context.Background(), q).Scan(&n); err != nil {

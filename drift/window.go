@@ -67,136 +67,115 @@ func NewWindowJob(conn driver.Conn, database string, m *schemas.Manifest) *Windo
 
 func quote(s string) string { return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'" }
 
-func floatList(xs []float64) string {
-	parts := make([]string, len(xs))
-	for i, x := range xs {
-		parts[i] = strconv.FormatFloat(x, 'g', -1, 64)
-	}
-	return "[" + strings.Join(parts, ", ") + "]"
-}
-
-// binIndex is the SQL for the 1-based index of the first edge above expr
-// (0 when none is). The value goes in as a second array rather than being
-// captured by the lambda: ClickHouse 18.16 fails to resolve captured
-// columns in some queries ("Unknown identifier").
-func binIndex(expr string, edges []float64) string {
-	return fmt.Sprintf("arrayFirstIndex((e, x) -> x < e, %s, arrayResize([%s], %d, %s))", floatList(edges), expr, len(edges), expr)
-}
-
 func (j *WindowJob) where(start, end time.Time) string {
 	return fmt.Sprintf("model = %s AND model_version = %s AND event_time_ms >= %d AND event_time_ms < %d",
 		quote(j.m.Name), quote(j.m.Version), start.UnixMilli(), end.UnixMilli())
 }
 
-// numericInputs returns inputs with numeric reference profiles.
-func (j *WindowJob) inputsOfKind(kind string) []schemas.Input {
-	var out []schemas.Input
-	for _, in := range j.m.Inputs {
-		if j.m.Profile.Features[in.Name].Kind == kind {
-			out = append(out, in)
+// cell says what one counter of the window query counts.
+type cell struct {
+	feature string
+	kind    int // cellBin, cellCategory, cellOOB or cellRows
+	bin     int // numeric: -1 missing, 0 overflow, 1 underflow, k ≥ 2 bin k-2
+	cat     string
+}
+
+const (
+	cellBin = iota
+	cellCategory
+	cellOOB
+	cellRows
+)
+
+// newCategory is the key under which categories the reference never saw
+// are counted.
+const newCategory = "\x00new"
+
+// window builds the window query: one scan, no GROUP BY, one countIf per
+// reference bin, category, missing and out-of-bounds counter of every
+// input and of the score, plus event-lag and per-view feature-age
+// quantiles. Rows of a model version carry its inputs and feature views in
+// manifest order, so values are addressed by position, which keeps the
+// scan to plain comparisons (per-row arrays and lambdas cost ten times
+// more on ClickHouse 18.16).
+func (j *WindowJob) window(start, end time.Time) (string, []cell) {
+	var sel []string
+	var cells []cell
+	count := func(c cell, cond string) {
+		sel = append(sel, "countIf("+cond+")")
+		cells = append(cells, c)
+	}
+	count(cell{kind: cellRows}, "1")
+	numeric := func(feature, v, present string, edges []float64) {
+		e := func(i int) string { return strconv.FormatFloat(edges[i], 'g', -1, 64) }
+		count(cell{feature: feature, bin: 1}, fmt.Sprintf("%s AND %s < %s", present, v, e(0)))
+		for i := 0; i+1 < len(edges); i++ {
+			count(cell{feature: feature, bin: i + 2}, fmt.Sprintf("%s AND %s >= %s AND %s < %s", present, v, e(i), v, e(i+1)))
 		}
+		count(cell{feature: feature, bin: 0}, fmt.Sprintf("%s AND %s >= %s", present, v, e(len(edges)-1)))
 	}
-	return out
-}
-
-// Queries returns every SQL statement the job runs for a window, for the
-// conformance test that runs them in chDB.
-func (j *WindowJob) Queries(start, end time.Time) []string {
-	return []string{j.binQuery(start, end), j.scoreQuery(start, end), j.lagQuery(start, end), j.categoryQuery(start, end), j.qualityQuery(start, end), j.freshnessQuery(start, end), j.deadLetterQuery(start, end)}
-}
-
-func (j *WindowJob) binQuery(start, end time.Time) string {
-	var cases, names []string
-	for _, in := range j.inputsOfKind(KindNumeric) {
-		cases = append(cases, fmt.Sprintf("name = %s, %s", quote(in.Name), binIndex("val", j.m.Profile.Features[in.Name].Edges)))
-		names = append(names, quote(in.Name))
-	}
-	if len(names) == 0 {
-		return ""
-	}
-	// bin: -1 missing, 0 overflow (≥ last edge), 1 underflow, k ≥ 2 bin k-2.
-	return fmt.Sprintf(`SELECT name, bin, count() AS n FROM (
-  SELECT name, if(miss = 1, -1, multiIf(%s, -2)) AS bin
-  FROM %s.inference_log
-  ARRAY JOIN input_names AS name, input_values AS val, input_missing AS miss
-  WHERE %s AND name IN (%s)
-) GROUP BY name, bin`, strings.Join(cases, ", "), j.database, j.where(start, end), strings.Join(names, ", "))
-}
-
-func (j *WindowJob) scoreQuery(start, end time.Time) string {
-	p, ok := j.m.Profile.Outputs["score"]
-	edges := binIndex("toFloat64(score)", []float64{0.5})
-	if ok && p.Kind == KindNumeric {
-		edges = binIndex("toFloat64(score)", p.Edges)
-	}
-	return fmt.Sprintf(`SELECT bin, count() AS n FROM (
-  SELECT %s AS bin FROM %s.inference_log WHERE %s
-) GROUP BY bin`, edges, j.database, j.where(start, end))
-}
-
-func (j *WindowJob) lagQuery(start, end time.Time) string {
-	return fmt.Sprintf(`SELECT quantiles(0.5, 0.95)(toFloat64(scored_time_ms) - toFloat64(event_time_ms)) AS lag
-FROM %s.inference_log WHERE %s`, j.database, j.where(start, end))
-}
-
-func (j *WindowJob) categoryQuery(start, end time.Time) string {
-	var names []string
-	for _, in := range j.inputsOfKind(KindCategorical) {
-		names = append(names, quote(in.Name))
-	}
-	if len(names) == 0 {
-		return ""
-	}
-	// Booleans are logged as 0/1 values; categories as strings.
-	return fmt.Sprintf(`SELECT name, if(miss = 1, '', if(str != '', str, if(val = 1, 'true', 'false'))) AS category, count() AS n
-FROM %s.inference_log
-ARRAY JOIN input_names AS name, input_values AS val, input_strings AS str, input_missing AS miss
-WHERE %s AND name IN (%s)
-GROUP BY name, category`, j.database, j.where(start, end), strings.Join(names, ", "))
-}
-
-func (j *WindowJob) qualityQuery(start, end time.Time) string {
-	cases := []string{}
-	for _, in := range j.m.Inputs {
-		if in.Min == nil && in.Max == nil {
-			continue
+	for i, in := range j.m.Inputs {
+		pos := i + 1
+		v, miss := fmt.Sprintf("input_values[%d]", pos), fmt.Sprintf("input_missing[%d]", pos)
+		present := miss + " = 0"
+		prof := j.m.Profile.Features[in.Name]
+		if prof.Kind == KindNumeric {
+			count(cell{feature: in.Name, bin: -1}, miss+" = 1")
+			numeric(in.Name, v, present, prof.Edges)
+		} else {
+			str := fmt.Sprintf("input_strings[%d]", pos)
+			if in.Dtype == schemas.DtypeBool {
+				str = fmt.Sprintf("if(%s = 1, 'true', 'false')", v)
+			}
+			cats := make([]string, 0, len(prof.Frequencies))
+			for c := range prof.Frequencies {
+				cats = append(cats, c)
+			}
+			sort.Strings(cats)
+			quoted := make([]string, len(cats))
+			for k, c := range cats {
+				quoted[k] = quote(c)
+				count(cell{feature: in.Name, kind: cellCategory, cat: c}, fmt.Sprintf("%s AND %s = %s", present, str, quoted[k]))
+			}
+			count(cell{feature: in.Name, kind: cellCategory, cat: ""}, miss+" = 1")
+			count(cell{feature: in.Name, kind: cellCategory, cat: newCategory}, fmt.Sprintf("%s AND NOT has([%s], %s)", present, strings.Join(quoted, ", "), str))
 		}
-		lo, hi := math.Inf(-1), math.Inf(1)
+		var bounds []string
 		if in.Min != nil {
-			lo = *in.Min
+			bounds = append(bounds, v+" < "+strconv.FormatFloat(*in.Min, 'g', -1, 64))
 		}
 		if in.Max != nil {
-			hi = *in.Max
+			bounds = append(bounds, v+" > "+strconv.FormatFloat(*in.Max, 'g', -1, 64))
 		}
-		var cond []string
-		if !math.IsInf(lo, -1) {
-			cond = append(cond, "val < "+strconv.FormatFloat(lo, 'g', -1, 64))
+		if len(bounds) > 0 {
+			count(cell{feature: in.Name, kind: cellOOB}, fmt.Sprintf("%s AND (%s)", present, strings.Join(bounds, " OR ")))
 		}
-		if !math.IsInf(hi, 1) {
-			cond = append(cond, "val > "+strconv.FormatFloat(hi, 'g', -1, 64))
-		}
-		cases = append(cases, fmt.Sprintf("name = %s, %s", quote(in.Name), strings.Join(cond, " OR ")))
 	}
-	oob := "0"
-	if len(cases) > 0 {
-		oob = fmt.Sprintf("multiIf(%s, 0)", strings.Join(cases, ", "))
+	if p, ok := j.m.Profile.Outputs["score"]; ok && p.Kind == KindNumeric {
+		numeric("score", "toFloat64(score)", "1", p.Edges)
 	}
-	return fmt.Sprintf(`SELECT name, count() AS n, sum(miss) AS missing, sum(if(miss = 1, 0, %s)) AS oob
-FROM %s.inference_log
-ARRAY JOIN input_names AS name, input_values AS val, input_missing AS miss
-WHERE %s GROUP BY name`, oob, j.database, j.where(start, end))
-}
-
-func (j *WindowJob) freshnessQuery(start, end time.Time) string {
-	return fmt.Sprintf(`SELECT view, count() AS n, quantilesIf(0.5, 0.95)(toFloat64(age), age >= 0) AS age_q, sum(fmiss) AS missing, sum(fstale) AS stale
-FROM %s.inference_log
-ARRAY JOIN feature_views AS view, feature_age_ms AS age, feature_missing AS fmiss, feature_stale AS fstale
-WHERE %s GROUP BY view`, j.database, j.where(start, end))
+	sel = append(sel, "quantiles(0.5, 0.95)(toFloat64(scored_time_ms) - toFloat64(event_time_ms))")
+	views, _ := j.m.FeatureViews()
+	for i := range views {
+		pos := i + 1
+		sel = append(sel,
+			fmt.Sprintf("quantilesIf(0.5, 0.95)(toFloat64(feature_age_ms[%d]), feature_age_ms[%d] >= 0)", pos, pos),
+			fmt.Sprintf("countIf(feature_missing[%d] = 1)", pos),
+			fmt.Sprintf("countIf(feature_stale[%d] = 1)", pos))
+	}
+	return fmt.Sprintf("SELECT %s FROM %s.inference_log WHERE %s", strings.Join(sel, ",\n  "), j.database, j.where(start, end)), cells
 }
 
 func (j *WindowJob) deadLetterQuery(start, end time.Time) string {
 	return fmt.Sprintf(`SELECT count() AS n FROM %s.dead_letters WHERE dlq_time_ms >= %d AND dlq_time_ms < %d`,
 		j.database, start.UnixMilli(), end.UnixMilli())
+}
+
+// Queries returns every SQL statement the job runs for a window, for the
+// conformance test that runs them in chDB.
+func (j *WindowJob) Queries(start, end time.Time) []string {
+	q, _ := j.window(start, end)
+	return []string{q, j.deadLetterQuery(start, end)}
 }
 
 // Run computes the window [start, end).
@@ -207,130 +186,88 @@ func (j *WindowJob) Run(ctx context.Context, start, end time.Time) (*Window, err
 			w.Metrics = append(w.Metrics, Metric{family, feature, name, v})
 		}
 	}
-
-	// Output: rows, prediction drift, event lag.
-	scoreBins := map[int]float64{}
-	rows, err := j.conn.Query(ctx, j.scoreQuery(start, end))
-	if err != nil {
-		return nil, fmt.Errorf("window score query: %w", err)
+	q, cells := j.window(start, end)
+	counts := make([]uint64, len(cells))
+	var lag []float64
+	views, _ := j.m.FeatureViews()
+	ages := make([][]float64, len(views))
+	vMissing, vStale := make([]uint64, len(views)), make([]uint64, len(views))
+	dest := make([]any, 0, len(cells)+1+3*len(views))
+	for i := range counts {
+		dest = append(dest, &counts[i])
 	}
-	for rows.Next() {
-		var bin uint32
-		var n uint64
-		if err := rows.Scan(&bin, &n); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		// Score bins: 0 is overflow, 1 underflow, k ≥ 2 bin k-2, as binQuery.
-		scoreBins[int(bin)] += float64(n)
-		w.Rows += n
+	dest = append(dest, &lag)
+	for i := range views {
+		dest = append(dest, &ages[i], &vMissing[i], &vStale[i])
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
+	if err := j.conn.QueryRow(ctx, q).Scan(dest...); err != nil {
+		return nil, fmt.Errorf("window query: %w", err)
 	}
+	w.Rows = counts[0]
 	add(FamilyQuality, "", "rows", float64(w.Rows))
 	if w.Rows == 0 {
 		return w, nil
 	}
-	var lag []float64
-	if err := j.conn.QueryRow(ctx, j.lagQuery(start, end)).Scan(&lag); err != nil {
-		return nil, fmt.Errorf("window lag query: %w", err)
+	bins := map[string]map[int]float64{}
+	cats := map[string]map[string]float64{}
+	oob := map[string]float64{}
+	for i, c := range cells {
+		n := float64(counts[i])
+		switch c.kind {
+		case cellBin:
+			if bins[c.feature] == nil {
+				bins[c.feature] = map[int]float64{}
+			}
+			bins[c.feature][c.bin] += n
+		case cellCategory:
+			if cats[c.feature] == nil {
+				cats[c.feature] = map[string]float64{}
+			}
+			cats[c.feature][c.cat] += n
+		case cellOOB:
+			oob[c.feature] += n
+		}
 	}
-	if len(lag) == 2 {
-		add(FamilyFreshness, "", "event_lag_p50_ms", lag[0])
-		add(FamilyFreshness, "", "event_lag_p95_ms", lag[1])
-	}
+	rows := float64(w.Rows)
 	var pvals []float64
 	var pvalFeatures []string
+	for _, in := range j.m.Inputs {
+		prof := j.m.Profile.Features[in.Name]
+		var pv float64
+		var err error
+		var missing float64
+		if prof.Kind == KindNumeric {
+			pv, err = numericDrift(in.Name, prof, bins[in.Name], add)
+			missing = bins[in.Name][-1]
+		} else {
+			pv, err = categoricalDrift(in.Name, prof, cats[in.Name], add)
+			missing = cats[in.Name][""]
+		}
+		if err == nil {
+			pvals, pvalFeatures = append(pvals, pv), append(pvalFeatures, in.Name)
+		}
+		add(FamilyQuality, in.Name, "missing_share", missing/rows)
+		add(FamilyQuality, in.Name, "out_of_bounds_share", oob[in.Name]/rows)
+	}
 	if p, ok := j.m.Profile.Outputs["score"]; ok && p.Kind == KindNumeric {
-		if pv, err := numericDrift("score", p, scoreBins, add); err == nil {
+		if pv, err := numericDrift("score", p, bins["score"], add); err == nil {
 			pvals, pvalFeatures = append(pvals, pv), append(pvalFeatures, "score")
-		}
-	}
-
-	// Numeric inputs.
-	if q := j.binQuery(start, end); q != "" {
-		bins := map[string]map[int]float64{}
-		rows, err := j.conn.Query(ctx, q)
-		if err != nil {
-			return nil, fmt.Errorf("window bin query: %w", err)
-		}
-		for rows.Next() {
-			var name string
-			var bin int64
-			var n uint64
-			if err := rows.Scan(&name, &bin, &n); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			if bins[name] == nil {
-				bins[name] = map[int]float64{}
-			}
-			bins[name][int(bin)] += float64(n)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-		for _, in := range j.inputsOfKind(KindNumeric) {
-			if pv, err := numericDrift(in.Name, j.m.Profile.Features[in.Name], bins[in.Name], add); err == nil {
-				pvals, pvalFeatures = append(pvals, pv), append(pvalFeatures, in.Name)
-			}
-		}
-	}
-
-	// Categorical inputs.
-	if q := j.categoryQuery(start, end); q != "" {
-		counts := map[string]map[string]float64{}
-		rows, err := j.conn.Query(ctx, q)
-		if err != nil {
-			return nil, fmt.Errorf("window category query: %w", err)
-		}
-		for rows.Next() {
-			var name, cat string
-			var n uint64
-			if err := rows.Scan(&name, &cat, &n); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			if counts[name] == nil {
-				counts[name] = map[string]float64{}
-			}
-			counts[name][cat] += float64(n)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-		for _, in := range j.inputsOfKind(KindCategorical) {
-			if pv, err := categoricalDrift(in.Name, j.m.Profile.Features[in.Name], counts[in.Name], add); err == nil {
-				pvals, pvalFeatures = append(pvals, pv), append(pvalFeatures, in.Name)
-			}
 		}
 	}
 	for i, adj := range BenjaminiHochberg(pvals) {
 		add(FamilyDrift, pvalFeatures[i], "pvalue_adjusted", adj)
 	}
-
-	// Data quality per input.
-	rows, err = j.conn.Query(ctx, j.qualityQuery(start, end))
-	if err != nil {
-		return nil, fmt.Errorf("window quality query: %w", err)
+	if len(lag) == 2 {
+		add(FamilyFreshness, "", "event_lag_p50_ms", lag[0])
+		add(FamilyFreshness, "", "event_lag_p95_ms", lag[1])
 	}
-	for rows.Next() {
-		var name string
-		var n, missing, oob uint64
-		if err := rows.Scan(&name, &n, &missing, &oob); err != nil {
-			rows.Close()
-			return nil, err
+	for i, view := range views {
+		if len(ages[i]) == 2 && vMissing[i] < w.Rows {
+			add(FamilyFreshness, view, "age_p50_ms", ages[i][0])
+			add(FamilyFreshness, view, "age_p95_ms", ages[i][1])
 		}
-		add(FamilyQuality, name, "missing_share", float64(missing)/float64(max(n, 1)))
-		add(FamilyQuality, name, "out_of_bounds_share", float64(oob)/float64(max(n, 1)))
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
+		add(FamilyFreshness, view, "missing_share", float64(vMissing[i])/rows)
+		add(FamilyFreshness, view, "stale_share", float64(vStale[i])/rows)
 	}
 	var dead uint64
 	if err := j.conn.QueryRow(ctx, j.deadLetterQuery(start, end)).Scan(&dead); err != nil {
@@ -338,33 +275,11 @@ func (j *WindowJob) Run(ctx context.Context, start, end time.Time) (*Window, err
 	}
 	add(FamilyQuality, "", "dead_letters", float64(dead))
 	add(FamilyQuality, "", "dead_letter_share", float64(dead)/float64(dead+w.Rows))
-
-	// Freshness per feature view.
-	rows, err = j.conn.Query(ctx, j.freshnessQuery(start, end))
-	if err != nil {
-		return nil, fmt.Errorf("window freshness query: %w", err)
-	}
-	for rows.Next() {
-		var view string
-		var n, missing, stale uint64
-		var q []float64
-		if err := rows.Scan(&view, &n, &q, &missing, &stale); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		if len(q) == 2 && float64(missing) < float64(n) {
-			add(FamilyFreshness, view, "age_p50_ms", q[0])
-			add(FamilyFreshness, view, "age_p95_ms", q[1])
-		}
-		add(FamilyFreshness, view, "missing_share", float64(missing)/float64(max(n, 1)))
-		add(FamilyFreshness, view, "stale_share", float64(stale)/float64(max(n, 1)))
-	}
-	rows.Close()
-	return w, rows.Err()
+	return w, nil
 }
 
 // numericDrift adds the drift metrics of one numeric column from its bin
-// counts (keys as binQuery numbers them) and returns its p-value.
+// counts (keys as inputQuery numbers them) and returns its p-value.
 func numericDrift(feature string, p schemas.ColumnProfile, cur map[int]float64, add func(string, string, string, float64)) (float64, error) {
 	k := len(p.Counts)
 	ref := append(append([]float64{float64(p.Underflow)}, toFloats(p.Counts)...), float64(p.Overflow), float64(p.Missing))
