@@ -31,6 +31,7 @@ type Config struct {
 	Redis          featurestore.Config `yaml:"redis"`
 	ClickHouse     drift.Config        `yaml:"clickhouse"`
 	Scoring        scoring.Config      `yaml:"scoring"`
+	Monitor        drift.MonitorConfig `yaml:"monitor"`
 }
 
 // DefaultConfig is what seer runs with when no file is given: everything on
@@ -45,6 +46,7 @@ func DefaultConfig() Config {
 		Redis:          featurestore.DefaultConfig(),
 		ClickHouse:     drift.DefaultConfig(),
 		Scoring:        scoring.DefaultConfig(),
+		Monitor:        drift.DefaultMonitorConfig(),
 	}
 }
 
@@ -92,7 +94,7 @@ func (c *Config) Validate() error {
 	if c.HTTP == "" {
 		errs = append(errs, errors.New("http: required (host:port for /metrics, /healthz, /readyz)"))
 	}
-	errs = append(errs, c.Kafka.Validate(), c.Redis.Validate(), c.ClickHouse.Validate(), c.Scoring.Validate())
+	errs = append(errs, c.Kafka.Validate(), c.Redis.Validate(), c.ClickHouse.Validate(), c.Scoring.Validate(), c.Monitor.Validate())
 	return errors.Join(errs...)
 }
 

@@ -56,6 +56,7 @@ local defaults: every service on 127.0.0.1 and the example model package.`,
 	root.PersistentFlags().StringVar(&g.configPath, "config", "", "path to the YAML config file (default: built-in local defaults)")
 	root.AddCommand(
 		newServeCmd(g),
+		newMonitorCmd(g),
 		newDemoCmd(g),
 		newMigrateCmd(g),
 		newFeaturesCmd(g),

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/segmentio/ksuid"
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/seer-ml/seer/drift"
+	"github.com/seer-ml/seer/featurestore"
+	"github.com/seer-ml/seer/schemas"
+)
+
+func newMonitorCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "monitor",
+		Short: "Run the windowed drift, data-quality and freshness jobs and route alerts",
+		Long: `monitor evaluates tumbling windows (monitor.window, by event time, once
+monitor.lateness has passed after a window ends) for the model package in
+scoring.package. Each window's aggregates are computed in ClickHouse from the
+inference log — bin counts on the package profile's frozen edges, category
+counts, missing and out-of-bounds counts, feature-age and event-lag
+quantiles — and Go finalizes PSI (with a window-size-aware p-value), JS,
+Wasserstein, KS, chi-squared, Benjamini–Hochberg adjusted p-values, data
+quality and freshness. Metrics go to the window_metrics table.
+
+Alert rules (monitor.rules: metric, scope, threshold, for N windows, minimum
+samples, hysteresis, cooldown, severity, labels) drive a state machine —
+pending, firing, resolved — whose changes go to the log, the ClickHouse alerts
+table, the Kafka topic monitor.alerts_topic and, if set, an
+Alertmanager-compatible webhook (monitor.webhook_url).
+
+Run several instances for availability: one holds a Redis lease (with a
+fencing token) and works; the others stand by and take over within two
+windows when it dies.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, logger, err := g.load()
+			if err != nil {
+				return err
+			}
+			return runMonitor(cmd.Context(), cfg, logger)
+		},
+	}
+}
+
+func runMonitor(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	m, err := schemas.LoadManifest(cfg.Scoring.Package)
+	if err != nil {
+		return fmt.Errorf("scoring.package: %w", err)
+	}
+	conn, err := drift.Open(ctx, cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := drift.Migrate(ctx, conn, cfg.ClickHouse.Database, logger); err != nil {
+		return err
+	}
+	rdb := featurestore.NewClient(cfg.Redis)
+	defer rdb.Close()
+	host, _ := os.Hostname()
+	lease := drift.NewLease(rdb, cfg.Redis.KeyPrefix, "monitor:"+m.Name+":"+m.Version, host+"-"+ksuid.New().String(), cfg.Monitor.LeaseTTL)
+	sinks := []drift.AlertSink{drift.LogSink{Log: logger}, drift.ClickHouseAlertSink{Conn: conn, Database: cfg.ClickHouse.Database}}
+	if cfg.Monitor.AlertsTopic != "" {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka.Brokers...), kgo.AllowAutoTopicCreation())
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		sinks = append(sinks, drift.KafkaAlertSink{Client: cl, Topic: cfg.Monitor.AlertsTopic})
+	}
+	if cfg.Monitor.WebhookURL != "" {
+		sinks = append(sinks, drift.WebhookSink{URL: cfg.Monitor.WebhookURL})
+	}
+	mon, err := drift.NewMonitor(cfg.Monitor, drift.NewWindowJob(conn, cfg.ClickHouse.Database, m), lease, sinks, logger)
+	if err != nil {
+		return err
+	}
+	logger.Info("monitor starting", "model", m.Name, "version", m.Version, "window", cfg.Monitor.Window, "rules", len(cfg.Monitor.Rules))
+	grp, gctx := errgroup.WithContext(ctx)
+	grp.Go(func() error { return mon.Run(gctx) })
+	return grp.Wait()
+}

@@ -1,0 +1,194 @@
+package drift
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// MonitorConfig configures seer monitor.
+type MonitorConfig struct {
+	Window      time.Duration `yaml:"window"`       // tumbling window length, by event time
+	Lateness    time.Duration `yaml:"lateness"`     // how long after a window ends late events may still arrive
+	LeaseTTL    time.Duration `yaml:"lease_ttl"`    // a dead monitor's lease lapses after this
+	AlertsTopic string        `yaml:"alerts_topic"` // Kafka topic for alerts ("" for none)
+	WebhookURL  string        `yaml:"webhook_url"`  // Alertmanager-compatible endpoint ("" for none)
+	Rules       []Rule        `yaml:"rules"`
+}
+
+// DefaultMonitorConfig: 5-minute windows, drift alerts at a 1% false
+// discovery rate, freshness and data-quality alerts.
+func DefaultMonitorConfig() MonitorConfig {
+	healthyP := 0.05
+	return MonitorConfig{
+		Window: 5 * time.Minute, Lateness: time.Minute, LeaseTTL: 30 * time.Second, AlertsTopic: "seer.alerts",
+		Rules: []Rule{
+			{Name: "feature-drift", Family: FamilyDrift, Metric: "pvalue_adjusted", Feature: "*", Op: "<", Threshold: 0.01, Resolve: &healthyP,
+				For: 1, MinSamples: 1000, Cooldown: 1, Severity: "warning"},
+			{Name: "feature-stale", Family: FamilyFreshness, Metric: "age_p95_ms", Feature: "*", Op: ">", Threshold: float64(time.Hour.Milliseconds()),
+				For: 2, MinSamples: 100, Severity: "warning"},
+			{Name: "feature-missing", Family: FamilyFreshness, Metric: "missing_share", Feature: "*", Op: ">", Threshold: 0.2,
+				For: 2, MinSamples: 100, Severity: "warning"},
+			{Name: "dead-letters", Family: FamilyQuality, Metric: "dead_letter_share", Feature: "", Op: ">", Threshold: 0.05,
+				For: 1, MinSamples: 100, Severity: "warning"},
+			{Name: "no-data", Family: FamilyQuality, Metric: "rows", Feature: "", Op: "<", Threshold: 1,
+				For: 2, Severity: "page"},
+		},
+	}
+}
+
+// Validate names the bad field.
+func (c *MonitorConfig) Validate() error {
+	switch {
+	case c.Window < time.Second:
+		return fmt.Errorf("monitor.window: %v is shorter than 1s", c.Window)
+	case c.Lateness < 0:
+		return fmt.Errorf("monitor.lateness: %v is negative", c.Lateness)
+	case c.LeaseTTL < time.Second || c.LeaseTTL > c.Window:
+		return fmt.Errorf("monitor.lease_ttl: %v must be between 1s and the window (%v), so a standby takes over within two windows", c.LeaseTTL, c.Window)
+	}
+	_, err := NewEvaluator(append([]Rule(nil), c.Rules...))
+	return err
+}
+
+// Monitor runs the window job for each closed window while it holds the
+// lease, stores the metrics and routes alert state changes to the sinks.
+// Run returns nil when ctx ends.
+type Monitor struct {
+	cfg   MonitorConfig
+	job   *WindowJob
+	eval  *Evaluator
+	lease *Lease
+	sinks []AlertSink
+	conn  driver.Conn
+	log   *slog.Logger
+	now   func() time.Time
+
+	leader  bool
+	token   uint64
+	lastEnd time.Time // end of the last window evaluated
+}
+
+// NewMonitor wires a monitor.
+func NewMonitor(cfg MonitorConfig, job *WindowJob, lease *Lease, sinks []AlertSink, logger *slog.Logger) (*Monitor, error) {
+	eval, err := NewEvaluator(append([]Rule(nil), cfg.Rules...))
+	if err != nil {
+		return nil, err
+	}
+	return &Monitor{cfg: cfg, job: job, eval: eval, lease: lease, sinks: sinks, conn: job.conn,
+		log: logger.With("component", "monitor", "model", job.m.Name, "version", job.m.Version), now: time.Now}, nil
+}
+
+// Run loops until ctx ends.
+func (m *Monitor) Run(ctx context.Context) error {
+	defer m.lease.Release(context.WithoutCancel(ctx))
+	tick := time.NewTicker(m.cfg.LeaseTTL / 3)
+	defer tick.Stop()
+	for {
+		if err := m.Step(ctx); err != nil && ctx.Err() == nil {
+			m.log.Error("monitor step failed; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// Step renews or takes the lease and, as leader, evaluates every window
+// that has closed (end + lateness ≤ now) since the last one.
+func (m *Monitor) Step(ctx context.Context) error {
+	held, token, err := m.lease.Hold(ctx)
+	if err != nil {
+		return err
+	}
+	if !held {
+		if m.leader {
+			m.log.Warn("lost the monitor lease; standing by")
+		}
+		m.leader = false
+		return nil
+	}
+	if !m.leader || token != m.token {
+		m.leader, m.token = true, token
+		m.log.Info("holding the monitor lease", "fence", token)
+		if err := m.takeOver(ctx); err != nil {
+			return err
+		}
+	}
+	for {
+		end := m.lastEnd.Add(m.cfg.Window)
+		if m.now().Before(end.Add(m.cfg.Lateness)) {
+			return nil
+		}
+		if err := m.evaluate(ctx, m.lastEnd, end); err != nil {
+			return err
+		}
+		m.lastEnd = end
+	}
+}
+
+// takeOver resumes after the last stored window and restores firing alerts.
+func (m *Monitor) takeOver(ctx context.Context) error {
+	db, j := m.job.database, m.job
+	var last time.Time
+	if err := m.conn.QueryRow(ctx, fmt.Sprintf("SELECT max(window_end) FROM %s.window_metrics WHERE model = %s AND model_version = %s",
+		db, quote(j.m.Name), quote(j.m.Version))).Scan(&last); err != nil {
+		return fmt.Errorf("reading the last window: %w", err)
+	}
+	if last.Unix() <= 0 { // none yet: start with the window that closes next
+		last = m.now().Add(-m.cfg.Lateness).Truncate(m.cfg.Window).Add(-m.cfg.Window)
+	}
+	m.lastEnd = last
+	rows, err := m.conn.Query(ctx, fmt.Sprintf(`SELECT dedup_key, argMax(alert_id, at_ms), argMax(toString(state), at_ms), min(window_start)
+FROM %s.alerts WHERE model = %s AND model_version = %s GROUP BY dedup_key`, db, quote(j.m.Name), quote(j.m.Version)))
+	if err != nil {
+		return fmt.Errorf("reading open alerts: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var key, id, state string
+		var started time.Time
+		if err := rows.Scan(&key, &id, &state, &started); err != nil {
+			return err
+		}
+		if state == StateFiring {
+			m.eval.Restore(key, id, started)
+		}
+	}
+	return rows.Err()
+}
+
+func (m *Monitor) evaluate(ctx context.Context, start, end time.Time) error {
+	t0 := time.Now()
+	w, err := m.job.Run(ctx, start, end)
+	if err != nil {
+		return err
+	}
+	if err := m.job.Store(ctx, w); err != nil {
+		return err
+	}
+	alerts := m.eval.Evaluate(w)
+	m.log.Info("window evaluated", "start", start, "end", end, "rows", w.Rows, "metrics", len(w.Metrics), "alerts", len(alerts), "took", time.Since(t0).Round(time.Millisecond))
+	if len(alerts) == 0 {
+		return nil
+	}
+	if ok, err := m.lease.Current(ctx, m.token); err != nil || !ok {
+		return errors.Join(errors.New("fencing token is no longer current; not sending alerts"), err)
+	}
+	for i := range alerts {
+		alerts[i].Fence = m.token
+	}
+	// A failing sink does not hold the others or the next window back.
+	for _, s := range m.sinks {
+		if err := s.Send(ctx, alerts); err != nil {
+			m.log.Error("alert sink failed", "sink", fmt.Sprintf("%T", s), "alerts", len(alerts), "err", err)
+		}
+	}
+	return nil
+}
