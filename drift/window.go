@@ -304,7 +304,17 @@ func numericDrift(feature string, p schemas.ColumnProfile, cur map[int]float64, 
 		return 0, err
 	}
 	add(FamilyDrift, feature, "psi", psi)
-	pv, _ := PSIPValue(psi, sum(ref), sum(c), len(ref))
+	// The test is on the distribution of present values: PSI above counts
+	// the missing bin too, but a change in missingness is the quality
+	// rules' business (missing_share), and a reference without missing
+	// values would make any missing value "drift" at these sample sizes.
+	pv := 1.0
+	if sum(c[:k+2]) > 0 {
+		present, err := PSI(ref[:k+2], c[:k+2])
+		if err == nil {
+			pv, _ = PSIPValue(present, sum(ref[:k+2]), sum(c[:k+2]), k+2)
+		}
+	}
 	add(FamilyDrift, feature, "psi_pvalue", pv)
 	js, _ := JensenShannon(ref, c, math.E)
 	add(FamilyDrift, feature, "js", js)

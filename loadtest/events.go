@@ -28,7 +28,12 @@ type Generator struct {
 	users    int
 	samplers map[string]sampler // by input name
 	bad      int                // malformed events so far, for the rotation
+	shift    map[string]float64 // numeric event input → mean shift in reference standard deviations
 }
+
+// SetShift injects drift: from now on each named numeric event input is
+// shifted by that many reference standard deviations (nil stops it).
+func (g *Generator) SetShift(shift map[string]float64) { g.shift = shift }
 
 type sampler func(r *rand.Rand) schemas.Value
 
@@ -147,6 +152,12 @@ func (g *Generator) Next(t time.Time, malformed bool) Event {
 			continue
 		}
 		v := g.samplers[in.Name](g.rng)
+		if d := g.shift[in.Name]; d != 0 && v.Kind == schemas.KindNumber {
+			v.Num += d * g.manifest.Profile.Features[in.Name].Std
+			if in.Max != nil {
+				v.Num = min(v.Num, *in.Max)
+			}
+		}
 		switch {
 		case in.Dtype == schemas.DtypeBool:
 			obj[src.Field] = v.Num == 1

@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/featurestore"
 	"github.com/seer-ml/seer/loadtest"
 	"github.com/seer-ml/seer/schemas"
@@ -53,7 +54,11 @@ func newDemoCmd(g *globals) *cobra.Command {
      rows in ClickHouse, p50/p99 end-to-end latency — and two queries to paste
      into clickhouse-client, and writes it as JSON to --summary-json.
 
-Each run uses its own topics (seer-demo-<run>.*), so runs never mix.`,
+Each run uses its own topics (seer-demo-<run>.*) and starts from an empty
+ClickHouse database seer_demo, so runs never mix. seer monitor runs alongside
+with windows of a sixth of --duration: in the middle third the demo shifts
+amount by one standard deviation and lets the features go stale, so a drift
+alert and a freshness alert fire and then resolve.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, logger, err := g.load()
@@ -68,7 +73,7 @@ Each run uses its own topics (seer-demo-<run>.*), so runs never mix.`,
 	f.DurationVar(&o.duration, "duration", 60*time.Second, "how long to send traffic")
 	f.IntVar(&o.rate, "rate", 500, "events per second")
 	f.Float64Var(&o.malformed, "malformed", 0.03, "share of events that are malformed on purpose")
-	f.IntVar(&o.users, "users", 2000, "number of distinct users (entities)")
+	f.IntVar(&o.users, "users", 20000, "number of distinct users (entities); their features are a sample of the reference profile")
 	f.StringVar(&o.summaryJSON, "summary-json", "", "also write the summary as JSON to this path")
 	f.Uint64Var(&o.seed, "seed", 1, "seed of the traffic generator")
 	return cmd
@@ -94,7 +99,58 @@ type DemoSummary struct {
 	LatencyP50Ms    float64          `json:"latency_p50_ms"`
 	LatencyP99Ms    float64          `json:"latency_p99_ms"`
 	LatencyMaxMs    float64          `json:"latency_max_ms"`
+	Alerts          []DemoAlert      `json:"alerts"`
 	AnalystQueries  []string         `json:"analyst_queries"`
+}
+
+// DemoAlert is one alert state change seen during the demo.
+type DemoAlert struct {
+	AtSeconds float64 `json:"at_s"`
+	Rule      string  `json:"rule"`
+	Feature   string  `json:"feature"`
+	State     string  `json:"state"`
+	Value     float64 `json:"value"`
+}
+
+// alertLog is an alert sink that keeps the demo's alerts for the summary.
+type alertLog struct {
+	mu     sync.Mutex
+	start  time.Time
+	alerts []DemoAlert
+}
+
+func (l *alertLog) Send(_ context.Context, as []drift.Alert) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, a := range as {
+		l.alerts = append(l.alerts, DemoAlert{AtSeconds: time.Since(l.start).Seconds(), Rule: a.Rule, Feature: a.Feature, State: a.State, Value: a.Value})
+	}
+	return nil
+}
+
+func (l *alertLog) entries() []DemoAlert {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]DemoAlert(nil), l.alerts...)
+}
+
+// demoMonitorConfig scales windows to the demo's length: six windows per
+// run, features stale after 30 s.
+func demoMonitorConfig(d time.Duration) drift.MonitorConfig {
+	c := drift.DefaultMonitorConfig()
+	c.Window = max(d/6, 2*time.Second).Truncate(time.Second)
+	c.Lateness = 2 * time.Second
+	c.LeaseTTL = min(c.Window, 5*time.Second)
+	for i := range c.Rules {
+		r := &c.Rules[i]
+		switch r.Name {
+		case "feature-stale":
+			r.Threshold, r.For = float64((30 * time.Second).Milliseconds()), 1
+		case "feature-drift":
+			r.MinSamples = 500
+		}
+	}
+	return c
 }
 
 func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o demoOptions) error {
@@ -124,6 +180,16 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 		fmt.Fprintf(g.stdout, "Kafka at %s (topics are auto-created)\n", strings.Join(cfg.Kafka.Brokers, ","))
 	}
 
+	// The demo owns its database: each run starts from an empty one, so the
+	// monitor's windows hold this run's traffic only.
+	cfg.ClickHouse.Database = "seer_demo"
+	if conn, err := drift.Open(ctx, cfg.ClickHouse); err == nil {
+		err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database)
+		conn.Close()
+		if err != nil {
+			return fmt.Errorf("resetting the demo database: %w", err)
+		}
+	}
 	a, err := buildApp(ctx, cfg, quiet, prometheus.NewRegistry())
 	if err != nil {
 		return fmt.Errorf("demo needs Redis and ClickHouse (run `make stack-up` or `make demo`): %w", err)
@@ -136,17 +202,42 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 		return err
 	}
 	rows := gen.FeatureRows(20)
-	nowMs := time.Now().UnixMilli()
-	for view, byUser := range rows {
-		batch := make([]featurestore.Row, 0, len(byUser))
-		for user, vals := range byUser {
-			batch = append(batch, featurestore.Row{Entity: user, TsMs: nowMs, Values: vals})
+	// putFeatures (re)writes every user's features as updated age ago.
+	putFeatures := func(age time.Duration) error {
+		ts := time.Now().Add(-age).UnixMilli()
+		for view, byUser := range rows {
+			batch := make([]featurestore.Row, 0, len(byUser))
+			for user, vals := range byUser {
+				batch = append(batch, featurestore.Row{Entity: user, TsMs: ts, Values: vals})
+			}
+			if err := a.store.Put(ctx, view, batch, time.Hour); err != nil {
+				return err
+			}
 		}
-		if err := a.store.Put(ctx, view, batch, time.Hour); err != nil {
-			return err
-		}
-		fmt.Fprintf(g.stdout, "loaded %d users into feature view %s (1 in 20 left out on purpose)\n", len(batch), view)
+		return nil
 	}
+	if err := putFeatures(0); err != nil {
+		return err
+	}
+	for view, byUser := range rows {
+		fmt.Fprintf(g.stdout, "loaded %d users into feature view %s (1 in 20 left out on purpose)\n", len(byUser), view)
+	}
+
+	// The monitor runs beside the pipeline with short windows, so that the
+	// drift and the stale features injected in the middle third of the run
+	// raise alerts that then resolve.
+	mcfg := demoMonitorConfig(o.duration)
+	alerts := &alertLog{start: time.Now()}
+	lease := drift.NewLease(a.rdb, cfg.Redis.KeyPrefix+"-"+run, "monitor", run, mcfg.LeaseTTL)
+	mon, err := drift.NewMonitor(mcfg, drift.NewWindowJob(a.ch, cfg.ClickHouse.Database, a.manifest), lease,
+		[]drift.AlertSink{alerts, drift.ClickHouseAlertSink{Conn: a.ch, Database: cfg.ClickHouse.Database}}, quiet)
+	if err != nil {
+		return err
+	}
+	mctx, stopMonitor := context.WithCancel(ctx)
+	defer stopMonitor()
+	monDone := make(chan error, 1)
+	go func() { monDone <- mon.Run(mctx) }()
 
 	watch, err := newDemoWatcher(cfg)
 	if err != nil {
@@ -179,7 +270,24 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	if o.malformed > 0 {
 		every = int(1 / o.malformed)
 	}
+	phase := 0
 	for time.Since(start) < o.duration && ctx.Err() == nil {
+		// Middle third: amount drifts by 1σ and the features go stale.
+		if el := time.Since(start); phase == 0 && el >= o.duration/3 {
+			phase = 1
+			gen.SetShift(map[string]float64{"amount": 1})
+			if err := putFeatures(2 * time.Minute); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stderr, "\n[%3.0fs] injecting drift (amount +1σ) and stale features (2 min old)\n", el.Seconds())
+		} else if phase == 1 && el >= 2*o.duration/3 {
+			phase = 2
+			gen.SetShift(nil)
+			if err := putFeatures(0); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stderr, "\n[%3.0fs] back to normal traffic and fresh features\n", el.Seconds())
+		}
 		// Open loop: events are due at fixed times whatever seer's speed.
 		for !next.After(time.Now()) && time.Since(start) < o.duration {
 			bad := every > 0 && sent%int64(every) == int64(every-1)
@@ -213,6 +321,17 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 		watch.progress(g.stderr, time.Since(start), o.duration, sent)
 	}
 	fmt.Fprintln(g.stderr)
+	// Let the monitor close the last window.
+	wait := mcfg.Window + mcfg.Lateness + mcfg.LeaseTTL
+	fmt.Fprintf(g.stderr, "waiting %s for the monitor to evaluate the last window\n", wait)
+	select {
+	case <-time.After(wait):
+	case <-ctx.Done():
+	}
+	stopMonitor()
+	if err := <-monDone; err != nil {
+		return fmt.Errorf("monitor: %w", err)
+	}
 	stopPipeline()
 	if err := <-pipeDone; err != nil {
 		return fmt.Errorf("pipeline: %w", err)
@@ -238,6 +357,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 		return fmt.Errorf("counting dead_letters rows: %w", err)
 	}
 	s.ClickHouseDLQ = int64(dl)
+	s.Alerts = alerts.entries()
 	s.AnalystQueries = []string{
 		fmt.Sprintf("SELECT toStartOfMinute(scored_time) AS minute, count() AS predictions, avg(score) AS mean_score, countIf(label = 1) AS flagged FROM %s.inference_log FINAL WHERE source_topic = '%s' GROUP BY minute ORDER BY minute", db, cfg.Kafka.InputTopic),
 		fmt.Sprintf("SELECT reason, stage, count() AS records FROM %s.dead_letters FINAL WHERE source_topic = '%s' GROUP BY reason, stage ORDER BY records DESC", db, cfg.Kafka.InputTopic),
@@ -279,6 +399,16 @@ func printDemoSummary(g *globals, s DemoSummary) {
 	fmt.Fprintf(w, "  ClickHouse rows    %d inference_log, %d dead_letters\n", s.ClickHouseRows, s.ClickHouseDLQ)
 	fmt.Fprintf(w, "  feature misses     %d predictions scored with flagged default features\n", s.FeatureMisses)
 	fmt.Fprintf(w, "  latency (e2e)      p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", s.LatencyP50Ms, s.LatencyP99Ms, s.LatencyMaxMs)
+	fmt.Fprintf(w, "  alerts             %d state changes (seer monitor, drift injected in the middle third)\n", len(s.Alerts))
+	for _, a := range s.Alerts {
+		if a.State == drift.StatePending {
+			continue
+		}
+		fmt.Fprintf(w, "    [%3.0fs] %-9s %-16s %-20s value %.4g\n", a.AtSeconds, a.State, a.Rule, a.Feature, a.Value)
+	}
+	fmt.Fprintf(w, "  (the generator draws each input independently from the reference profile, ignoring the\n"+
+		"   correlations of the training data, so the score's distribution differs from training: real\n"+
+		"   prediction drift, flagged from the first window)\n")
 	fmt.Fprintf(w, "\nTry these in clickhouse-client:\n")
 	for _, q := range s.AnalystQueries {
 		fmt.Fprintf(w, "  %s;\n", q)
