@@ -137,16 +137,14 @@ func (m *Monitor) Step(ctx context.Context) error {
 func (m *Monitor) takeOver(ctx context.Context) error {
 	db, j := m.job.database, m.job
 	var last time.Time
-	if err := m.conn.QueryRow(ctx, fmt.Sprintf("SELECT max(window_end) FROM %s.window_metrics WHERE model = %s AND model_version = %s",
-		db, quote(j.m.Name), quote(j.m.Version))).Scan(&last); err != nil {
+	if err := m.conn.QueryRow(ctx, lastWindowQuery(db, j.m.Name, j.m.Version)).Scan(&last); err != nil {
 		return fmt.Errorf("reading the last window: %w", err)
 	}
 	if last.Unix() <= 0 { // none yet: start with the window that closes next
 		last = m.now().Add(-m.cfg.Lateness).Truncate(m.cfg.Window).Add(-m.cfg.Window)
 	}
 	m.lastEnd = last
-	rows, err := m.conn.Query(ctx, fmt.Sprintf(`SELECT dedup_key, argMax(alert_id, at_ms), argMax(toString(state), at_ms), min(window_start)
-FROM %s.alerts WHERE model = %s AND model_version = %s GROUP BY dedup_key`, db, quote(j.m.Name), quote(j.m.Version)))
+	rows, err := m.conn.Query(ctx, alertStatesQuery(db, j.m.Name, j.m.Version))
 	if err != nil {
 		return fmt.Errorf("reading open alerts: %w", err)
 	}
@@ -162,6 +160,21 @@ FROM %s.alerts WHERE model = %s AND model_version = %s GROUP BY dedup_key`, db, 
 		}
 	}
 	return rows.Err()
+}
+
+func lastWindowQuery(db, model, version string) string {
+	return fmt.Sprintf("SELECT max(window_end) FROM %s.window_metrics WHERE model = %s AND model_version = %s", db, quote(model), quote(version))
+}
+
+func alertStatesQuery(db, model, version string) string {
+	return fmt.Sprintf(`SELECT dedup_key, argMax(alert_id, at_ms), argMax(toString(state), at_ms), min(window_start)
+FROM %s.alerts WHERE model = %s AND model_version = %s GROUP BY dedup_key`, db, quote(model), quote(version))
+}
+
+// MonitorQueries returns the SQL the monitor runs besides the window job,
+// for the conformance test.
+func MonitorQueries(db, model, version string) []string {
+	return []string{lastWindowQuery(db, model, version), alertStatesQuery(db, model, version)}
 }
 
 func (m *Monitor) evaluate(ctx context.Context, start, end time.Time) error {

@@ -1,0 +1,85 @@
+package drift
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/schemas/testenv"
+)
+
+// seerSQL is every DDL statement and query seer emits against ClickHouse
+// (inserts go through native batches with column lists, not SQL text).
+func seerSQL(t *testing.T, db string) []string {
+	t.Helper()
+	migs, err := schemas.Migrations(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stmts []string
+	for _, m := range migs {
+		stmts = append(stmts, m.Statements...)
+	}
+	m, err := schemas.LoadManifest(testenv.ExamplePackage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	stmts = append(stmts, NewWindowJob(nil, db, m).Queries(t0, t0.Add(time.Hour))...)
+	return append(stmts, MonitorQueries(db, m.Name, m.Version)...)
+}
+
+// TestSQLRunsOnCurrentClickHouse runs all of seer's SQL in chDB, a current
+// ClickHouse engine (PyPI chdb).
+func TestSQLRunsOnCurrentClickHouse(t *testing.T) {
+	stmts := seerSQL(t, "seer_conformance")
+	in, _ := json.Marshal(stmts)
+	cmd := exec.Command(testenv.Python(t), filepath.Join("testdata", "chdb_conformance.py"))
+	cmd.Stdin = bytes.NewReader(in)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chdb_conformance.py: %v\n%s", err, stderr.String())
+	}
+	var res struct {
+		Version  string
+		Failures []struct {
+			Index      int
+			Error, SQL string
+		}
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("%s: %v", out, err)
+	}
+	t.Logf("chDB ClickHouse %s ran %d statements", res.Version, len(stmts))
+	for _, f := range res.Failures {
+		t.Errorf("statement %d fails on ClickHouse %s: %s\n%s", f.Index, res.Version, f.Error, f.SQL)
+	}
+}
+
+// TestSQLRunsOnDebianClickHouse runs the same statements on the local
+// ClickHouse server (18.16 from Debian): the migrations through Migrate,
+// the queries directly.
+func TestSQLRunsOnDebianClickHouse(t *testing.T) {
+	conn, db := newDB(t) // runs every migration statement
+	v, _ := ServerVersion(context.Background(), conn)
+	migs, _ := schemas.Migrations(db)
+	skip := 0
+	for _, m := range migs {
+		skip += len(m.Statements)
+	}
+	for i, sql := range seerSQL(t, db)[skip:] {
+		rows, err := conn.Query(context.Background(), sql)
+		if err != nil {
+			t.Errorf("statement %d fails on ClickHouse %s: %v\n%s", i, v, err, sql)
+			continue
+		}
+		rows.Close()
+	}
+}
