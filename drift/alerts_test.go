@@ -14,6 +14,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/ksuid"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/seer-ml/seer/schemas"
 	"github.com/seer-ml/seer/schemas/testenv"
@@ -280,7 +282,38 @@ func TestMonitorFiresAndResolves(t *testing.T) {
 	if len(hooks) != 2 || !strings.Contains(hooks[0], `"alertname":"feature-drift"`) || !strings.Contains(hooks[1], "endsAt") {
 		t.Errorf("webhook calls: %v", hooks)
 	}
+	if n := count(t, conn, "SELECT count() FROM "+db+".window_metrics FINAL WHERE metric = 'volume_ratio' AND value > 0.9 AND value < 1.1"); n != 2 {
+		t.Errorf("windows with volume_ratio about 1: %d, want 2 (every window after the first)", n)
+	}
 	if n := count(t, conn, "SELECT uniqExact(window_start) FROM "+db+".window_metrics"); n != 4 {
 		t.Errorf("window_metrics has %d windows, want 4 (3 evaluated + the resume point)", n)
+	}
+}
+
+func TestKafkaAlertSink(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "alerts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics("alerts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a := Alert{ID: "a1", DedupKey: "feature-drift|m|1|amount", Rule: "feature-drift", State: StateFiring, Value: 0.001}
+	if err := (KafkaAlertSink{Client: cl, Topic: "alerts"}).Send(ctx, []Alert{a}); err != nil {
+		t.Fatal(err)
+	}
+	fs := cl.PollFetches(ctx)
+	recs := fs.Records()
+	if len(recs) != 1 || string(recs[0].Key) != a.DedupKey {
+		t.Fatalf("alerts topic holds %d records", len(recs))
+	}
+	var got Alert
+	if err := json.Unmarshal(recs[0].Value, &got); err != nil || got.ID != "a1" || got.State != StateFiring || got.Value != 0.001 {
+		t.Errorf("alert on Kafka = %+v, %v", got, err)
 	}
 }

@@ -37,6 +37,8 @@ func DefaultMonitorConfig() MonitorConfig {
 				For: 1, MinSamples: 100, Severity: "warning"},
 			{Name: "no-data", Family: FamilyQuality, Metric: "rows", Feature: "", Op: "<", Threshold: 1,
 				For: 2, Severity: "page"},
+			{Name: "volume-drop", Family: FamilyQuality, Metric: "volume_ratio", Feature: "", Op: "<", Threshold: 0.5,
+				For: 2, Severity: "warning"},
 		},
 	}
 }
@@ -71,7 +73,15 @@ type Monitor struct {
 	leader  bool
 	token   uint64
 	lastEnd time.Time // end of the last window evaluated
+	volumes []float64 // rows of the last windows, for volume_ratio
+
+	// Lag, when set, returns the scoring consumer group's lag in records;
+	// it is reported as the freshness metric consumer_lag_records.
+	Lag func(ctx context.Context) (int64, error)
 }
+
+// volumeWindows is how many previous windows make the volume baseline.
+const volumeWindows = 6
 
 // NewMonitor wires a monitor.
 func NewMonitor(cfg MonitorConfig, job *WindowJob, lease *Lease, sinks []AlertSink, logger *slog.Logger) (*Monitor, error) {
@@ -162,6 +172,14 @@ func (m *Monitor) takeOver(ctx context.Context) error {
 	return rows.Err()
 }
 
+func mean(xs []float64) float64 {
+	s := 0.0
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
+}
+
 func lastWindowQuery(db, model, version string) string {
 	return fmt.Sprintf("SELECT max(window_end) FROM %s.window_metrics WHERE model = %s AND model_version = %s", db, quote(model), quote(version))
 }
@@ -182,6 +200,20 @@ func (m *Monitor) evaluate(ctx context.Context, start, end time.Time) error {
 	w, err := m.job.Run(ctx, start, end)
 	if err != nil {
 		return err
+	}
+	if len(m.volumes) > 0 {
+		w.Metrics = append(w.Metrics, Metric{FamilyQuality, "", "volume_ratio", float64(w.Rows) / max(mean(m.volumes), 1)})
+	}
+	m.volumes = append(m.volumes, float64(w.Rows))
+	if len(m.volumes) > volumeWindows {
+		m.volumes = m.volumes[1:]
+	}
+	if m.Lag != nil {
+		if lag, err := m.Lag(ctx); err != nil {
+			m.log.Warn("reading consumer lag", "err", err)
+		} else {
+			w.Metrics = append(w.Metrics, Metric{FamilyFreshness, "", "consumer_lag_records", float64(lag)})
+		}
 	}
 	if err := m.job.Store(ctx, w); err != nil {
 		return err

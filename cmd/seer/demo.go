@@ -234,6 +234,12 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	if err != nil {
 		return err
 	}
+	lag, closeLag, err := groupLag(cfg.Kafka.Brokers, cfg.Kafka.Group)
+	if err != nil {
+		return err
+	}
+	defer closeLag()
+	mon.Lag = lag
 	mctx, stopMonitor := context.WithCancel(ctx)
 	defer stopMonitor()
 	monDone := make(chan error, 1)

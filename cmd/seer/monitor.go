@@ -8,6 +8,7 @@ import (
 
 	"github.com/segmentio/ksuid"
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
@@ -82,8 +83,37 @@ func runMonitor(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	lag, closeLag, err := groupLag(cfg.Kafka.Brokers, cfg.Kafka.Group)
+	if err != nil {
+		return err
+	}
+	defer closeLag()
+	mon.Lag = lag
 	logger.Info("monitor starting", "model", m.Name, "version", m.Version, "window", cfg.Monitor.Window, "rules", len(cfg.Monitor.Rules))
 	grp, gctx := errgroup.WithContext(ctx)
 	grp.Go(func() error { return mon.Run(gctx) })
 	return grp.Wait()
+}
+
+// groupLag returns a function that reads the total lag of a consumer group.
+func groupLag(brokers []string, group string) (func(context.Context) (int64, error), func(), error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return nil, nil, err
+	}
+	adm := kadm.NewClient(cl)
+	return func(ctx context.Context) (int64, error) {
+		lags, err := adm.Lag(ctx, group)
+		if err != nil {
+			return 0, err
+		}
+		l, ok := lags[group]
+		if !ok {
+			return 0, fmt.Errorf("group %s not described", group)
+		}
+		if err := l.Error(); err != nil {
+			return 0, err
+		}
+		return l.Lag.Total(), nil
+	}, cl.Close, nil
 }
