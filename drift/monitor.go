@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -16,6 +17,7 @@ type MonitorConfig struct {
 	Lateness    time.Duration `yaml:"lateness"`     // how long after a window ends late events may still arrive
 	LeaseTTL    time.Duration `yaml:"lease_ttl"`    // a dead monitor's lease lapses after this
 	AlertsTopic string        `yaml:"alerts_topic"` // Kafka topic for alerts ("" for none)
+	Reference   string        `yaml:"reference"`    // "profile" (the package's), or "START/END" (RFC 3339) of the log
 	WebhookURL  string        `yaml:"webhook_url"`  // Alertmanager-compatible endpoint ("" for none)
 	Rules       []Rule        `yaml:"rules"`
 }
@@ -25,7 +27,7 @@ type MonitorConfig struct {
 func DefaultMonitorConfig() MonitorConfig {
 	healthyP := 0.05
 	return MonitorConfig{
-		Window: 5 * time.Minute, Lateness: time.Minute, LeaseTTL: 30 * time.Second, AlertsTopic: "seer.alerts",
+		Window: 5 * time.Minute, Lateness: time.Minute, LeaseTTL: 30 * time.Second, AlertsTopic: "seer.alerts", Reference: "profile",
 		Rules: []Rule{
 			{Name: "feature-drift", Family: FamilyDrift, Metric: "pvalue_adjusted", Feature: "*", Op: "<", Threshold: 0.01, Resolve: &healthyP,
 				For: 1, MinSamples: 1000, Cooldown: 1, Severity: "warning"},
@@ -53,8 +55,28 @@ func (c *MonitorConfig) Validate() error {
 	case c.LeaseTTL < time.Second || c.LeaseTTL > c.Window:
 		return fmt.Errorf("monitor.lease_ttl: %v must be between 1s and the window (%v), so a standby takes over within two windows", c.LeaseTTL, c.Window)
 	}
+	if _, _, err := c.ReferenceRange(); err != nil {
+		return err
+	}
 	_, err := NewEvaluator(append([]Rule(nil), c.Rules...))
 	return err
+}
+
+// ReferenceRange parses Reference: zero times for "profile".
+func (c *MonitorConfig) ReferenceRange() (start, end time.Time, err error) {
+	if c.Reference == "" || c.Reference == "profile" {
+		return time.Time{}, time.Time{}, nil
+	}
+	a, b, ok := strings.Cut(c.Reference, "/")
+	if ok {
+		if start, err = time.Parse(time.RFC3339, a); err == nil {
+			end, err = time.Parse(time.RFC3339, b)
+		}
+	}
+	if !ok || err != nil || !end.After(start) {
+		return time.Time{}, time.Time{}, fmt.Errorf("monitor.reference: %q is not profile or START/END in RFC 3339 with END after START", c.Reference)
+	}
+	return start, end, nil
 }
 
 // Monitor runs the window job for each closed window while it holds the

@@ -199,39 +199,43 @@ func sum(xs []float64) float64 {
 	return s
 }
 
-// ChiSquaredPValue is the p-value of Pearson's goodness-of-fit test of the
-// current category counts against the reference shares — what Evidently's
-// chisquare stattest computes (scipy.stats.chisquare with expected =
-// reference share × current total):
+// ChiSquaredPValue is the p-value of Pearson's chi-squared test of
+// homogeneity between the reference and current category counts — a 2 × k
+// contingency table, as scipy.stats.chi2_contingency computes without the
+// continuity correction:
 //
-//	χ² = Σᵢ (cᵢ − eᵢ)² / eᵢ,  eᵢ = pᵢ · Σc,  df = k − 1
+//	χ² = Σₛ Σᵢ (Oₛᵢ − Eₛᵢ)² / Eₛᵢ,  Eₛᵢ = (row s total)(column i total) / N,  df = k − 1
 //
-// Categories with no reference observations must be folded into an
-// "other" category first (their expected count would be zero).
+// Both sides are samples. (A goodness-of-fit test that takes the reference
+// shares as exact — Evidently's chisquare — raises false alarms whenever the
+// reference is not much larger than the window.) Categories seen on
+// neither side are dropped.
 func ChiSquaredPValue(ref, cur []float64) (float64, error) {
 	if err := sameLen(ref, cur); err != nil {
 		return 0, err
 	}
-	if len(ref) < 2 {
-		return 0, errors.New("at least two categories are needed")
+	nr, nc := sum(ref), sum(cur)
+	if nr == 0 {
+		return 0, fmt.Errorf("reference: %w", ErrEmpty)
 	}
-	p, err := shares(ref)
-	if err != nil {
-		return 0, fmt.Errorf("reference: %w", err)
-	}
-	n := sum(cur)
-	if n == 0 {
+	if nc == 0 {
 		return 0, fmt.Errorf("current: %w", ErrEmpty)
 	}
-	x2 := 0.0
-	for i := range p {
-		e := p[i] * n
-		if e == 0 {
-			return 0, fmt.Errorf("category %d has no reference observations; fold it into other", i)
+	n := nr + nc
+	x2, k := 0.0, 0
+	for i := range ref {
+		col := ref[i] + cur[i]
+		if col == 0 {
+			continue
 		}
-		x2 += (cur[i] - e) * (cur[i] - e) / e
+		k++
+		er, ec := nr*col/n, nc*col/n
+		x2 += (ref[i]-er)*(ref[i]-er)/er + (cur[i]-ec)*(cur[i]-ec)/ec
 	}
-	return distuv.ChiSquared{K: float64(len(p) - 1)}.Survival(x2), nil
+	if k < 2 {
+		return 1, nil // one category: nothing can differ
+	}
+	return distuv.ChiSquared{K: float64(k - 1)}.Survival(x2), nil
 }
 
 // NewCategoryShare is the share of current observations whose category the

@@ -58,11 +58,55 @@ type WindowJob struct {
 	conn     driver.Conn
 	database string
 	m        *schemas.Manifest
+	ref      schemas.Profile // the reference: the package profile, or counts of a time range of the log
 }
 
-// NewWindowJob prepares the queries for a model package.
+// NewWindowJob prepares the queries for a model package; the reference is
+// the package's profile until UseReferenceRange says otherwise.
 func NewWindowJob(conn driver.Conn, database string, m *schemas.Manifest) *WindowJob {
-	return &WindowJob{conn: conn, database: database, m: m}
+	return &WindowJob{conn: conn, database: database, m: m, ref: m.Profile}
+}
+
+// UseReferenceRange makes a time range of the inference log — for example
+// the first day after deployment — the reference, counted on the package
+// profile's frozen bins. Categories the profile lacks count as "other";
+// the profile's standard deviations still normalize Wasserstein.
+func (j *WindowJob) UseReferenceRange(ctx context.Context, start, end time.Time) error {
+	c, err := j.count(ctx, start, end)
+	if err != nil {
+		return fmt.Errorf("reference range: %w", err)
+	}
+	if c.rows == 0 {
+		return fmt.Errorf("reference range %s – %s holds no rows of %s %s", start.Format(time.RFC3339), end.Format(time.RFC3339), j.m.Name, j.m.Version)
+	}
+	ref := schemas.Profile{Rows: int64(c.rows), Features: map[string]schemas.ColumnProfile{}, Outputs: map[string]schemas.ColumnProfile{}}
+	fromBins := func(p schemas.ColumnProfile, bins map[int]float64) schemas.ColumnProfile {
+		q := p
+		q.Counts = make([]int64, len(p.Counts))
+		for i := range q.Counts {
+			q.Counts[i] = int64(bins[i+2])
+		}
+		q.Underflow, q.Overflow, q.Missing = int64(bins[1]), int64(bins[0]), int64(bins[-1])
+		return q
+	}
+	for name, p := range j.m.Profile.Features {
+		if p.Kind == KindNumeric {
+			ref.Features[name] = fromBins(p, c.bins[name])
+			continue
+		}
+		q := p
+		q.Frequencies = map[string]int64{}
+		for cat := range p.Frequencies {
+			q.Frequencies[cat] = int64(c.cats[name][cat])
+		}
+		q.Other, q.Missing = int64(c.cats[name][newCategory]), int64(c.cats[name][""])
+		ref.Features[name] = q
+	}
+	if p, ok := j.m.Profile.Outputs["score"]; ok && p.Kind == KindNumeric {
+		ref.Outputs["score"] = fromBins(p, c.bins["score"])
+	}
+	j.ref = ref
+	return nil
 }
 
 func quote(s string) string { return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'" }
@@ -178,6 +222,57 @@ func (j *WindowJob) Queries(start, end time.Time) []string {
 	return []string{q, j.deadLetterQuery(start, end)}
 }
 
+// windowCounts are the aggregates of one window query.
+type windowCounts struct {
+	rows             uint64
+	bins             map[string]map[int]float64
+	cats             map[string]map[string]float64
+	oob              map[string]float64
+	lag              []float64
+	views            []string
+	ages             [][]float64
+	vMissing, vStale []uint64
+}
+
+// count runs the window query for [start, end).
+func (j *WindowJob) count(ctx context.Context, start, end time.Time) (*windowCounts, error) {
+	q, cells := j.window(start, end)
+	counts := make([]uint64, len(cells))
+	views, _ := j.m.FeatureViews()
+	c := &windowCounts{views: views, ages: make([][]float64, len(views)), vMissing: make([]uint64, len(views)), vStale: make([]uint64, len(views)),
+		bins: map[string]map[int]float64{}, cats: map[string]map[string]float64{}, oob: map[string]float64{}}
+	dest := make([]any, 0, len(cells)+1+3*len(views))
+	for i := range counts {
+		dest = append(dest, &counts[i])
+	}
+	dest = append(dest, &c.lag)
+	for i := range views {
+		dest = append(dest, &c.ages[i], &c.vMissing[i], &c.vStale[i])
+	}
+	if err := j.conn.QueryRow(ctx, q).Scan(dest...); err != nil {
+		return nil, fmt.Errorf("window query: %w", err)
+	}
+	c.rows = counts[0]
+	for i, cl := range cells {
+		n := float64(counts[i])
+		switch cl.kind {
+		case cellBin:
+			if c.bins[cl.feature] == nil {
+				c.bins[cl.feature] = map[int]float64{}
+			}
+			c.bins[cl.feature][cl.bin] += n
+		case cellCategory:
+			if c.cats[cl.feature] == nil {
+				c.cats[cl.feature] = map[string]float64{}
+			}
+			c.cats[cl.feature][cl.cat] += n
+		case cellOOB:
+			c.oob[cl.feature] += n
+		}
+	}
+	return c, nil
+}
+
 // Run computes the window [start, end).
 func (j *WindowJob) Run(ctx context.Context, start, end time.Time) (*Window, error) {
 	w := &Window{Model: j.m.Name, Version: j.m.Version, Start: start, End: end}
@@ -186,53 +281,22 @@ func (j *WindowJob) Run(ctx context.Context, start, end time.Time) (*Window, err
 			w.Metrics = append(w.Metrics, Metric{family, feature, name, v})
 		}
 	}
-	q, cells := j.window(start, end)
-	counts := make([]uint64, len(cells))
-	var lag []float64
-	views, _ := j.m.FeatureViews()
-	ages := make([][]float64, len(views))
-	vMissing, vStale := make([]uint64, len(views)), make([]uint64, len(views))
-	dest := make([]any, 0, len(cells)+1+3*len(views))
-	for i := range counts {
-		dest = append(dest, &counts[i])
+	c, err := j.count(ctx, start, end)
+	if err != nil {
+		return nil, err
 	}
-	dest = append(dest, &lag)
-	for i := range views {
-		dest = append(dest, &ages[i], &vMissing[i], &vStale[i])
-	}
-	if err := j.conn.QueryRow(ctx, q).Scan(dest...); err != nil {
-		return nil, fmt.Errorf("window query: %w", err)
-	}
-	w.Rows = counts[0]
+	w.Rows = c.rows
 	add(FamilyQuality, "", "rows", float64(w.Rows))
 	if w.Rows == 0 {
 		return w, nil
 	}
-	bins := map[string]map[int]float64{}
-	cats := map[string]map[string]float64{}
-	oob := map[string]float64{}
-	for i, c := range cells {
-		n := float64(counts[i])
-		switch c.kind {
-		case cellBin:
-			if bins[c.feature] == nil {
-				bins[c.feature] = map[int]float64{}
-			}
-			bins[c.feature][c.bin] += n
-		case cellCategory:
-			if cats[c.feature] == nil {
-				cats[c.feature] = map[string]float64{}
-			}
-			cats[c.feature][c.cat] += n
-		case cellOOB:
-			oob[c.feature] += n
-		}
-	}
+	bins, cats, oob, lag := c.bins, c.cats, c.oob, c.lag
+	views, ages, vMissing, vStale := c.views, c.ages, c.vMissing, c.vStale
 	rows := float64(w.Rows)
 	var pvals []float64
 	var pvalFeatures []string
 	for _, in := range j.m.Inputs {
-		prof := j.m.Profile.Features[in.Name]
+		prof := j.ref.Features[in.Name]
 		var pv float64
 		var err error
 		var missing float64
@@ -249,7 +313,7 @@ func (j *WindowJob) Run(ctx context.Context, start, end time.Time) (*Window, err
 		add(FamilyQuality, in.Name, "missing_share", missing/rows)
 		add(FamilyQuality, in.Name, "out_of_bounds_share", oob[in.Name]/rows)
 	}
-	if p, ok := j.m.Profile.Outputs["score"]; ok && p.Kind == KindNumeric {
+	if p, ok := j.ref.Outputs["score"]; ok && p.Kind == KindNumeric {
 		if pv, err := numericDrift("score", p, bins["score"], add); err == nil {
 			pvals, pvalFeatures = append(pvals, pv), append(pvalFeatures, "score")
 		}

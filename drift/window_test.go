@@ -150,6 +150,35 @@ func TestWindowJobFlagsShiftNotNoise(t *testing.T) {
 	if ms, ok := quiet.Get(FamilyQuality, "amount", "missing_share"); !ok || ms != 0 {
 		t.Errorf("amount missing_share = %v (%v), want 0", ms, ok)
 	}
+	// A period of the log as the reference instead of the profile: 40,000
+	// rows just before the windows (references should be larger than a
+	// window).
+	if err := s.Insert(ctx, &Batch{Log: windowRows(r, m, 40000, t0.Add(-w), nil)}); err != nil {
+		t.Fatal(err)
+	}
+	byRange := NewWindowJob(conn, db, m)
+	if err := byRange.UseReferenceRange(ctx, t0.Add(-w), t0); err != nil {
+		t.Fatal(err)
+	}
+	self, err := byRange.Run(ctx, t0.Add(-w), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later, err := byRange.Run(ctx, t0.Add(w), t0.Add(2*w))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range m.Inputs {
+		if p, _ := self.Get(FamilyDrift, in.Name, "pvalue_adjusted"); p < 0.5 {
+			t.Errorf("reference range against itself: %s adjusted p %v, want high", in.Name, p)
+		}
+		if p, _ := later.Get(FamilyDrift, in.Name, "pvalue_adjusted"); (in.Name == "amount") != (p < 0.01) {
+			t.Errorf("reference range, shifted window: %s adjusted p %v; want < 0.01 only for amount", in.Name, p)
+		}
+	}
+	if err := byRange.UseReferenceRange(ctx, t0.Add(-time.Hour), t0.Add(-w)); err == nil {
+		t.Error("UseReferenceRange accepted a range without rows")
+	}
 	if err := job.Store(ctx, shifted); err != nil {
 		t.Fatal(err)
 	}

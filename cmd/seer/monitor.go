@@ -30,6 +30,10 @@ quantiles — and Go finalizes PSI (with a window-size-aware p-value), JS,
 Wasserstein, KS, chi-squared, Benjamini–Hochberg adjusted p-values, data
 quality and freshness. Metrics go to the window_metrics table.
 
+The reference is the package profile, or with monitor.reference:
+START/END (RFC 3339) a time range of the inference log, such as the first
+day after deployment, counted on the profile's frozen bins.
+
 Alert rules (monitor.rules: metric, scope, threshold, for N windows, minimum
 samples, hysteresis, cooldown, severity, labels) drive a state machine —
 pending, firing, resolved — whose changes go to the log, the ClickHouse alerts
@@ -79,7 +83,14 @@ func runMonitor(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if cfg.Monitor.WebhookURL != "" {
 		sinks = append(sinks, drift.WebhookSink{URL: cfg.Monitor.WebhookURL})
 	}
-	mon, err := drift.NewMonitor(cfg.Monitor, drift.NewWindowJob(conn, cfg.ClickHouse.Database, m), lease, sinks, logger)
+	job := drift.NewWindowJob(conn, cfg.ClickHouse.Database, m)
+	if start, end, _ := cfg.Monitor.ReferenceRange(); !start.IsZero() {
+		if err := job.UseReferenceRange(ctx, start, end); err != nil {
+			return err
+		}
+		logger.Info("reference is a range of the inference log", "start", start, "end", end)
+	}
+	mon, err := drift.NewMonitor(cfg.Monitor, job, lease, sinks, logger)
 	if err != nil {
 		return err
 	}
