@@ -317,3 +317,74 @@ func TestKafkaAlertSink(t *testing.T) {
 		t.Errorf("alert on Kafka = %+v, %v", got, err)
 	}
 }
+
+// TestStandbyTakesOver: monitor A evaluates two windows (the second fires
+// a drift alert) and dies; standby B takes the lease once it lapses,
+// resumes after A's last window, restores the firing alert and resolves it
+// on the next window — with a newer fencing token.
+func TestStandbyTakesOver(t *testing.T) {
+	conn, db := newDB(t)
+	m, err := schemas.LoadManifest(testenv.ExamplePackage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(41, 42))
+	t0 := time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC)
+	const w = 10 * time.Minute
+	sink := NewSink(conn, db)
+	for i, shift := range []float64{0, 0.5, 0} {
+		if err := sink.Insert(ctx, &Batch{Log: windowRows(r, m, 10000, t0.Add(time.Duration(i)*w), map[string]float64{"amount": shift})}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	job := NewWindowJob(conn, db, m)
+	if err := job.Store(ctx, &Window{Model: m.Name, Version: m.Version, Start: t0.Add(-w), End: t0, Metrics: []Metric{{FamilyQuality, "", "rows", 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultMonitorConfig()
+	cfg.Window, cfg.Lateness, cfg.LeaseTTL = w, 0, time.Second
+	prefix := "seertest-" + ksuid.New().String()
+	rdb := redisClient(t)
+	t.Cleanup(func() { rdb.Del(ctx, prefix+":lease:monitor", prefix+":fence:monitor") })
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	newMon := func(id string, now time.Time) *Monitor {
+		mon, err := NewMonitor(cfg, NewWindowJob(conn, db, m), NewLease(rdb, prefix, "monitor", id, cfg.LeaseTTL), []AlertSink{ClickHouseAlertSink{conn, db}}, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mon.now = func() time.Time { return now }
+		return mon
+	}
+	a, b := newMon("a", t0.Add(2*w)), newMon("b", t0.Add(3*w))
+	if err := a.Step(ctx); err != nil || !a.leader {
+		t.Fatalf("a.Step: leader %v, %v", a.leader, err)
+	}
+	if err := b.Step(ctx); err != nil || b.leader {
+		t.Fatalf("b.Step while a holds the lease: leader %v, %v", b.leader, err)
+	}
+	time.Sleep(1200 * time.Millisecond) // a dies: no more renewals
+	if err := b.Step(ctx); err != nil || !b.leader {
+		t.Fatalf("b.Step after a's lease lapsed: leader %v, %v", b.leader, err)
+	}
+	rows, err := conn.Query(ctx, "SELECT toString(state), window_start, fence FROM "+db+".alerts FINAL WHERE rule = 'feature-drift' AND feature = 'amount' ORDER BY at_ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var fences []uint64
+	for rows.Next() {
+		var s string
+		var ws time.Time
+		var f uint64
+		rows.Scan(&s, &ws, &f)
+		got, fences = append(got, s+"@"+ws.UTC().Sub(t0).String()), append(fences, f)
+	}
+	rows.Close()
+	if strings.Join(got, ",") != "firing@10m0s,resolved@20m0s" || len(fences) != 2 || fences[1] <= fences[0] {
+		t.Errorf("alerts %v with fences %v; want firing by a, resolved by b with a newer fence", got, fences)
+	}
+	if n := count(t, conn, "SELECT uniqExact(window_start) FROM "+db+".window_metrics"); n != 4 {
+		t.Errorf("%d windows stored, want 4: b resumed after a's last window without redoing it", n)
+	}
+}
