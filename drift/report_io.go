@@ -12,11 +12,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/parquet-go/parquet-go"
 )
 
-// ReadTable reads a CSV file (with a header row) or JSON Lines into a
-// Table. format is csv, jsonl, or "" to go by the file extension. Parquet
-// is not read yet.
+// ReadTable reads a CSV file (with a header row), JSON Lines or a flat
+// Parquet file into a Table. format is csv, jsonl, parquet, or "" to go by
+// the file extension.
 func ReadTable(path, format string) (Table, error) {
 	if format == "" {
 		switch {
@@ -39,9 +41,70 @@ func ReadTable(path, format string) (Table, error) {
 	case "jsonl":
 		return readJSONL(f)
 	case "parquet":
-		return Table{}, fmt.Errorf("%s: Parquet input is not supported yet; convert it to CSV or JSON Lines", path)
+		st, err := f.Stat()
+		if err != nil {
+			return Table{}, err
+		}
+		t, err := readParquet(f, st.Size())
+		if err != nil {
+			return Table{}, fmt.Errorf("%s: %w", path, err)
+		}
+		return t, nil
 	}
 	return Table{}, fmt.Errorf("%s: unknown format %q (want csv or jsonl)", path, format)
+}
+
+// readParquet reads a Parquet file with flat columns; values become text
+// as in CSV (nulls are missing).
+func readParquet(r io.ReaderAt, size int64) (Table, error) {
+	pf, err := parquet.OpenFile(r, size)
+	if err != nil {
+		return Table{}, fmt.Errorf("reading Parquet: %w", err)
+	}
+	var t Table
+	t.Values = map[string][]string{}
+	for _, path := range pf.Schema().Columns() {
+		if len(path) != 1 {
+			return Table{}, fmt.Errorf("column %s is nested; only flat columns are supported", strings.Join(path, "."))
+		}
+		t.Columns = append(t.Columns, path[0])
+	}
+	buf := make([]parquet.Row, 512)
+	for _, rg := range pf.RowGroups() {
+		rows := rg.Rows()
+		for {
+			n, err := rows.ReadRows(buf)
+			for _, row := range buf[:n] {
+				for c := range t.Columns {
+					t.Values[t.Columns[c]] = append(t.Values[t.Columns[c]], "")
+				}
+				for _, v := range row {
+					if v.IsNull() {
+						continue
+					}
+					col := t.Columns[v.Column()]
+					var s string
+					switch v.Kind() {
+					case parquet.ByteArray, parquet.FixedLenByteArray:
+						s = string(v.ByteArray())
+					default:
+						s = v.String()
+					}
+					t.Values[col][len(t.Values[col])-1] = s
+				}
+				t.Rows++
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				rows.Close()
+				return Table{}, fmt.Errorf("reading Parquet rows: %w", err)
+			}
+		}
+		rows.Close()
+	}
+	return t, nil
 }
 
 func readCSV(r io.Reader) (Table, error) {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/parquet-go/parquet-go"
 )
 
 // writeCSV writes rows of (amount, shifted, merchant, stable) columns.
@@ -116,6 +118,32 @@ func TestReadTableErrors(t *testing.T) {
 	}
 	if _, err := ReadTable(filepath.Join(dir, "x.parquet"), ""); err == nil {
 		t.Error("ReadTable accepted a missing parquet file")
+	}
+	type row struct {
+		Amount   *float64 `parquet:"amount,optional"`
+		Merchant string   `parquet:"merchant"`
+		Present  bool     `parquet:"present"`
+		Hour     int32    `parquet:"hour"`
+	}
+	x := 12.5
+	pq := filepath.Join(dir, "ok.parquet")
+	f, _ := os.Create(pq)
+	if err := parquet.Write(f, []row{{&x, "fuel", true, 3}, {nil, "travel", false, 23}}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	pt, err := ReadTable(pq, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{"amount": {"12.5", ""}, "merchant": {"fuel", "travel"}, "present": {"true", "false"}, "hour": {"3", "23"}}
+	for col, vals := range want {
+		if strings.Join(pt.Values[col], "|") != strings.Join(vals, "|") {
+			t.Errorf("parquet column %s = %q, want %q", col, pt.Values[col], vals)
+		}
+	}
+	if pt.Rows != 2 || detectKind(pt.Values["amount"]) != KindNumeric || detectKind(pt.Values["merchant"]) != KindCategorical {
+		t.Errorf("parquet table %+v", pt)
 	}
 	good := filepath.Join(dir, "ok.jsonl")
 	os.WriteFile(good, []byte("{\"a\":1,\"b\":\"x\"}\n{\"a\":2.5}\n"), 0o644)

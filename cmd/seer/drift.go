@@ -29,8 +29,8 @@ categories.`,
 		Use:   "report --reference FILE --current FILE",
 		Short: "Compare two data files offline and write a JSON or HTML drift report",
 		Long: `report compares every column that --reference and --current share (CSV with a
-header row, or JSON Lines; the kind of each column — numeric or categorical — is
-detected, or given with --kinds name=numeric,other=categorical).
+header row, JSON Lines or flat Parquet; the kind of each column — numeric or
+categorical — is detected, or given with --kinds name=numeric,other=categorical).
 
 Numeric columns are binned on the reference's quantiles (--bins) plus
 underflow, overflow and missing bins for PSI and JS; Wasserstein and KS use the
@@ -103,9 +103,9 @@ against current. Output goes to --out, or stdout.`,
 		},
 	}
 	f := report.Flags()
-	f.StringVar(&refPath, "reference", "", "reference data file (CSV or JSON Lines)")
-	f.StringVar(&curPath, "current", "", "current data file (CSV or JSON Lines)")
-	f.StringVar(&inFormat, "input-format", "", "csv or jsonl (default: from the file extensions)")
+	f.StringVar(&refPath, "reference", "", "reference data file (CSV, JSON Lines or Parquet)")
+	f.StringVar(&curPath, "current", "", "current data file (CSV, JSON Lines or Parquet)")
+	f.StringVar(&inFormat, "input-format", "", "csv, jsonl or parquet (default: from the file extensions)")
 	f.StringVar(&format, "format", "json", "json or html")
 	f.StringVar(&out, "out", "", "write the report here instead of stdout")
 	f.StringVar(&kinds, "kinds", "", "column kinds, e.g. amount=numeric,country=categorical")
