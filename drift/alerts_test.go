@@ -14,7 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/ksuid"
-	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/seer-ml/seer/schemas"
@@ -290,25 +290,27 @@ func TestMonitorFiresAndResolves(t *testing.T) {
 	}
 }
 
+// TestKafkaAlertSink sends an alert to a topic on the real broker and
+// reads it back.
 func TestKafkaAlertSink(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "alerts"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics("alerts"))
+	topic := "seertest-alerts-" + ksuid.New().String()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(testenv.Kafka(t)), kgo.ConsumeTopics(topic), kgo.AllowAutoTopicCreation(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	t.Cleanup(func() { kadm.NewClient(cl).DeleteTopics(context.Background(), topic) })
 	a := Alert{ID: "a1", DedupKey: "feature-drift|m|1|amount", Rule: "feature-drift", State: StateFiring, Value: 0.001}
-	if err := (KafkaAlertSink{Client: cl, Topic: "alerts"}).Send(ctx, []Alert{a}); err != nil {
+	if err := (KafkaAlertSink{Client: cl, Topic: topic}).Send(ctx, []Alert{a}); err != nil {
 		t.Fatal(err)
 	}
-	fs := cl.PollFetches(ctx)
-	recs := fs.Records()
+	var recs []*kgo.Record
+	for len(recs) == 0 && ctx.Err() == nil {
+		recs = append(recs, cl.PollFetches(ctx).Records()...)
+	}
 	if len(recs) != 1 || string(recs[0].Key) != a.DedupKey {
 		t.Fatalf("alerts topic holds %d records", len(recs))
 	}

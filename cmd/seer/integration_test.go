@@ -89,6 +89,15 @@ func TestEndToEndRealServices(t *testing.T) {
 		t.Fatalf("pipeline: %v", err)
 	}
 
+	// The monitor's consumer-lag reading (kadm) sees the group caught up.
+	lag, closeLag, err := groupLag(cfg.Kafka.Brokers, cfg.Kafka.Group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeLag()
+	if l, err := lag(ctx); err != nil || l != 0 {
+		t.Errorf("consumer lag after the run = %d, %v; want 0", l, err)
+	}
 	if len(preds) != n-k {
 		t.Errorf("predictions = %d, want %d", len(preds), n-k)
 	}
