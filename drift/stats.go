@@ -16,10 +16,33 @@ import (
 	"gonum.org/v1/gonum/stat/distuv"
 )
 
-// PSIEpsilon replaces the share of an empty bin in PSI, as Evidently does
-// (its psi stattest clips shares at 0.0001), so that an empty bin on one
-// side gives a large but finite term instead of an infinite one.
+// PSIEpsilon replaces the share of an empty bin in PSI, so that an empty
+// bin on one side gives a large but finite term instead of an infinite
+// one. As in Evidently, when a side's smallest non-empty share is itself at
+// most PSIEpsilon, its empty bins get that share / 10⁶ instead.
 const PSIEpsilon = 1e-4
+
+// fillEmpty replaces zero shares as described at PSIEpsilon.
+func fillEmpty(p []float64) []float64 {
+	minNonZero := math.Inf(1)
+	for _, x := range p {
+		if x > 0 {
+			minNonZero = min(minNonZero, x)
+		}
+	}
+	fill := PSIEpsilon
+	if minNonZero <= PSIEpsilon {
+		fill = minNonZero / 1e6
+	}
+	out := make([]float64, len(p))
+	for i, x := range p {
+		out[i] = x
+		if x == 0 {
+			out[i] = fill
+		}
+	}
+	return out
+}
 
 // ErrEmpty is returned when a distribution has no observations.
 var ErrEmpty = errors.New("distribution has no observations")
@@ -73,17 +96,17 @@ func sharesOf(ref, cur []float64) (p, q []float64, err error) {
 //
 //	PSI = Σᵢ (qᵢ − pᵢ) · ln(qᵢ / pᵢ)
 //
-// with p the reference shares and q the current shares, each share of 0
-// replaced by PSIEpsilon.
+// with p the reference shares and q the current shares, empty shares
+// replaced as described at PSIEpsilon (Evidently's rule).
 func PSI(ref, cur []float64) (float64, error) {
 	p, q, err := sharesOf(ref, cur)
 	if err != nil {
 		return 0, err
 	}
+	p, q = fillEmpty(p), fillEmpty(q)
 	psi := 0.0
 	for i := range p {
-		pi, qi := max(p[i], PSIEpsilon), max(q[i], PSIEpsilon)
-		psi += (qi - pi) * math.Log(qi/pi)
+		psi += (q[i] - p[i]) * math.Log(q[i]/p[i])
 	}
 	return psi, nil
 }

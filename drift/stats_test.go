@@ -224,3 +224,67 @@ func TestPSIPValueKeepsFalseAlarmRate(t *testing.T) {
 		}
 	}
 }
+
+// TestStatisticsMatchEvidently runs Evidently's own stattests (psi,
+// jensenshannon, wasserstein) on raw samples, with empty bins on both
+// sides, and computes seer's statistics on Evidently's bins.
+func TestStatisticsMatchEvidently(t *testing.T) {
+	r := rand.New(rand.NewPCG(51, 52))
+	var ref, cur []float64
+	for i := 0; i < 5000; i++ {
+		ref = append(ref, r.NormFloat64()*2+10)
+	}
+	for i := 0; i < 3000; i++ {
+		cur = append(cur, r.ExpFloat64()*3+9) // skewed: some bins empty on each side
+	}
+	in, _ := json.Marshal(map[string]any{"reference": ref, "current": cur, "n_bins": 30})
+	cmd := exec.Command(testenv.PythonEvidently(t), filepath.Join("testdata", "reference_evidently.py"))
+	cmd.Stdin = bytes.NewReader(in)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("reference_evidently.py: %v\n%s", err, stderr.String())
+	}
+	var ev struct {
+		PSI, JS, Wasserstein float64 `json:"-"`
+		PSIv                 float64 `json:"psi"`
+		JSv                  float64 `json:"js"`
+		WD                   float64 `json:"wasserstein_norm"`
+		PSIRef, PSICur       []float64
+		JSRef, JSCur         []float64
+	}
+	var raw map[string]json.RawMessage
+	json.Unmarshal(out, &raw)
+	json.Unmarshal(out, &ev)
+	json.Unmarshal(raw["psi_ref"], &ev.PSIRef)
+	json.Unmarshal(raw["psi_cur"], &ev.PSICur)
+	json.Unmarshal(raw["js_ref"], &ev.JSRef)
+	json.Unmarshal(raw["js_cur"], &ev.JSCur)
+	// Evidently's bins before it fills empty ones: seer's PSI fills them
+	// by the same rule.
+	psi, err := PSI(ev.JSRef, ev.JSCur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	near(t, "psi vs Evidently", psi, ev.PSIv, 1e-6)
+	js, _ := JensenShannon(ev.JSRef, ev.JSCur, math.E)
+	near(t, "js vs Evidently", js, ev.JSv, 1e-6)
+	sort.Float64s(ref)
+	sort.Float64s(cur)
+	locs, rw, cw := mergeSamples(ref, cur)
+	wd, err := WassersteinNorm(locs, rw, cw, stdDev(ref))
+	if err != nil {
+		t.Fatal(err)
+	}
+	near(t, "wasserstein_norm vs Evidently", wd, ev.WD, 1e-6)
+	empty := 0
+	for i := range ev.JSRef {
+		if ev.JSRef[i] == 0 || ev.JSCur[i] == 0 {
+			empty++
+		}
+	}
+	if empty == 0 {
+		t.Error("the samples left no empty bin; the zero-share rule went untested")
+	}
+}

@@ -102,11 +102,13 @@ install_kafka() {
   echo "$want" >"$stamp"
 }
 
+# install_venv [NAME REQUIREMENTS] — a pinned venv under the cache.
 install_venv() {
-  local venv=$cache/venv req=$here/requirements.txt stamp=$cache/venv/.requirements.sha256 want
+  local venv=$cache/${1:-venv} req=$here/${2:-requirements.txt} want
+  local stamp=$venv/.requirements.sha256
   want=$(sha256sum "$req" | cut -d' ' -f1)
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
-  log "creating the Python venv for model tooling and reference checks (first run only)"
+  log "creating the Python venv $(basename "$venv") from $(basename "$req") (first run only)"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
   echo "$want" >"$stamp"
@@ -119,7 +121,7 @@ cmd_install() {
   for s in "$@"; do
     case $s in
       kafka) install_kafka ;;
-      python) install_venv ;;
+      python) install_venv && install_venv venv-evidently requirements-evidently.txt ;;
     esac
   done
 }
@@ -231,6 +233,7 @@ export SEER_REDIS_ADDR=127.0.0.1:$redis_port
 export SEER_CLICKHOUSE_ADDR=127.0.0.1:$ch_port
 export SEER_ONNXRUNTIME_LIB=$cache/onnxruntime/libonnxruntime.so.1
 export SEER_PYTHON=$cache/venv/bin/python
+export SEER_PYTHON_EVIDENTLY=$cache/venv-evidently/bin/python
 EOF
 }
 

@@ -12,13 +12,16 @@ from scipy import stats
 from scipy.spatial import distance
 
 
+def fill(p):
+    # evidently.legacy.calculations.stattests.utils.get_binned_data(feel_zeroes=True)
+    m = p[p != 0].min()
+    return np.where(p == 0, m / 10**6 if m <= 0.0001 else 0.0001, p)
+
+
 def psi_evidently(ref, cur):
-    # evidently.legacy.calculations.stattests.psi: shares, zero shares
-    # replaced by 0.0001, sum of (ref - cur) * ln(ref / cur).
-    p = np.asarray(ref, float) / np.sum(ref)
-    q = np.asarray(cur, float) / np.sum(cur)
-    p = np.where(p == 0, 0.0001, p)
-    q = np.where(q == 0, 0.0001, q)
+    # evidently's psi stattest on those shares: sum of (ref - cur) * ln(ref / cur).
+    p = fill(np.asarray(ref, float) / np.sum(ref))
+    q = fill(np.asarray(cur, float) / np.sum(cur))
     return float(np.sum((p - q) * np.log(p / q)))
 
 

@@ -204,3 +204,16 @@ func freePort(t testing.TB) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// PythonEvidently returns the interpreter of the venv with Evidently.
+func PythonEvidently(t testing.TB) string {
+	t.Helper()
+	py := os.Getenv("SEER_PYTHON_EVIDENTLY")
+	if py == "" {
+		py = filepath.Join(RepoRoot(t), ".cache", "venv-evidently", "bin", "python")
+	}
+	if _, err := os.Stat(py); err != nil {
+		Unavailable(t, "Evidently venv not found: %v", err)
+	}
+	return py
+}
