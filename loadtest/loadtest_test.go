@@ -1,7 +1,10 @@
 package loadtest
 
 import (
+	"context"
+	"image/png"
 	"math"
+	"os"
 	"testing"
 	"time"
 
@@ -125,5 +128,67 @@ func TestGeneratorFollowsSchemaAndMalformations(t *testing.T) {
 	}
 	if len(reasons) != len(Malformations) {
 		t.Errorf("saw reasons %v, want all %d malformations", reasons, len(Malformations))
+	}
+}
+
+func TestSearchMaxBisects(t *testing.T) {
+	// A system that keeps p99 under 50 ms up to 37,000 events/s.
+	measure := func(_ context.Context, rate float64) (float64, float64, error) {
+		if rate <= 37000 {
+			return rate, 20, nil
+		}
+		return 30000, 400, nil
+	}
+	best, trials, err := SearchMax(context.Background(), 1000, 100000, 50, 8, measure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if best > 37000 || best < 36000 {
+		t.Errorf("best = %v, want within 1000 below 37000", best)
+	}
+	if len(trials) != 10 {
+		t.Errorf("%d trials, want 2 ends + 8 steps", len(trials))
+	}
+	for _, tr := range trials {
+		if tr.OK != (tr.Rate <= 37000) {
+			t.Errorf("trial %+v judged wrongly", tr)
+		}
+	}
+	// A system that cannot even sustain lo.
+	if best, _, _ := SearchMax(context.Background(), 1000, 2000, 50, 4, func(context.Context, float64) (float64, float64, error) { return 10, 900, nil }); best != 0 {
+		t.Errorf("best = %v for a failing system, want 0", best)
+	}
+}
+
+func TestWriteCharts(t *testing.T) {
+	rep := &Report{Mode: "constant"}
+	for i := 1; i <= 20; i++ {
+		rep.Windows = append(rep.Windows, Window{ElapsedS: float64(i), TargetRate: 1000, SentRate: 1000, AchievedRate: 990,
+			Latency: Latency{P50: 5, P90: 8, P99: 12 + float64(i%3), Max: 20}})
+	}
+	dir := t.TempDir()
+	paths, err := WriteCharts(rep, dir, "run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(paths) != 2 {
+		t.Fatalf("wrote %v, want two charts", paths)
+	}
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(f)
+		f.Close()
+		if err != nil {
+			t.Fatalf("%s is not a PNG: %v", p, err)
+		}
+		if b := img.Bounds(); b.Dx() < 500 || b.Dy() < 200 {
+			t.Errorf("%s is %v, too small", p, b)
+		}
+	}
+	if _, err := WriteCharts(&Report{}, dir, "empty"); err == nil {
+		t.Error("WriteCharts drew a report without windows")
 	}
 }

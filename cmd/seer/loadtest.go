@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,6 +24,10 @@ func newLoadtestCmd(g *globals) *cobra.Command {
 		o       loadtest.RunConfig
 		report  string
 		feats   bool
+		findMax bool
+		slo     time.Duration
+		maxRate float64
+		steps   int
 		users   int
 		seed    uint64
 		timeout time.Duration
@@ -40,7 +46,10 @@ Profiles: constant (--rate), step (--rate to --to in --steps steps) and ramp
 (--rate to --to), over --duration. --preload N instead sends N events as fast
 as possible and reports the rate at which predictions come back: the
 pipeline's maximum throughput. A live progress line shows each second; the
-JSON report (--report) holds the totals and per-second windows.
+JSON report (--report) holds the totals and per-second windows; PNG charts
+of latency percentiles and of target against achieved rate are written next
+to it. --find-max searches the highest constant rate whose p99 stays within
+--slo.
 
 Point it at the same config as the seer serve under test. Only loopback or
 your own test brokers should be targets.`,
@@ -69,6 +78,9 @@ your own test brokers should be targets.`,
 			}
 			o.Brokers, o.InputTopic, o.PredictionsTopic, o.DLQTopic = cfg.Kafka.Brokers, cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic
 			o.Profile, o.DrainTimeout, o.Progress = p, timeout, g.stderr
+			if findMax {
+				return searchMax(cmd.Context(), g, o, gen, slo, maxRate, steps, report)
+			}
 			rep, runErr := loadtest.Run(cmd.Context(), o, gen)
 			if rep == nil {
 				return runErr
@@ -83,6 +95,11 @@ your own test brokers should be targets.`,
 					return fmt.Errorf("--report: %w", err)
 				}
 				fmt.Fprintf(g.stdout, "report written to %s\n", report)
+				charts, err := loadtest.WriteCharts(rep, filepath.Dir(report), strings.TrimSuffix(filepath.Base(report), ".json"))
+				if err != nil {
+					return fmt.Errorf("charts: %w", err)
+				}
+				fmt.Fprintf(g.stdout, "charts written to %s\n", strings.Join(charts, ", "))
 			}
 			return runErr
 		},
@@ -100,6 +117,10 @@ your own test brokers should be targets.`,
 	f.DurationVar(&timeout, "drain-timeout", 60*time.Second, "how long to wait for the last predictions")
 	f.StringVar(&report, "report", "", "write the JSON report here")
 	f.Int32Var(&o.Partitions, "partitions", 4, "partitions of topics that do not exist yet")
+	f.BoolVar(&findMax, "find-max", false, "search the highest constant rate (between --rate and --max-rate) whose p99 stays within --slo; each step runs for --duration")
+	f.DurationVar(&slo, "slo", 50*time.Millisecond, "p99 latency objective for --find-max")
+	f.Float64Var(&maxRate, "max-rate", 100000, "upper end of the --find-max search")
+	f.IntVar(&steps, "search-steps", 5, "bisection steps of --find-max")
 	f.BoolVar(&feats, "load-features", false, "first write generated features for every user to Redis (redis.addr)")
 	return cmd
 }
@@ -118,6 +139,42 @@ func loadGeneratedFeatures(ctx context.Context, cfg Config, gen *loadtest.Genera
 		if err := store.Put(ctx, view, rows, 0); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// MaxReport is the outcome of a --find-max search.
+type MaxReport struct {
+	SLOMs       float64          `json:"slo_p99_ms"`
+	MaxRate     float64          `json:"max_sustainable_rate"`
+	StepSeconds float64          `json:"step_seconds"`
+	Trials      []loadtest.Trial `json:"trials"`
+}
+
+func searchMax(ctx context.Context, g *globals, o loadtest.RunConfig, gen *loadtest.Generator, slo time.Duration, maxRate float64, steps int, report string) error {
+	measure := func(ctx context.Context, rate float64) (float64, float64, error) {
+		run := o
+		run.Profile = loadtest.Profile{Kind: "constant", Rate: rate, Duration: o.Profile.Duration}
+		run.DrainTimeout = min(o.DrainTimeout, 10*time.Second)
+		rep, err := loadtest.Run(ctx, run, gen)
+		if rep == nil {
+			return 0, 0, err
+		}
+		p99 := rep.Latency.P99
+		if rep.Missing > 0 { // could not even finish: not sustainable
+			p99 = math.Inf(1)
+		}
+		fmt.Fprintf(g.stdout, "rate %.0f/s: achieved %.0f/s, p99 %.1f ms\n", rate, rep.AchievedRate, p99)
+		return float64(rep.Predicted) / rep.DurationS, p99, nil
+	}
+	best, trials, err := loadtest.SearchMax(ctx, o.Profile.Rate, maxRate, float64(slo.Milliseconds()), steps, measure)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "max sustainable rate with p99 <= %s: %.0f events/s\n", slo, best)
+	if report != "" {
+		b, _ := json.MarshalIndent(MaxReport{SLOMs: float64(slo.Milliseconds()), MaxRate: best, StepSeconds: o.Profile.Duration.Seconds(), Trials: trials}, "", "  ")
+		return os.WriteFile(report, append(b, '\n'), 0o644)
 	}
 	return nil
 }

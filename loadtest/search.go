@@ -1,0 +1,61 @@
+package loadtest
+
+import (
+	"context"
+	"fmt"
+)
+
+// Trial is one constant-rate run of a throughput search.
+type Trial struct {
+	Rate     float64 `json:"rate"`
+	Achieved float64 `json:"achieved_rate"`
+	P99Ms    float64 `json:"p99_ms"`
+	OK       bool    `json:"ok"`
+}
+
+// Measure runs load at rate and returns the achieved rate and p99.
+type Measure func(ctx context.Context, rate float64) (achieved, p99Ms float64, err error)
+
+// SearchMax finds the highest rate in [lo, hi] at which p99 stays within
+// sloMs and the pipeline keeps up (achieved ≥ 95% of the target), by
+// bisection over steps trials after checking both ends. It returns 0 when
+// even lo fails.
+func SearchMax(ctx context.Context, lo, hi, sloMs float64, steps int, measure Measure) (float64, []Trial, error) {
+	if !(lo > 0 && hi > lo && sloMs > 0) {
+		return 0, nil, fmt.Errorf("search needs 0 < lo < hi and a positive SLO (got %v, %v, %v)", lo, hi, sloMs)
+	}
+	var trials []Trial
+	try := func(rate float64) (bool, error) {
+		achieved, p99, err := measure(ctx, rate)
+		if err != nil {
+			return false, err
+		}
+		ok := p99 <= sloMs && achieved >= 0.95*rate
+		trials = append(trials, Trial{Rate: rate, Achieved: achieved, P99Ms: p99, OK: ok})
+		return ok, nil
+	}
+	ok, err := try(lo)
+	if err != nil || !ok {
+		return 0, trials, err
+	}
+	if ok, err = try(hi); err != nil || ok {
+		if ok {
+			return hi, trials, nil
+		}
+		return 0, trials, err
+	}
+	good, bad := lo, hi
+	for i := 0; i < steps && ctx.Err() == nil; i++ {
+		mid := (good + bad) / 2
+		ok, err := try(mid)
+		if err != nil {
+			return good, trials, err
+		}
+		if ok {
+			good = mid
+		} else {
+			bad = mid
+		}
+	}
+	return good, trials, ctx.Err()
+}
