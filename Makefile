@@ -9,7 +9,7 @@ STACK_ENV = eval "$$($(STACK) env)"
 DEMO_ARGS ?=
 TEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build demo test stack-up stack-down stack-status models bench-hotpath bench-e2e clean help
+.PHONY: all build demo test stack-up stack-down stack-status models bench bench-hotpath bench-e2e clean help
 
 all: build
 
@@ -26,6 +26,10 @@ demo: build ## run seer demo: embedded Kafka, local Redis + ClickHouse, ~60 s of
 test: build ## install and start the stack, then run every test (services required)
 	$(STACK) up
 	$(STACK_ENV); SEER_REQUIRE_SERVICES=1 $(GO) test -race $(TEST_FLAGS) ./...
+
+bench: build ## seer against the Python baseline: max throughput, p99 (about 6 minutes)
+	$(STACK) up
+	loadtest/bench.sh
 
 bench-hotpath: ## per-event CPU of decode → enrich → score → encode → log row (go test -bench)
 	$(STACK) install

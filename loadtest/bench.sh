@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# loadtest/bench.sh — the benchmark suite (`make bench`): seer against the
+# Python baseline (loadtest/baseline/service.py), same model, same Kafka,
+# Redis and ClickHouse, same machine, one run.
+#
+#   1. each system's max sustainable throughput: the highest constant rate
+#      whose p99 stays within BENCH_SLO (default 100ms), by bisection
+#      (seer loadtest --find-max, BENCH_STEP seconds per trial);
+#   2. seer's p99 at 50% of its max throughput;
+#   3. p99 of both at equal load: 50% of the baseline's max.
+#
+# Writes loadtest/results/<date>-<host>.json and PNG charts beside it.
+# Traffic goes to 127.0.0.1 only; every run is bounded in time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(deploy/local/stack.sh env)"
+slo=${BENCH_SLO:-100ms}
+step=${BENCH_STEP:-8s}
+stamp=$(date -u +%Y-%m-%d)-$(hostname)
+out=loadtest/results/$stamp.json
+work=$(mktemp -d)
+pids=()
+trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+export SEER_CLICKHOUSE_DATABASE=seer_bench SEER_LOG_LEVEL=warn SEER_KAFKA_MAX_POLL_RECORDS=2000
+
+# topics SYSTEM — point the SEER_KAFKA_* variables at SYSTEM's own topics.
+topics() {
+  local run=bench-$1-$(date +%s)
+  export SEER_KAFKA_INPUT_TOPIC=$run.events SEER_KAFKA_PREDICTIONS_TOPIC=$run.predictions
+  export SEER_KAFKA_DLQ_TOPIC=$run.dlq SEER_KAFKA_GROUP=$run
+}
+
+# measure NAME START MAX — warm up, search the max rate, write $work/NAME-*.json.
+measure() {
+  local name=$1 lo=$2 hi=$3
+  bin/seer loadtest --load-features --rate 1000 --duration 4s --report "$work/$name-warmup.json" >/dev/null
+  echo "== $name: max sustainable throughput with p99 <= $slo"
+  bin/seer loadtest --find-max --rate "$lo" --max-rate "$hi" --search-steps 4 --duration "$step" --slo "$slo" \
+    --drain-timeout 10s --report "$work/$name-max.json" 2>/dev/null
+}
+
+start_seer() {
+  SEER_HTTP=127.0.0.1:18090 SEER_CLICKHOUSE_SPOOL_DIR=$work/spool bin/seer serve >"$work/seer.log" 2>&1 &
+  pids+=($!)
+}
+start_baseline() {
+  "$SEER_PYTHON" loadtest/baseline/service.py >"$work/baseline.log" 2>&1 &
+  pids+=($!)
+}
+
+topics seer
+start_seer
+sleep 3
+measure seer 5000 120000
+seer_max=$(python3 -c "import json;print(int(json.load(open('$work/seer-max.json'))['max_sustainable_rate']))")
+echo "== seer: latency at 50% of its max ($((seer_max / 2))/s)"
+bin/seer loadtest --rate $((seer_max / 2)) --duration 20s --report "$work/seer-half.json" 2>/dev/null | sed -n 2,3p
+
+topics baseline
+start_baseline
+sleep 3
+measure baseline 500 40000
+base_max=$(python3 -c "import json;print(int(json.load(open('$work/baseline-max.json'))['max_sustainable_rate']))")
+equal=$((base_max / 2))
+[ "$equal" -ge 100 ] || equal=100
+echo "== equal load: $equal/s on both"
+bin/seer loadtest --rate $equal --duration 20s --report "$work/baseline-equal.json" 2>/dev/null | sed -n 2,3p
+topics seer-equal
+start_seer
+sleep 3
+bin/seer loadtest --load-features --rate 1000 --duration 3s >/dev/null 2>&1
+bin/seer loadtest --rate $equal --duration 20s --report "$work/seer-equal.json" 2>/dev/null | sed -n 2,3p
+
+mkdir -p loadtest/results
+for f in "$work"/seer-half-*.png "$work"/seer-equal-*.png "$work"/baseline-equal-*.png; do
+  cp "$f" "loadtest/results/$stamp-$(basename "$f")"
+done
+python3 - "$work" "$out" "$slo" <<'PY'
+import json, os, platform, sys
+work, out, slo = sys.argv[1:4]
+j = lambda n: json.load(open(f"{work}/{n}.json"))
+sm, bm, sh, se, be = j("seer-max"), j("baseline-max"), j("seer-half"), j("seer-equal"), j("baseline-equal")
+cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
+res = {
+  "command": "make bench",
+  "machine": {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count()},
+  "note": "seer, the Python baseline, Kafka, Redis and ClickHouse all share these cores",
+  "slo_p99": slo,
+  "seer": {"max_throughput": sm["max_sustainable_rate"], "search": sm["trials"],
+           "p99_ms_at_half_max": sh["latency"]["p99_ms"], "half_max_rate": sh["target_rate"]},
+  "baseline": {"max_throughput": bm["max_sustainable_rate"], "search": bm["trials"]},
+  "equal_load": {"rate": se["target_rate"], "seer_p99_ms": se["latency"]["p99_ms"], "baseline_p99_ms": be["latency"]["p99_ms"]},
+}
+res["ratios"] = {
+  "max_throughput_seer_over_baseline": round(sm["max_sustainable_rate"] / max(bm["max_sustainable_rate"], 1), 2),
+  "p99_baseline_over_seer_at_equal_load": round(be["latency"]["p99_ms"] / max(se["latency"]["p99_ms"], 0.001), 2),
+}
+res["targets"] = {"throughput_ratio": ">= 10", "seer_p99_ms_at_half_max": "<= 50"}
+json.dump(res, open(out, "w"), indent=2)
+print(f"seer max {sm['max_sustainable_rate']:.0f}/s, baseline max {bm['max_sustainable_rate']:.0f}/s: ratio {res['ratios']['max_throughput_seer_over_baseline']} (target >= 10)")
+print(f"seer p99 at 50% of max ({sh['target_rate']:.0f}/s): {sh['latency']['p99_ms']} ms (target <= 50)")
+print(f"equal load {se['target_rate']:.0f}/s: seer p99 {se['latency']['p99_ms']} ms, baseline p99 {be['latency']['p99_ms']} ms")
+print(f"written to {out}")
+PY
