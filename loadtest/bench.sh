@@ -39,36 +39,42 @@ measure() {
     --drain-timeout 10s --report "$work/$name-max.json" 2>/dev/null
 }
 
-start_seer() {
-  SEER_HTTP=127.0.0.1:18090 SEER_CLICKHOUSE_SPOOL_DIR=$work/spool bin/seer serve >"$work/seer.log" 2>&1 &
+# start SYSTEM — run seer serve or the baseline on the current topics;
+# stop_last stops it again.
+start() {
+  if [ "$1" = seer ]; then
+    SEER_HTTP=127.0.0.1:18090 SEER_CLICKHOUSE_SPOOL_DIR=$work/spool bin/seer serve >>"$work/seer.log" 2>&1 &
+  else
+    "$SEER_PYTHON" loadtest/baseline/service.py >>"$work/baseline.log" 2>&1 &
+  fi
   pids+=($!)
+  sleep 3
 }
-start_baseline() {
-  "$SEER_PYTHON" loadtest/baseline/service.py >"$work/baseline.log" 2>&1 &
-  pids+=($!)
+stop_last() {
+  kill "${pids[-1]}" 2>/dev/null || true
+  wait "${pids[-1]}" 2>/dev/null || true
 }
 
 topics seer
-start_seer
-sleep 3
+start seer
 measure seer 5000 120000
 seer_max=$(python3 -c "import json;print(int(json.load(open('$work/seer-max.json'))['max_sustainable_rate']))")
 echo "== seer: latency at 50% of its max ($((seer_max / 2))/s)"
 bin/seer loadtest --rate $((seer_max / 2)) --duration 20s --report "$work/seer-half.json" 2>/dev/null | sed -n 2,3p
+stop_last
 
 topics baseline
-start_baseline
-sleep 3
-measure baseline 500 40000
+start baseline
+measure baseline 200 40000
 base_max=$(python3 -c "import json;print(int(json.load(open('$work/baseline-max.json'))['max_sustainable_rate']))")
 equal=$((base_max / 2))
 [ "$equal" -ge 100 ] || equal=100
 echo "== equal load: $equal/s on both"
 bin/seer loadtest --rate $equal --duration 20s --report "$work/baseline-equal.json" 2>/dev/null | sed -n 2,3p
+stop_last
 topics seer-equal
-start_seer
-sleep 3
-bin/seer loadtest --load-features --rate 1000 --duration 3s >/dev/null 2>&1
+start seer
+bin/seer loadtest --load-features --rate 1000 --duration 3s >/dev/null
 bin/seer loadtest --rate $equal --duration 20s --report "$work/seer-equal.json" 2>/dev/null | sed -n 2,3p
 
 mkdir -p loadtest/results
