@@ -9,7 +9,8 @@
 #      BENCH_DURATION (default 30s), p50/p99 from scheduled send time;
 #   3. peak RSS (VmHWM) of the seer serve process.
 #
-# Writes loadtest/results/<date>-<host>-e2e.json and prints a summary.
+# Writes loadtest/results/<date>-<host>-e2e.json, a per-stage CPU breakdown
+# of seer serve at max load (-e2e-cpu.txt) and prints a summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(deploy/local/stack.sh env)"
@@ -39,7 +40,7 @@ curl -fsS "http://$SEER_HTTP/readyz" >/dev/null || { echo "seer serve never beca
 echo "== warm-up and feature load"
 bin/seer loadtest --load-features --rate 2000 --duration 5s --report "$work/warmup.json" >/dev/null
 echo "== max throughput: $preload events preloaded"
-curl -fsS -o "$work/cpu.pprof" "http://$SEER_HTTP/debug/pprof/profile?seconds=10" &
+curl -fsS -o "$work/cpu.pprof" "http://$SEER_HTTP/debug/pprof/profile?seconds=5" &
 prof_pid=$!
 bin/seer loadtest --preload "$preload" --report "$work/throughput.json"
 wait $prof_pid || true
@@ -70,5 +71,31 @@ print(f"p50 {l['latency']['p50_ms']} ms, p99 {l['latency']['p99_ms']} ms at {rat
 print(f"seer serve peak RSS {res['serve_peak_rss_mb']} MB (target <= 300)")
 print(f"written to {out}")
 PY
-go tool pprof -top -nodecount=25 bin/seer "$work/cpu.pprof" 2>/dev/null | sed -n '1,35p' > "${out%.json}-cpu.txt" || true
-echo "CPU profile at max load: ${out%.json}-cpu.txt"
+# Stage breakdown: the share of seer's CPU samples under each stage's
+# functions (a sample can count in two stages only if stages nest; they
+# do not). "other" is the Go runtime (GC, scheduler) and the rest.
+stages=(
+  "decode=schemas\.\(\*InputSchema\)\.Decode"
+  "enrich=featurestore\."
+  "score=scoring\."
+  "encode=schemas\.AppendPrediction|stream\.\(\*Pipeline\)\.outputs"
+  "consume=kgo\.\(\*source\)|kgo\.\(\*Client\)\.PollRecords"
+  "produce=kgo\.\(\*sink\)|kgo\.\(\*recBuf\)|kgo\.\(\*Client\)\.Produce"
+  "sink=drift\.|clickhouse-go|ch-go"
+  "commit=stream\.\(\*Pipeline\)\.(commit|commitLoop)|kgo\.\(\*Client\)\.CommitRecords"
+)
+{
+  echo "CPU of seer serve at max load, by stage (share of samples):"
+  for st in "${stages[@]}"; do
+    name=${st%%=*} re=${st#*=}
+    # With a focus, the top cumulative node (the goroutine root) holds
+    # every focused sample: its cum% is the stage's share of all samples.
+    share=$(go tool pprof -top -cum -nodecount=1 -focus="$re" bin/seer "$work/cpu.pprof" 2>/dev/null |
+      awk '$5 ~ /%$/ && $1 != "flat" {print $5; exit}')
+    printf '  %-8s %s\n' "$name" "${share:-0%}"
+  done
+  echo
+  go tool pprof -top -nodecount=25 bin/seer "$work/cpu.pprof" 2>/dev/null | sed -n '1,35p'
+} > "${out%.json}-cpu.txt" || true
+echo "CPU profile at max load, by stage: ${out%.json}-cpu.txt"
+head -10 "${out%.json}-cpu.txt"

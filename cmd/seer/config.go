@@ -27,6 +27,7 @@ type Config struct {
 	LogLevel       string              `yaml:"log_level"`
 	LogFormat      string              `yaml:"log_format"`
 	Pprof          bool                `yaml:"pprof"`
+	MemoryLimit    int64               `yaml:"memory_limit"` // soft Go heap limit in bytes (GOMEMLIMIT wins); 0 for none
 	Kafka          stream.Config       `yaml:"kafka"`
 	Redis          featurestore.Config `yaml:"redis"`
 	ClickHouse     drift.Config        `yaml:"clickhouse"`
@@ -42,6 +43,7 @@ func DefaultConfig() Config {
 		HTTP:           "127.0.0.1:8080",
 		LogLevel:       "info",
 		LogFormat:      "text",
+		MemoryLimit:    256 << 20,
 		Kafka:          stream.DefaultConfig(),
 		Redis:          featurestore.DefaultConfig(),
 		ClickHouse:     drift.DefaultConfig(),
@@ -90,6 +92,9 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		errs = append(errs, fmt.Errorf("log_format: %q is not text or json", c.LogFormat))
+	}
+	if c.MemoryLimit < 0 {
+		errs = append(errs, fmt.Errorf("memory_limit: %d is negative", c.MemoryLimit))
 	}
 	if c.HTTP == "" {
 		errs = append(errs, errors.New("http: required (host:port for /metrics, /healthz, /readyz)"))

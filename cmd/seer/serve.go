@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +46,11 @@ SIGINT or SIGTERM stops it after the batch in flight.`,
 }
 
 func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	// A soft heap limit makes the GC work harder before the process grows
+	// past it, instead of letting a backlog double the heap.
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && cfg.MemoryLimit > 0 {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a, err := buildApp(ctx, cfg, logger, reg)
