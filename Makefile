@@ -27,9 +27,10 @@ test: build ## install and start the stack, then run every test (services requir
 	$(STACK) up
 	$(STACK_ENV); SEER_REQUIRE_SERVICES=1 $(GO) test -race $(TEST_FLAGS) ./...
 
-bench: build ## seer against the Python baseline: max throughput, p99 (about 6 minutes)
+bench: build ## the suite: seer against the Python baseline, then seer's own figures and stage breakdown (about 11 minutes)
 	$(STACK) up
 	loadtest/bench.sh
+	loadtest/bench-e2e.sh
 
 bench-hotpath: ## per-event CPU of decode → enrich → score → encode → log row (go test -bench)
 	$(STACK) install

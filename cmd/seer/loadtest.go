@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +26,7 @@ func newLoadtestCmd(g *globals) *cobra.Command {
 		report  string
 		feats   bool
 		findMax bool
+		drifts  []string
 		slo     time.Duration
 		maxRate float64
 		steps   int
@@ -76,6 +78,18 @@ your own test brokers should be targets.`,
 					return err
 				}
 			}
+			if len(drifts) > 0 {
+				shift := map[string]float64{}
+				for _, d := range drifts {
+					name, v, ok := strings.Cut(d, "=")
+					f, err := strconv.ParseFloat(v, 64)
+					if !ok || err != nil || m.Profile.Features[name].Kind != "numeric" {
+						return fmt.Errorf("--drift: %q is not INPUT=SIGMAS for a numeric input of %s", d, m.Name)
+					}
+					shift[name] = f
+				}
+				gen.SetShift(shift)
+			}
 			o.Brokers, o.InputTopic, o.PredictionsTopic, o.DLQTopic = cfg.Kafka.Brokers, cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic
 			o.Profile, o.DrainTimeout, o.Progress = p, timeout, g.stderr
 			if findMax {
@@ -112,6 +126,7 @@ your own test brokers should be targets.`,
 	f.DurationVar(&p.Duration, "duration", 30*time.Second, "how long to send")
 	f.IntVar(&o.Preload, "preload", 0, "send this many events as fast as possible instead of a profile")
 	f.Float64Var(&o.MalformedShare, "malformed", 0, "share of malformed events")
+	f.StringSliceVar(&drifts, "drift", nil, "inject drift: INPUT=SIGMAS shifts a numeric event input's mean by that many reference standard deviations (repeatable)")
 	f.IntVar(&users, "users", 10000, "number of distinct entities")
 	f.Uint64Var(&seed, "seed", 1, "generator seed")
 	f.DurationVar(&timeout, "drain-timeout", 60*time.Second, "how long to wait for the last predictions")
