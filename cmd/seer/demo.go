@@ -229,17 +229,12 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	mcfg := demoMonitorConfig(o.duration)
 	alerts := &alertLog{start: time.Now()}
 	lease := drift.NewLease(a.rdb, cfg.Redis.KeyPrefix+"-"+run, "monitor", run, mcfg.LeaseTTL)
-	mon, err := drift.NewMonitor(mcfg, drift.NewWindowJob(a.ch, cfg.ClickHouse.Database, a.manifest), lease,
+	mon, closeMon, err := newMonitor(cfg, mcfg, drift.NewWindowJob(a.ch, cfg.ClickHouse.Database, a.manifest), lease,
 		[]drift.AlertSink{alerts, drift.ClickHouseAlertSink{Conn: a.ch, Database: cfg.ClickHouse.Database}}, quiet)
 	if err != nil {
 		return err
 	}
-	lag, closeLag, err := groupLag(cfg.Kafka.Brokers, cfg.Kafka.Group)
-	if err != nil {
-		return err
-	}
-	defer closeLag()
-	mon.Lag = lag
+	defer closeMon()
 	mctx, stopMonitor := context.WithCancel(ctx)
 	defer stopMonitor()
 	monDone := make(chan error, 1)

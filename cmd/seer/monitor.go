@@ -90,20 +90,30 @@ func runMonitor(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		}
 		logger.Info("reference is a range of the inference log", "start", start, "end", end)
 	}
-	mon, err := drift.NewMonitor(cfg.Monitor, job, lease, sinks, logger)
+	mon, closeMon, err := newMonitor(cfg, cfg.Monitor, job, lease, sinks, logger)
 	if err != nil {
 		return err
 	}
-	lag, closeLag, err := groupLag(cfg.Kafka.Brokers, cfg.Kafka.Group)
-	if err != nil {
-		return err
-	}
-	defer closeLag()
-	mon.Lag = lag
+	defer closeMon()
 	logger.Info("monitor starting", "model", m.Name, "version", m.Version, "window", cfg.Monitor.Window, "rules", len(cfg.Monitor.Rules))
 	grp, gctx := errgroup.WithContext(ctx)
 	grp.Go(func() error { return mon.Run(gctx) })
 	return grp.Wait()
+}
+
+// newMonitor wires a monitor that also reports the consumer lag of
+// kafka.group; the returned func releases the lag client.
+func newMonitor(cfg Config, mcfg drift.MonitorConfig, job *drift.WindowJob, lease *drift.Lease, sinks []drift.AlertSink, logger *slog.Logger) (*drift.Monitor, func(), error) {
+	mon, err := drift.NewMonitor(mcfg, job, lease, sinks, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	lag, closeLag, err := groupLag(cfg.Kafka.Brokers, cfg.Kafka.Group)
+	if err != nil {
+		return nil, nil, err
+	}
+	mon.Lag = lag
+	return mon, closeLag, nil
 }
 
 // groupLag returns a function that reads the total lag of a consumer group.
