@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"strconv"
 	"sync"
 	"testing"
@@ -164,27 +162,6 @@ func committed(t *testing.T, brokers []string) int64 {
 	return sum
 }
 
-func runPipeline(t *testing.T, cfg Config, st *fakeStages) (stop func()) {
-	t.Helper()
-	schema, err := schemas.LoadInputSchema("card_transactions.v1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	return func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}
-}
-
 func TestPipelineScoresAndDeadLetters(t *testing.T) {
 	c := newCluster(t)
 	brokers := c.ListenAddrs()
@@ -197,7 +174,7 @@ func TestPipelineScoresAndDeadLetters(t *testing.T) {
 	wantReason := map[string]schemas.Reason{"5": schemas.ReasonInvalidJSON, "50": schemas.ReasonOutOfBounds, "120": schemas.ReasonMissingField}
 	st := &fakeStages{logged: map[string]schemas.Item{}, enrichErrs: 1}
 	produceEvents(t, brokers, n, bad)
-	stop := runPipeline(t, testConfig(brokers), st)
+	stop := startPipeline(t, testConfig(brokers), st)
 
 	preds := consumeAll(t, brokers, "out", n-len(bad))
 	dlq := consumeAll(t, brokers, "dlq", len(bad))
@@ -205,7 +182,9 @@ func TestPipelineScoresAndDeadLetters(t *testing.T) {
 	for committed(t, brokers) < n && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	stop()
+	if err := stop(); err != nil {
+		t.Errorf("Run: %v", err)
+	}
 
 	seen := map[string]bool{}
 	for _, r := range preds {
@@ -267,7 +246,7 @@ func TestNoCommitBeforeSink(t *testing.T) {
 	brokers := c.ListenAddrs()
 	st := &fakeStages{logged: map[string]schemas.Item{}, failWrites: 1 << 30}
 	produceEvents(t, brokers, 50, nil)
-	stop := runPipeline(t, testConfig(brokers), st)
+	stop := startPipeline(t, testConfig(brokers), st)
 	// Predictions are produced before the sink write, so their arrival
 	// shows the batch reached the sink stage.
 	consumeAll(t, brokers, "out", 1)
@@ -280,7 +259,9 @@ func TestNoCommitBeforeSink(t *testing.T) {
 	for committed(t, brokers) < 50 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	stop()
+	if err := stop(); err != nil {
+		t.Errorf("Run: %v", err)
+	}
 	if got := committed(t, brokers); got != 50 {
 		t.Errorf("committed %d offsets after recovery, want 50", got)
 	}
