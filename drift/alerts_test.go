@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/ksuid"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -222,26 +223,9 @@ func TestLeaseFailover(t *testing.T) {
 // Redis: the drift alert fires on the second and resolves on the third,
 // in the alerts table and at the webhook.
 func TestMonitorFiresAndResolves(t *testing.T) {
-	conn, db := newDB(t)
-	m, err := schemas.LoadManifest(testenv.ExamplePackage(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, db, _, job, t0 := threeWindows(t, 31, time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC))
 	ctx := context.Background()
-	r := rand.New(rand.NewPCG(31, 32))
-	t0 := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
-	const w = 10 * time.Minute
-	sink := NewSink(conn, db)
-	for i, shift := range []float64{0, 0.5, 0} {
-		if err := sink.Insert(ctx, &Batch{Log: windowRows(r, m, 10000, t0.Add(time.Duration(i)*w), map[string]float64{"amount": shift})}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	job := NewWindowJob(conn, db, m)
-	// Resume point: a window that ended at t0.
-	if err := job.Store(ctx, &Window{Model: m.Name, Version: m.Version, Start: t0.Add(-w), End: t0, Metrics: []Metric{{FamilyQuality, "", "rows", 0}}}); err != nil {
-		t.Fatal(err)
-	}
+	const w = windowLen
 	var hooks []string
 	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -325,25 +309,9 @@ func TestKafkaAlertSink(t *testing.T) {
 // resumes after A's last window, restores the firing alert and resolves it
 // on the next window — with a newer fencing token.
 func TestStandbyTakesOver(t *testing.T) {
-	conn, db := newDB(t)
-	m, err := schemas.LoadManifest(testenv.ExamplePackage(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, db, m, _, t0 := threeWindows(t, 41, time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC))
 	ctx := context.Background()
-	r := rand.New(rand.NewPCG(41, 42))
-	t0 := time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC)
-	const w = 10 * time.Minute
-	sink := NewSink(conn, db)
-	for i, shift := range []float64{0, 0.5, 0} {
-		if err := sink.Insert(ctx, &Batch{Log: windowRows(r, m, 10000, t0.Add(time.Duration(i)*w), map[string]float64{"amount": shift})}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	job := NewWindowJob(conn, db, m)
-	if err := job.Store(ctx, &Window{Model: m.Name, Version: m.Version, Start: t0.Add(-w), End: t0, Metrics: []Metric{{FamilyQuality, "", "rows", 0}}}); err != nil {
-		t.Fatal(err)
-	}
+	const w = windowLen
 	cfg := DefaultMonitorConfig()
 	cfg.Window, cfg.Lateness, cfg.LeaseTTL = w, 0, time.Second
 	prefix := "seertest-" + ksuid.New().String()
@@ -389,4 +357,31 @@ func TestStandbyTakesOver(t *testing.T) {
 	if n := count(t, conn, "SELECT uniqExact(window_start) FROM "+db+".window_metrics"); n != 4 {
 		t.Errorf("%d windows stored, want 4: b resumed after a's last window without redoing it", n)
 	}
+}
+
+const windowLen = 10 * time.Minute
+
+// threeWindows stores 10,000 rows in each of three windows from t0 —
+// normal, amount shifted by 0.5σ, normal — and a stored window ending at
+// t0 for the monitor to resume after.
+func threeWindows(t *testing.T, seed uint64, t0 time.Time) (driver.Conn, string, *schemas.Manifest, *WindowJob, time.Time) {
+	t.Helper()
+	conn, db := newDB(t)
+	m, err := schemas.LoadManifest(testenv.ExamplePackage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(seed, seed+1))
+	sink := NewSink(conn, db)
+	for i, shift := range []float64{0, 0.5, 0} {
+		if err := sink.Insert(ctx, &Batch{Log: windowRows(r, m, 10000, t0.Add(time.Duration(i)*windowLen), map[string]float64{"amount": shift})}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	job := NewWindowJob(conn, db, m)
+	if err := job.Store(ctx, &Window{Model: m.Name, Version: m.Version, Start: t0.Add(-windowLen), End: t0, Metrics: []Metric{{FamilyQuality, "", "rows", 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	return conn, db, m, job, t0
 }

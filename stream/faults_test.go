@@ -56,6 +56,19 @@ func waitCommitted(t *testing.T, brokers []string, want int64) int64 {
 	return got
 }
 
+// drain waits for want distinct predictions (up to within) and for the
+// committed offsets to reach commits, stops the pipeline (failing on its error), and
+// returns the predictions seen and the committed offset sum.
+func drain(t *testing.T, brokers []string, want int, commits int64, within time.Duration, stop func() error) (map[string]int, int64) {
+	t.Helper()
+	seen := predictedIDs(t, brokers, want, within)
+	got := waitCommitted(t, brokers, commits)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	return seen, got
+}
+
 func startPipeline(t *testing.T, cfg Config, st *fakeStages) (stop func() error) {
 	t.Helper()
 	schema, err := schemas.LoadInputSchema("card_transactions.v1")
@@ -92,11 +105,7 @@ func TestRetriableProduceErrors(t *testing.T) {
 	produceEvents(t, brokers, n, nil)
 	st := &fakeStages{logged: map[string]schemas.Item{}}
 	stop := startPipeline(t, testConfig(brokers), st)
-	seen := predictedIDs(t, brokers, n, 60*time.Second) // franz-go backs off after the errors
-	got := waitCommitted(t, brokers, n)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	seen, got := drain(t, brokers, n, n, 60*time.Second, stop) // franz-go backs off after the errors
 	if h.Hits() == 0 {
 		t.Fatal("the produce fault never fired")
 	}
@@ -136,11 +145,7 @@ func TestFatalProduceErrorReplays(t *testing.T) {
 	}
 	h.Remove()
 	stop = startPipeline(t, cfg, st)
-	seen := predictedIDs(t, brokers, n, 20*time.Second)
-	got := waitCommitted(t, brokers, n)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	seen, got := drain(t, brokers, n, n, 20*time.Second, stop)
 	if len(seen) != n || got != n {
 		t.Errorf("after restart: %d distinct predictions, %d committed; want %d and %d", len(seen), got, n, n)
 	}
@@ -156,11 +161,7 @@ func TestRetriableCommitErrors(t *testing.T) {
 	produceEvents(t, brokers, n, nil)
 	st := &fakeStages{logged: map[string]schemas.Item{}}
 	stop := startPipeline(t, testConfig(brokers), st)
-	seen := predictedIDs(t, brokers, n, 20*time.Second)
-	got := waitCommitted(t, brokers, n)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	seen, got := drain(t, brokers, n, n, 20*time.Second, stop)
 	if h.Hits() == 0 {
 		t.Fatal("the commit fault never fired")
 	}
@@ -283,11 +284,7 @@ func TestExactlyOnce(t *testing.T) {
 	}
 	st := &fakeStages{logged: map[string]schemas.Item{}}
 	stop := startPipeline(t, cfg, st)
-	seen := predictedIDs(t, brokers, n-len(bad), 20*time.Second)
-	got := waitCommitted(t, brokers, n)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	seen, got := drain(t, brokers, n-len(bad), n, 20*time.Second, stop)
 	if len(seen) != n-len(bad) || got != n {
 		t.Fatalf("%d distinct predictions, %d committed; want %d and %d", len(seen), got, n-len(bad), n)
 	}
