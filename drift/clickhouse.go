@@ -94,15 +94,23 @@ func Open(ctx context.Context, c Config) (driver.Conn, error) {
 	return conn, nil
 }
 
-// Migrate applies the embedded migrations to database. Every statement is
-// idempotent, so running it again is safe; applied versions are recorded in
-// schema_migrations.
+// Migrate applies the embedded migrations that database does not have
+// yet, in version order, and records each in schema_migrations once.
+// Every statement is idempotent too, so a migration cut short by a crash
+// is safe to run again.
 func Migrate(ctx context.Context, conn driver.Conn, database string, logger *slog.Logger) error {
 	migs, err := schemas.Migrations(database)
 	if err != nil {
 		return err
 	}
+	applied, err := appliedMigrations(ctx, conn, database)
+	if err != nil {
+		return err
+	}
 	for _, m := range migs {
+		if applied[uint32(m.Version)] {
+			continue
+		}
 		for i, stmt := range m.Statements {
 			if err := conn.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
@@ -114,6 +122,32 @@ func Migrate(ctx context.Context, conn driver.Conn, database string, logger *slo
 		logger.Info("migration applied", "component", "drift", "database", database, "version", m.Version, "name", m.Name)
 	}
 	return nil
+}
+
+// appliedMigrations returns the versions recorded in schema_migrations;
+// none when the database or the table does not exist yet.
+func appliedMigrations(ctx context.Context, conn driver.Conn, database string) (map[uint32]bool, error) {
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = '"+database+"' AND name = 'schema_migrations'").Scan(&n); err != nil {
+		return nil, fmt.Errorf("reading applied migrations: %w", err)
+	}
+	applied := map[uint32]bool{}
+	if n == 0 {
+		return applied, nil
+	}
+	rows, err := conn.Query(ctx, "SELECT DISTINCT version FROM "+database+".schema_migrations")
+	if err != nil {
+		return nil, fmt.Errorf("reading applied migrations: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("reading applied migrations: %w", err)
+		}
+		applied[v] = true
+	}
+	return applied, rows.Err()
 }
 
 // ServerVersion returns the server's version string.

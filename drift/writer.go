@@ -16,13 +16,15 @@ import (
 type WriterConfig struct {
 	FlushRows     int           `yaml:"flush_rows"`      // insert when this many rows are buffered
 	FlushInterval time.Duration `yaml:"flush_interval"`  // or when the oldest buffered row is this old
-	SpoolDir      string        `yaml:"spool_dir"`       // where batches wait while ClickHouse is down
+	SpoolDir      string        `yaml:"spool_dir"`       // where batches wait while ClickHouse is down; one folder per instance
 	SpoolMaxBytes int64         `yaml:"spool_max_bytes"` // at this size consumption pauses
 }
 
-// DefaultWriterConfig suits one seer serve process.
+// DefaultWriterConfig suits one seer serve process. SpoolDir is left empty:
+// the caller picks a folder of this instance's own (cmd/seer derives one
+// from the host name and HTTP port).
 func DefaultWriterConfig() WriterConfig {
-	return WriterConfig{FlushRows: 5000, FlushInterval: 200 * time.Millisecond, SpoolDir: ".cache/spool", SpoolMaxBytes: 1 << 30}
+	return WriterConfig{FlushRows: 5000, FlushInterval: 200 * time.Millisecond, SpoolMaxBytes: 1 << 30}
 }
 
 // Validate names the first bad field.
@@ -53,6 +55,13 @@ type Inserter interface {
 // ClickHouse in order. When the spool is full, flushing waits, Append
 // blocks, and the consumer stops: nothing is dropped.
 //
+// The invariant the pipeline relies on: an offset is committed only after
+// done(nil), so a committed offset implies its row is in ClickHouse or in a
+// batch file of this instance's spool (which only this process can write,
+// see OpenSpool). A spooled file that is later found missing or corrupt is
+// quarantined and counted in seer_drift_spool_quarantined_total, the one way
+// a committed row can fail to reach ClickHouse.
+//
 // Append is safe for concurrent use; Run must run exactly once.
 type Writer struct {
 	cfg   WriterConfig
@@ -61,10 +70,11 @@ type Writer struct {
 	in    chan pending
 	log   *slog.Logger
 
-	rows       prometheus.Counter
-	spoolBytes prometheus.GaugeFunc
-	inserts    *prometheus.CounterVec
-	flushSecs  prometheus.Histogram
+	rows        prometheus.Counter
+	spoolBytes  prometheus.GaugeFunc
+	inserts     *prometheus.CounterVec
+	flushSecs   prometheus.Histogram
+	quarantined prometheus.Counter
 }
 
 type pending struct {
@@ -83,11 +93,13 @@ func NewWriter(cfg WriterConfig, ins Inserter, logger *slog.Logger, reg promethe
 	w.rows = prometheus.NewCounter(prometheus.CounterOpts{Name: "seer_drift_log_rows_total", Help: "Inference-log rows accepted by the writer."})
 	w.spoolBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "seer_drift_spool_bytes", Help: "Bytes of batches waiting in the local spool."},
 		func() float64 { return float64(sp.Bytes()) })
-	w.inserts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seer_drift_batches_total", Help: "Log batches by outcome (inserted, spooled, replayed, failed)."}, []string{"outcome"})
+	w.inserts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seer_drift_batches_total", Help: "Log batches by outcome (inserted, spooled, replayed, failed, replay_failed)."}, []string{"outcome"})
 	w.flushSecs = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "seer_drift_insert_duration_seconds", Help: "Duration of one ClickHouse batch insert.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)})
+	w.quarantined = prometheus.NewCounter(prometheus.CounterOpts{Name: "seer_drift_spool_quarantined_total",
+		Help: "Spooled batches that were missing or unreadable at replay and were moved to the spool's quarantine folder (their rows did not reach ClickHouse)."})
 	if reg != nil {
-		reg.MustRegister(w.rows, w.spoolBytes, w.inserts, w.flushSecs)
+		reg.MustRegister(w.rows, w.spoolBytes, w.inserts, w.flushSecs, w.quarantined)
 	}
 	if n := sp.Len(); n > 0 {
 		w.log.Warn("spool holds batches from an earlier run; replaying them first", "batches", n, "bytes", sp.Bytes())
@@ -97,6 +109,9 @@ func NewWriter(cfg WriterConfig, ins Inserter, logger *slog.Logger, reg promethe
 
 // Spool exposes the spool, for readiness and tests.
 func (w *Writer) Spool() *Spool { return w.spool }
+
+// Close releases the spool folder's lock; call it after Run returned.
+func (w *Writer) Close() error { return w.spool.Close() }
 
 // Append queues the log rows of the scored items (Reject == nil) and the
 // dead letters. done(nil) runs once they are in ClickHouse or spooled;
@@ -249,10 +264,16 @@ func (w *Writer) replay(ctx context.Context) {
 			return
 		}
 		if err != nil {
-			w.log.Error("spooled batch unreadable; leaving it for an operator", "err", err)
-			return
+			// A batch that cannot be read must not hold up the ones behind
+			// it: move it aside, count it and go on.
+			w.quarantined.Inc()
+			dst, qerr := w.spool.Quarantine(seq)
+			w.log.Error("spooled batch unreadable; quarantined it and replaying the rest",
+				"err", err, "quarantined_to", dst, "quarantine_err", qerr)
+			continue
 		}
 		if err := w.ins.Insert(ctx, b); err != nil {
+			w.inserts.WithLabelValues("replay_failed").Inc()
 			return
 		}
 		if err := w.spool.Remove(seq); err != nil {

@@ -6,10 +6,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/seer-ml/seer/schemas"
 )
@@ -68,6 +75,7 @@ func startWriter(t *testing.T, cfg WriterConfig, ins Inserter) (*Writer, func())
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
+		w.Close()
 	}
 }
 
@@ -194,6 +202,9 @@ func TestSpoolSurvivesRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := sp.Close(); err != nil { // the first process exits
+		t.Fatal(err)
+	}
 	cfg := DefaultWriterConfig()
 	cfg.SpoolDir, cfg.FlushInterval = dir, 10*time.Millisecond
 	ins := &fakeInserter{}
@@ -203,5 +214,95 @@ func TestSpoolSurvivesRestart(t *testing.T) {
 	got := ins.inserted()
 	if len(got) != 4 || got[0] != "e0" || got[2] != "e2" || got[3] != "new" {
 		t.Errorf("inserted %v, want e0 e1 e2 new", got)
+	}
+}
+
+// TestSpoolRefusesASecondOwner: two writers numbering files in one folder
+// overwrite each other's batches (issue 8: 102 batches spooled, 51 files
+// left), so a second OpenSpool on a locked folder fails, naming the folder
+// and the holder, until the first closes it.
+func TestSpoolRefusesASecondOwner(t *testing.T) {
+	dir := t.TempDir()
+	first, err := OpenSpool(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = OpenSpool(dir, 1<<20)
+	if !errors.Is(err, ErrSpoolInUse) {
+		t.Fatalf("second OpenSpool on a locked folder: err = %v, want ErrSpoolInUse", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, dir) || !strings.Contains(msg, strconv.Itoa(os.Getpid())) {
+		t.Errorf("error %q does not name the folder %s and the holder's pid", msg, dir)
+	}
+	cfg := DefaultWriterConfig()
+	cfg.SpoolDir = dir
+	if _, err := NewWriter(cfg, &fakeInserter{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil); !errors.Is(err, ErrSpoolInUse) {
+		t.Fatalf("NewWriter on a locked spool: err = %v, want ErrSpoolInUse", err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	second, err := OpenSpool(dir, 1<<20)
+	if err != nil {
+		t.Fatalf("OpenSpool after the owner closed: %v", err)
+	}
+	second.Close()
+}
+
+// TestReplayQuarantinesUnreadableBatches: a spooled batch whose file
+// vanished or no longer decodes is moved aside and counted, and the batches
+// behind it and every new batch still reach ClickHouse; the writer never
+// gets stuck spooling (issue 8: "spooled batch unreadable" every second).
+func TestReplayQuarantinesUnreadableBatches(t *testing.T) {
+	dir := t.TempDir()
+	sp, err := OpenSpool(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		if err := sp.Append(&Batch{Log: []LogRow{{EventID: fmt.Sprintf("s%d", i)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sp.Close()
+	if err := os.WriteFile(sp.path(3), []byte(`{"log":[{"event_id":`), 0o600); err != nil { // torn
+		t.Fatal(err)
+	}
+
+	cfg := DefaultWriterConfig()
+	cfg.SpoolDir, cfg.FlushInterval = dir, 10*time.Millisecond
+	ins := &fakeInserter{}
+	w, err := NewWriter(cfg, ins, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The file of batch 1 vanishes after indexing, as when a second
+	// instance replayed it.
+	if err := os.Remove(sp.path(1)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	appendWait(t, w, items(0, 2))
+	appendWait(t, w, items(2, 2))
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+
+	if got, want := ins.inserted(), []string{"s1", "s3", "e0000", "e0001", "e0002", "e0003"}; !slices.Equal(got, want) {
+		t.Errorf("inserted %v, want %v (s0 missing, s2 corrupt)", got, want)
+	}
+	if got := testutil.ToFloat64(w.quarantined); got != 2 {
+		t.Errorf("seer_drift_spool_quarantined_total = %v, want 2", got)
+	}
+	if n := w.Spool().Len(); n != 0 {
+		t.Errorf("spool still indexes %d batches", n)
+	}
+	q, _ := os.ReadDir(filepath.Join(dir, QuarantineDir))
+	if len(q) != 1 || q[0].Name() != filepath.Base(sp.path(3)) {
+		t.Errorf("quarantine holds %v, want the corrupt batch %s", q, filepath.Base(sp.path(3)))
 	}
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -77,7 +79,47 @@ func LoadConfig(path string, env func(string) (string, bool)) (Config, error) {
 	if err := errors.Join(cfg.Redis.LoadPassword(), cfg.ClickHouse.LoadPassword()); err != nil {
 		return cfg, err
 	}
+	if err := cfg.resolveSpoolDir(); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.Validate()
+}
+
+// resolveSpoolDir makes clickhouse.spool_dir absolute and, when it is not
+// set, gives this instance a folder of its own: .cache/spool/HOST-PORT
+// under the working directory, PORT being the http port (two instances on
+// one host cannot share it). The spool's lock refuses a folder that is in
+// use all the same.
+func (c *Config) resolveSpoolDir() error {
+	dir := c.ClickHouse.SpoolDir
+	if dir == "" {
+		host, _ := os.Hostname()
+		_, port, _ := net.SplitHostPort(c.HTTP)
+		if port == "" || port == "0" {
+			port = "pid" + strconv.Itoa(os.Getpid())
+		}
+		dir = filepath.Join(".cache", "spool", safeName(host)+"-"+port)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("clickhouse.spool_dir: %w", err)
+	}
+	c.ClickHouse.SpoolDir = abs
+	return nil
+}
+
+// safeName keeps letters, digits, '.', '-' and '_' of s for a file name.
+func safeName(s string) string {
+	out := []byte(s)
+	for i, b := range out {
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '.' || b == '-' || b == '_') {
+			out[i] = '_'
+		}
+	}
+	if len(out) == 0 {
+		return "localhost"
+	}
+	return string(out)
 }
 
 // Validate checks every section; errors name the field.

@@ -8,13 +8,13 @@ import (
 
 	"github.com/segmentio/ksuid"
 	"github.com/spf13/cobra"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/featurestore"
 	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/stream"
 )
 
 func newMonitorCmd(g *globals) *cobra.Command {
@@ -122,19 +122,5 @@ func groupLag(brokers []string, group string) (func(context.Context) (int64, err
 	if err != nil {
 		return nil, nil, err
 	}
-	adm := kadm.NewClient(cl)
-	return func(ctx context.Context) (int64, error) {
-		lags, err := adm.Lag(ctx, group)
-		if err != nil {
-			return 0, err
-		}
-		l, ok := lags[group]
-		if !ok {
-			return 0, fmt.Errorf("group %s not described", group)
-		}
-		if err := l.Error(); err != nil {
-			return 0, err
-		}
-		return l.Lag.Total(), nil
-	}, cl.Close, nil
+	return stream.NewGroupLag(cl, group).Total, cl.Close, nil
 }

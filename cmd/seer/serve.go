@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,7 +33,11 @@ and output to the ClickHouse inference log, and only then commits offsets.
 
 It serves /metrics, /healthz and /readyz on the address in config key http
 (SEER_HTTP, default 127.0.0.1:8080), and
-/debug/pprof when pprof is true. It migrates the ClickHouse schema on start.
+/debug/pprof when pprof is true. /readyz lists each dependency (the group
+membership, Kafka, Redis, ClickHouse) with its own 500 ms deadline and is
+ready once this instance has joined its consumer group; /healthz fails only
+when the loops stop making progress. It applies missing ClickHouse
+migrations on start, after binding the HTTP port.
 SIGINT or SIGTERM stops it after the batch in flight.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -53,20 +58,17 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a, err := buildApp(ctx, cfg, logger, reg)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
+	// The port is bound before anything is written: a port in use fails the
+	// start before the database or the spool is touched. Until the app is
+	// built, /readyz says it is starting.
 	ln, err := net.Listen("tcp", cfg.HTTP)
 	if err != nil {
 		return fmt.Errorf("http: listening on %s: %w", cfg.HTTP, err)
 	}
-	srv := &http.Server{Handler: httpMux(cfg, reg, a), ReadHeaderTimeout: 5 * time.Second}
+	var built atomic.Pointer[app]
+	srv := &http.Server{Handler: httpMux(cfg, reg, &built), ReadHeaderTimeout: 5 * time.Second}
 	logger.Info("http listening", "addr", ln.Addr().String())
-
 	grp, gctx := errgroup.WithContext(ctx)
-	grp.Go(func() error { return a.Run(gctx) })
 	grp.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
@@ -79,23 +81,46 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
+	grp.Go(func() error {
+		a, err := buildApp(gctx, cfg, logger, reg)
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		built.Store(a)
+		return a.Run(gctx)
+	})
 	return grp.Wait()
 }
 
-func httpMux(cfg Config, reg *prometheus.Registry, a *app) *http.ServeMux {
+// probeTimeout bounds each dependency check of /readyz; they run at once,
+// so the answer comes well within a Kubernetes probe's 1 s default.
+const probeTimeout = 500 * time.Millisecond
+
+func httpMux(cfg Config, reg *prometheus.Registry, built *atomic.Pointer[app]) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if a := built.Load(); a != nil {
+			if err := a.Alive(time.Now()); err != nil {
+				http.Error(w, "unhealthy: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := a.Ready(ctx); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		a := built.Load()
+		if a == nil {
+			http.Error(w, "not ready: starting (loading the model, connecting, migrating)", http.StatusServiceUnavailable)
 			return
 		}
-		w.Write([]byte("ready\n"))
+		report, ok := a.Ready(r.Context(), probeTimeout)
+		if !ok {
+			http.Error(w, "not ready\n"+report, http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n" + report))
 	})
 	if cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)

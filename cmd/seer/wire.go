@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
@@ -98,26 +101,59 @@ func (a *app) Run(ctx context.Context) error {
 	return errors.Join(perr, <-werr)
 }
 
-// Ready checks Redis, ClickHouse and Kafka.
-func (a *app) Ready(ctx context.Context) error {
-	return errors.Join(
-		wrapErr("redis", a.store.Ping(ctx)),
-		wrapErr("clickhouse", a.sink.Ping(ctx)),
-		wrapErr("kafka", a.pipeline.Client().Ping(ctx)),
-	)
+// Ready checks, at once and each within timeout, that the pipeline has
+// joined its group and that Kafka, Redis and ClickHouse answer. The report
+// has one line per check, so a failure names its dependency.
+func (a *app) Ready(ctx context.Context, timeout time.Duration) (report string, ok bool) {
+	checks := []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{"consumer", func(context.Context) error { return a.pipeline.Ready() }},
+		{"kafka", func(ctx context.Context) error { return a.pipeline.Client().Ping(ctx) }},
+		{"redis", a.store.Ping},
+		{"clickhouse", a.sink.Ping},
+	}
+	errs := make([]error, len(checks))
+	var wg sync.WaitGroup
+	for i, c := range checks {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			errs[i] = c.fn(cctx)
+		})
+	}
+	wg.Wait()
+	var b strings.Builder
+	ok = true
+	for i, c := range checks {
+		if errs[i] != nil {
+			ok = false
+			fmt.Fprintf(&b, "%s: %v\n", c.name, errs[i])
+		} else {
+			fmt.Fprintf(&b, "%s: ok\n", c.name)
+		}
+	}
+	return b.String(), ok
 }
 
-func wrapErr(what string, err error) error {
-	if err == nil {
+// Alive is the pipeline's liveness, except that a writer waiting on a full
+// spool is waiting for ClickHouse, not stuck: a restart would not help.
+func (a *app) Alive(now time.Time) error {
+	err := a.pipeline.Alive(now)
+	if err != nil && a.writer.Spool().Full() {
 		return nil
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return err
 }
 
 // Close releases what buildApp opened; the pipeline closes its own client
 // when Run returns.
 func (a *app) Close() error {
 	var errs []error
+	if a.writer != nil {
+		errs = append(errs, a.writer.Close())
+	}
 	if a.ch != nil {
 		errs = append(errs, a.ch.Close())
 	}

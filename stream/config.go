@@ -1,0 +1,101 @@
+package stream
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Delivery modes.
+const (
+	AtLeastOnce = "at-least-once"
+	ExactlyOnce = "exactly-once"
+)
+
+// Config configures the Kafka side of the pipeline.
+type Config struct {
+	Brokers          []string      `yaml:"brokers"`
+	ClientID         string        `yaml:"client_id"`
+	Group            string        `yaml:"group"`
+	InputTopic       string        `yaml:"input_topic"`
+	InputSchema      string        `yaml:"input_schema"` // embedded name or file path
+	PredictionsTopic string        `yaml:"predictions_topic"`
+	DLQTopic         string        `yaml:"dlq_topic"`
+	Delivery         string        `yaml:"delivery"`         // at-least-once or exactly-once
+	TransactionalID  string        `yaml:"transactional_id"` // exactly-once: unique per serve instance
+	MaxPollRecords   int           `yaml:"max_poll_records"`
+	MaxInFlight      int           `yaml:"max_in_flight"`   // records polled but not yet committed (bounds memory)
+	Workers          int           `yaml:"workers"`         // batches decoded, enriched and scored at once
+	SessionTimeout   time.Duration `yaml:"session_timeout"` // group session: how long a dead member keeps its partitions
+	RetryBackoffMax  time.Duration `yaml:"retry_backoff_max"`
+	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout"`
+	StartupTimeout   time.Duration `yaml:"startup_timeout"`  // how long serve waits for a first broker answer before it fails
+	LagInterval      time.Duration `yaml:"lag_interval"`     // how often committed lag is read from the brokers
+	LivenessTimeout  time.Duration `yaml:"liveness_timeout"` // /healthz fails when the loops made no progress for this long
+}
+
+// DefaultConfig returns defaults for the example topics on a local broker.
+func DefaultConfig() Config {
+	return Config{
+		Brokers:          []string{"127.0.0.1:9092"},
+		ClientID:         "seer",
+		Group:            "seer",
+		InputTopic:       "card-transactions",
+		InputSchema:      "card_transactions.v1",
+		PredictionsTopic: "card-transactions.predictions",
+		DLQTopic:         "card-transactions.dlq",
+		Delivery:         AtLeastOnce,
+		MaxPollRecords:   1000,
+		MaxInFlight:      20000,
+		Workers:          1,
+		SessionTimeout:   45 * time.Second,
+		RetryBackoffMax:  5 * time.Second,
+		ShutdownTimeout:  15 * time.Second,
+		StartupTimeout:   30 * time.Second,
+		LagInterval:      5 * time.Second,
+		LivenessTimeout:  2 * time.Minute,
+	}
+}
+
+// Validate names the first bad field.
+func (c *Config) Validate() error {
+	switch {
+	case len(c.Brokers) == 0:
+		return errors.New("kafka.brokers: at least one broker is required")
+	case c.Group == "":
+		return errors.New("kafka.group: required")
+	case c.InputTopic == "":
+		return errors.New("kafka.input_topic: required")
+	case c.InputSchema == "":
+		return errors.New("kafka.input_schema: required")
+	case c.PredictionsTopic == "":
+		return errors.New("kafka.predictions_topic: required")
+	case c.DLQTopic == "":
+		return errors.New("kafka.dlq_topic: required")
+	case c.PredictionsTopic == c.InputTopic || c.DLQTopic == c.InputTopic:
+		return fmt.Errorf("kafka.predictions_topic/dlq_topic: must differ from input_topic %q", c.InputTopic)
+	case c.Delivery != AtLeastOnce && c.Delivery != ExactlyOnce:
+		return fmt.Errorf("kafka.delivery: %q is not %s or %s", c.Delivery, AtLeastOnce, ExactlyOnce)
+	case c.Delivery == ExactlyOnce && c.TransactionalID == "":
+		return errors.New("kafka.transactional_id: required with delivery exactly-once (unique per instance)")
+	case c.MaxPollRecords < 1:
+		return fmt.Errorf("kafka.max_poll_records: %d must be at least 1", c.MaxPollRecords)
+	case c.MaxInFlight < c.MaxPollRecords:
+		return fmt.Errorf("kafka.max_in_flight: %d must be at least max_poll_records (%d)", c.MaxInFlight, c.MaxPollRecords)
+	case c.Workers < 1:
+		return fmt.Errorf("kafka.workers: %d must be at least 1", c.Workers)
+	case c.SessionTimeout < 6*time.Second:
+		return fmt.Errorf("kafka.session_timeout: %v is below the brokers' usual minimum of 6s", c.SessionTimeout)
+	case c.RetryBackoffMax <= 0:
+		return fmt.Errorf("kafka.retry_backoff_max: %v must be positive", c.RetryBackoffMax)
+	case c.ShutdownTimeout <= 0:
+		return fmt.Errorf("kafka.shutdown_timeout: %v must be positive", c.ShutdownTimeout)
+	case c.StartupTimeout <= 0:
+		return fmt.Errorf("kafka.startup_timeout: %v must be positive", c.StartupTimeout)
+	case c.LagInterval <= 0:
+		return fmt.Errorf("kafka.lag_interval: %v must be positive", c.LagInterval)
+	case c.LivenessTimeout < c.RetryBackoffMax:
+		return fmt.Errorf("kafka.liveness_timeout: %v must be at least retry_backoff_max (%v)", c.LivenessTimeout, c.RetryBackoffMax)
+	}
+	return nil
+}

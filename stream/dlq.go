@@ -1,0 +1,54 @@
+package stream
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/seer-ml/seer/schemas"
+)
+
+// outputs builds the prediction and DLQ records of a prepared batch, in
+// input order, and the dead-letter rows for the log.
+func (p *Pipeline) outputs(b *batch) ([]*kgo.Record, []schemas.DeadLetter) {
+	out := make([]*kgo.Record, 0, len(b.items))
+	var dls []schemas.DeadLetter
+	now := time.Now().UTC()
+	// One array of records and one buffer of JSON for the whole batch; the
+	// producer only reads them.
+	preds := make([]kgo.Record, len(b.items))
+	buf := make([]byte, 0, 320*len(b.items))
+	for i := range b.items {
+		it := &b.items[i]
+		if it.Reject != nil {
+			out = append(out, p.deadLetter(b.recs[i], it.Reject, now))
+			dls = append(dls, schemas.DeadLetter{Source: it.Event.Source, Reason: it.Reject.Reason, Stage: it.Reject.Stage, Detail: it.Reject.Error(), Time: now})
+			continue
+		}
+		start := len(buf)
+		buf = schemas.AppendPrediction(buf, it)
+		preds[i] = kgo.Record{Topic: p.cfg.PredictionsTopic, Key: b.recs[i].Key, Value: buf[start:len(buf):len(buf)], Timestamp: it.ScoredTime}
+		out = append(out, &preds[i])
+	}
+	return out, dls
+}
+
+// deadLetter is the DLQ record of a rejected input: its original key and
+// value, and the reason headers of the contract.
+func (p *Pipeline) deadLetter(r *kgo.Record, why *schemas.DecodeError, now time.Time) *kgo.Record {
+	return &kgo.Record{
+		Topic: p.cfg.DLQTopic,
+		Key:   r.Key,
+		Value: r.Value,
+		Headers: []kgo.RecordHeader{
+			{Key: schemas.HeaderError, Value: []byte(why.Reason)},
+			{Key: schemas.HeaderDetail, Value: []byte(why.Error())},
+			{Key: schemas.HeaderStage, Value: []byte(why.Stage)},
+			{Key: schemas.HeaderSourceTopic, Value: []byte(r.Topic)},
+			{Key: schemas.HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
+			{Key: schemas.HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+			{Key: schemas.HeaderTime, Value: []byte(now.Format(time.RFC3339Nano))},
+		},
+	}
+}
