@@ -1,15 +1,19 @@
 package schemas
 
 import (
+	"bytes"
 	"embed"
 	"errors"
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/segmentio/ksuid"
 	"github.com/valyala/fastjson"
 )
@@ -200,11 +204,17 @@ func (s *InputSchema) DecodeInto(values []Value, key, value []byte, src Source) 
 		return ev, &DecodeError{Reason: ReasonOversize, Stage: StageDecode,
 			Detail: fmt.Sprintf("record is %d bytes, limit is %d", len(value), s.MaxBytes)}
 	}
+	// The gate is strict (RFC 8259 grammar, UTF-8, unique keys at every
+	// depth): fastjson alone accepts NaN, 01 and duplicate keys (keeping the
+	// first), where other parsers keep the last — a way to smuggle a value
+	// past validation.
+	if !jsontext.Value(value).IsValid() {
+		return ev, s.syntaxError(value)
+	}
 	p := parsers.Get()
 	defer parsers.Put(p)
 	root, err := p.ParseBytes(value)
-	if err != nil {
-		// fastjson's message quotes the input; never echo payloads.
+	if err != nil { // not reached: the gate is stricter than fastjson
 		return ev, &DecodeError{Reason: ReasonInvalidJSON, Stage: StageDecode, Detail: "value is not valid JSON"}
 	}
 	obj, err := root.Object()
@@ -303,8 +313,8 @@ func (f *Field) parse(v *fastjson.Value) (Value, *DecodeError) {
 	return Value{}, wrong(string(f.Type))
 }
 
-// number reads a finite float64. fastjson also accepts NaN and Inf
-// literals, which JSON lacks; they and overflowing numbers are not_finite.
+// number reads a finite float64: a number that overflows (1e400) is
+// not_finite, like the NaN and Infinity literals the gate rejects.
 func (f *Field) number(v *fastjson.Value, wrong func(string) *DecodeError) (float64, *DecodeError) {
 	if v.Type() != fastjson.TypeNumber {
 		return 0, wrong("number")
@@ -328,4 +338,83 @@ func bound(p *float64, none string) string {
 // zero, so that a replay of the record gets the same id.
 func DerivedEventID(src Source) string {
 	return StableKSUID(time.Unix(ksuid.Nil.Time().Unix(), 0), src.Topic, strconv.Itoa(int(src.Partition)), strconv.FormatInt(src.Offset, 10))
+}
+
+// syntaxError says why value failed the strict gate, at which byte, without
+// echoing the payload. Every non-finite spelling (NaN, Infinity, -inf, …)
+// gets not_finite at stage validate, as an overflowing number does.
+func (s *InputSchema) syntaxError(value []byte) *DecodeError {
+	if !utf8.Valid(value) {
+		off := 0
+		for off < len(value) {
+			r, n := utf8.DecodeRune(value[off:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			off += n
+		}
+		return &DecodeError{Reason: ReasonInvalidUTF8, Stage: StageDecode, Detail: fmt.Sprintf("byte %d is not valid UTF-8", off)}
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(value))
+	var err error
+	for err == nil {
+		_, err = dec.ReadToken()
+	}
+	var se *jsontext.SyntacticError
+	if !errors.As(err, &se) {
+		// io.EOF inside the value: it was cut short.
+		return &DecodeError{Reason: ReasonInvalidJSON, Stage: StageDecode, Detail: fmt.Sprintf("unexpected end of input at byte %d", len(value))}
+	}
+	off := se.ByteOffset
+	field := ""
+	if toks := slices.Collect(se.JSONPointer.Tokens()); len(toks) == 1 {
+		if _, ok := s.index[toks[0]]; ok {
+			field = toks[0]
+		}
+	}
+	switch {
+	case errors.Is(se.Err, jsontext.ErrDuplicateName):
+		return &DecodeError{Reason: ReasonDuplicateKey, Stage: StageDecode,
+			Detail: fmt.Sprintf("at byte %d: %s", off, truncate(se.Err.Error(), 120))}
+	case strings.Contains(se.Err.Error(), "surrogate") || strings.Contains(se.Err.Error(), "UTF-8"):
+		return &DecodeError{Reason: ReasonInvalidUTF8, Stage: StageDecode, Detail: fmt.Sprintf("at byte %d: invalid \\u escape", off)}
+	case off < int64(len(value)) && nonFiniteLiteral(value[literalStart(value, int(off)):]):
+		return &DecodeError{Reason: ReasonNotFinite, Stage: StageValidate, Field: field, Detail: fmt.Sprintf("at byte %d: JSON has no NaN or Infinity", off)}
+	}
+	return &DecodeError{Reason: ReasonInvalidJSON, Stage: StageDecode, Detail: fmt.Sprintf("at byte %d: %s", off, truncate(se.Err.Error(), 120))}
+}
+
+// nonFiniteLiteral reports whether b starts with a spelling of NaN or
+// infinity that lenient encoders write (NaN, Infinity, -Infinity, inf, …).
+func nonFiniteLiteral(b []byte) bool {
+	b = bytes.TrimLeft(b, "+-")
+	for _, lit := range []string{"nan", "inf"} {
+		if len(b) >= len(lit) && strings.EqualFold(string(b[:len(lit)]), lit) {
+			return true
+		}
+	}
+	return false
+}
+
+// literalStart backs up from off to the start of the bare word around it:
+// the parser may stop inside one ("nan" fails at 'a', as "null").
+func literalStart(b []byte, off int) int {
+	for off > 0 && off > len(b)-1 {
+		off--
+	}
+	for off > 0 {
+		c := b[off-1]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '+' || c == '-') {
+			break
+		}
+		off--
+	}
+	return off
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

@@ -1,9 +1,14 @@
 package schemas
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func exampleSchema(t *testing.T) *InputSchema {
@@ -96,6 +101,40 @@ func TestDecodeRejects(t *testing.T) {
 	f("above", `{`+valid+`,"hour":24,"amount":1}`, ReasonOutOfBounds, StageValidate, "hour")
 	f("bad time", `{"user_id":"u9","event_time":"yesterday","merchant_category":"fuel","hour":3,"amount":1}`, ReasonWrongType, StageValidate, "event_time")
 	f("oversize", `{`+valid+`,"pad":"`+strings.Repeat("x", 20000)+`"}`, ReasonOversize, StageDecode, "")
+	// Issue 8: the first of two "amount"s was scored; other parsers take
+	// the last. A repeated key anywhere is refused.
+	f("duplicate key", `{`+valid+`,"hour":3,"amount":237.4,"amount":-7}`, ReasonDuplicateKey, StageDecode, "")
+	f("nested duplicate", `{`+valid+`,"hour":3,"amount":1,"meta":{"a":1,"a":2}}`, ReasonDuplicateKey, StageDecode, "")
+	f("invalid utf-8", "{"+valid+",\"hour\":3,\"amount\":1,\"channel\":\"\xff\xfe\"}", ReasonInvalidUTF8, StageDecode, "")
+	f("lone surrogate", `{`+valid+`,"hour":3,"amount":1,"channel":"\ud800"}`, ReasonInvalidUTF8, StageDecode, "")
+	// Every non-finite spelling gets one reason, at one stage.
+	for _, lit := range []string{"NaN", "nan", "Infinity", "-Infinity", "inf", "-inf", "1e400", "-1e999"} {
+		f("non-finite "+lit, `{`+valid+`,"hour":3,"amount":`+lit+`}`, ReasonNotFinite, StageValidate, "amount")
+	}
+	f("non-finite undeclared", `{`+valid+`,"hour":3,"amount":1,"x":NaN}`, ReasonNotFinite, StageValidate, "")
+	f("leading zero", `{`+valid+`,"hour":03,"amount":1}`, ReasonInvalidJSON, StageDecode, "")
+	f("trailing garbage", `{`+valid+`,"hour":3,"amount":1} x`, ReasonInvalidJSON, StageDecode, "")
+}
+
+// TestInvalidJSONSaysWhere: the detail gives the byte offset and never
+// echoes the payload.
+func TestInvalidJSONSaysWhere(t *testing.T) {
+	s := exampleSchema(t)
+	body := `{"user_id":"secret-value-123","amount":12,,"hour":3}`
+	_, derr := s.Decode([]byte("k"), []byte(body), Source{})
+	if derr == nil || derr.Reason != ReasonInvalidJSON {
+		t.Fatalf("Decode(%s) = %v, want invalid_json", body, derr)
+	}
+	if want := "at byte 42"; !strings.Contains(derr.Detail, want) {
+		t.Errorf("detail %q does not say %q", derr.Detail, want)
+	}
+	if strings.Contains(derr.Error(), "secret-value") {
+		t.Errorf("detail %q echoes the payload", derr.Error())
+	}
+	raw := "{\"user_id\":\"ab\xffcd\"}"
+	if _, derr := s.Decode([]byte("k"), []byte(raw), Source{}); derr == nil || !strings.Contains(derr.Detail, "byte 14") {
+		t.Errorf("invalid UTF-8 detail = %v, want it to name byte 14", derr)
+	}
 }
 
 func TestParseInputSchemaErrors(t *testing.T) {
@@ -113,6 +152,157 @@ func TestParseInputSchemaErrors(t *testing.T) {
 	f("name: x\ntime_field: a\nfields: [{name: a, type: string}]", "must have type timestamp")
 	f("name: x\nunknown: 1\nfields: [{name: a, type: string}]", "unknown")
 	f("name: x\nfields: [{name: a, type: number, min: 2, max: 1}]", "greater than max")
+}
+
+// strictJSON is the reference for the decoder's syntax gate, built on
+// encoding/json rather than the gate's own parser: RFC 8259 grammar, UTF-8
+// text (no invalid bytes, no lone surrogate escapes) and unique keys in
+// every object.
+func strictJSON(b []byte) bool {
+	if !json.Valid(b) || !utf8.Valid(b) || !surrogatesPaired(b) {
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	type frame struct {
+		obj  bool
+		keys map[string]bool
+		key  bool // the next token of this object is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return err == io.EOF
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.obj && top.key {
+			if d, ok := tok.(json.Delim); ok && d == '}' {
+				stack = stack[:len(stack)-1]
+				continue
+			}
+			k := tok.(string)
+			if top.keys[k] {
+				return false
+			}
+			top.keys[k] = true
+			top.key = false
+			continue
+		}
+		if top != nil && top.obj {
+			top.key = true
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{obj: true, keys: map[string]bool{}, key: true})
+		case json.Delim('['):
+			stack = append(stack, &frame{})
+		case json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+	}
+}
+
+// surrogatesPaired reports whether every \u escape of a UTF-16 surrogate in
+// grammatical JSON b is a high surrogate followed by a low one.
+func surrogatesPaired(b []byte) bool {
+	hex := func(i int) (int, bool) {
+		if i+6 > len(b) || b[i] != '\\' || b[i+1] != 'u' {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(string(b[i+2:i+6]), 16, 32)
+		return int(n), err == nil
+	}
+	inString := false
+	for i := 0; i < len(b); i++ {
+		switch {
+		case b[i] == '"':
+			inString = !inString
+		case inString && b[i] == '\\':
+			u, ok := hex(i)
+			if !ok {
+				i++ // a two-byte escape
+				continue
+			}
+			switch {
+			case u >= 0xD800 && u <= 0xDBFF:
+				lo, ok := hex(i + 6)
+				if !ok || lo < 0xDC00 || lo > 0xDFFF {
+					return false
+				}
+				i += 11
+			case u >= 0xDC00 && u <= 0xDFFF:
+				return false
+			default:
+				i += 5
+			}
+		}
+	}
+	return true
+}
+
+// FuzzDecodeAgreesWithReference: the decoder accepts an event only if a
+// strict reference parser accepts its JSON, and then reads the same values;
+// whatever the reference rejects, the decoder rejects at the syntax gate.
+func FuzzDecodeAgreesWithReference(f *testing.F) {
+	s, err := LoadInputSchema("card_transactions.v1")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, seed := range []string{
+		`{"user_id":"u9","event_time":"2026-01-02T03:04:05Z","amount":12.5,"merchant_category":"fuel","hour":3}`,
+		`{"user_id":"u9","event_time":"2026-01-02T03:04:05Z","amount":12.5,"amount":-7,"merchant_category":"fuel","hour":3}`,
+		`{"user_id":"u9","event_time":1700000000000,"amount":NaN,"merchant_category":"fuel","hour":3}`,
+		`{"user_id":"\ud83d\ude00","event_time":1700000000000,"amount":1,"merchant_category":"f\u00e9","hour":3,"x":[{"a":1},{"a":1}]}`,
+		"{\"user_id\":\"u\xc3\",\"amount\":1}", `{"amount":01}`, `{"amount":1e400}`, `[{"a":1,"a":2}]`, `nul`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, value []byte) {
+		ev, derr := s.Decode([]byte("k"), value, Source{Topic: "t", Offset: 1})
+		if len(value) > s.MaxBytes {
+			return
+		}
+		ref := strictJSON(value)
+		gate := derr != nil && (derr.Stage == StageDecode || strings.Contains(derr.Detail, "JSON has no"))
+		if derr != nil && (derr.Reason == "" || derr.Stage == "") {
+			t.Fatalf("rejection without reason or stage: %+v", derr)
+		}
+		if !ref && !gate {
+			t.Fatalf("reference rejects %q; decoder gave %v", value, derr)
+		}
+		if ref && gate && derr.Reason != ReasonInvalidJSON {
+			t.Fatalf("reference accepts %q; decoder rejected it at the gate: %v", value, derr)
+		}
+		if ref && gate && derr.Reason == ReasonInvalidJSON && value[0] == '{' {
+			t.Fatalf("reference accepts object %q; decoder says invalid_json: %v", value, derr)
+		}
+		if derr != nil {
+			return
+		}
+		var obj map[string]any
+		dec := json.NewDecoder(bytes.NewReader(value))
+		dec.UseNumber()
+		if err := dec.Decode(&obj); err != nil {
+			t.Fatalf("reference cannot decode accepted %q: %v", value, err)
+		}
+		for i, fl := range s.Fields {
+			v := ev.Values[i]
+			switch want := obj[fl.Name].(type) {
+			case string:
+				if fl.Type == TypeString && v.Str != want {
+					t.Fatalf("field %s = %q, reference reads %q", fl.Name, v.Str, want)
+				}
+			case json.Number:
+				if n, _ := want.Float64(); fl.Type == TypeNumber && v.Num != n {
+					t.Fatalf("field %s = %v, reference reads %v", fl.Name, v.Num, n)
+				}
+			}
+		}
+	})
 }
 
 func FuzzDecode(f *testing.F) {

@@ -21,10 +21,12 @@ type Reason string
 // Reason codes. They are stable: dashboards and alert rules match on them.
 const (
 	ReasonOversize       Reason = "oversize"        // the record is larger than the schema's max_bytes
-	ReasonInvalidJSON    Reason = "invalid_json"    // the value is not one JSON object
+	ReasonInvalidJSON    Reason = "invalid_json"    // the value is not one JSON object (RFC 8259 grammar); the detail gives the byte offset
+	ReasonInvalidUTF8    Reason = "invalid_utf8"    // the value holds bytes or \u escapes that are not valid UTF-8 text
+	ReasonDuplicateKey   Reason = "duplicate_key"   // an object repeats a key: parsers disagree on which value wins
 	ReasonMissingField   Reason = "missing_field"   // a required field is absent or null
 	ReasonWrongType      Reason = "wrong_type"      // a field has the wrong JSON type
-	ReasonNotFinite      Reason = "not_finite"      // a number overflows float64 (JSON has no NaN or Inf)
+	ReasonNotFinite      Reason = "not_finite"      // NaN, Infinity or a number that overflows float64, however spelled
 	ReasonOutOfBounds    Reason = "out_of_bounds"   // a number is outside the declared min/max
 	ReasonUnknownModel   Reason = "unknown_model"   // the event asks for a model seer does not serve
 	ReasonFeatureMissing Reason = "feature_missing" // a feature view has no value and its policy is dlq
