@@ -1,6 +1,7 @@
 package drift
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -16,17 +17,27 @@ const (
 
 // ReportOptions tune an offline drift report.
 type ReportOptions struct {
-	Alpha  float64           // false discovery rate for the BH-adjusted p-values
-	MinPSI float64           // effect-size floor: smaller shifts are not called drift
-	Bins   int               // numeric: reference quantile bins
-	TopK   int               // categorical: reference categories kept; the rest is "other"
-	Kinds  map[string]string // column → numeric or categorical; others detected
+	Alpha          float64           // false discovery rate for the BH-adjusted p-values
+	MinPSI         float64           // effect-size floor: smaller shifts are not called drift
+	Bins           int               // numeric: reference quantile bins
+	TopK           int               // categorical: reference categories kept; the rest is "other"
+	Kinds          map[string]string // column → numeric or categorical; others detected
+	MinSamples     int               // fewer observed values on either side: a warning, and never "drifted"
+	MissingMaxDiff float64           // a change of the missing share by more than this is flagged
 }
 
-// DefaultReportOptions: FDR 1%, PSI ≥ 0.1, 10 bins, top 20 categories.
+// DefaultReportOptions: FDR 1%, PSI ≥ 0.1, 10 bins, top 20 categories, at
+// least 100 observations a side, missing share flagged past ±5 points.
 func DefaultReportOptions() ReportOptions {
-	return ReportOptions{Alpha: 0.01, MinPSI: 0.1, Bins: 10, TopK: 20}
+	return ReportOptions{Alpha: 0.01, MinPSI: 0.1, Bins: 10, TopK: 20, MinSamples: 100, MissingMaxDiff: 0.05}
 }
+
+// Feature statuses in a drift report.
+const (
+	StatusOK             = "ok"              // compared
+	StatusSmallSample    = "small_sample"    // compared, but too few values to call drift
+	StatusNoObservations = "no_observations" // one side has no value at all: nothing to compare
+)
 
 // Report is the offline drift report. Its JSON form is a contract: a
 // top-level features list whose items have name, kind, metrics and drifted.
@@ -49,12 +60,19 @@ type Dataset struct {
 // js, js_base2, wasserstein_norm, ks, ks_pvalue; for categorical: psi,
 // chi2_pvalue, js, js_base2, new_category_share. pvalue_adjusted is the
 // Benjamini–Hochberg adjustment across the report's features.
+//
+// Status is ok, small_sample or no_observations; Warnings say why in
+// words, including a change of the missing share (a data-quality flag,
+// MissingChanged), which the drift tests on present values do not see.
 type FeatureReport struct {
-	Name    string             `json:"name"`
-	Kind    string             `json:"kind"`
-	Metrics map[string]float64 `json:"metrics"`
-	Drifted bool               `json:"drifted"`
-	Bins    []HistogramBin     `json:"bins"` // reference and current shares, for charts
+	Name           string             `json:"name"`
+	Kind           string             `json:"kind"`
+	Status         string             `json:"status"`
+	Metrics        map[string]float64 `json:"metrics"`
+	Drifted        bool               `json:"drifted"`
+	MissingChanged bool               `json:"missing_changed"`
+	Warnings       []string           `json:"warnings,omitempty"`
+	Bins           []HistogramBin     `json:"bins"` // reference and current shares, for charts
 }
 
 // HistogramBin is one bar pair of a feature's histogram.
@@ -71,10 +89,19 @@ type Table struct {
 	Rows    int
 }
 
-// BuildReport compares every column the two tables share.
+// BuildReport compares every column the two tables share. A column that
+// cannot be compared gets a status and a warning; the others are still
+// reported. It fails only when there is nothing to compare at all.
 func BuildReport(ref, cur Table, o ReportOptions) (*Report, error) {
+	switch {
+	case ref.Rows == 0:
+		return nil, errors.New("the reference file has no data rows")
+	case cur.Rows == 0:
+		return nil, errors.New("the current file has no data rows")
+	}
 	rep := &Report{Alpha: o.Alpha, MinPSI: o.MinPSI}
 	var pvals []float64
+	var tested []int // features in pvals order
 	for _, col := range ref.Columns {
 		cv, ok := cur.Values[col]
 		if !ok {
@@ -95,28 +122,88 @@ func BuildReport(ref, cur Table, o ReportOptions) (*Report, error) {
 		default:
 			return nil, fmt.Errorf("column %s: kind %q is not numeric or categorical", col, kind)
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrEmpty):
+			fr = FeatureReport{Name: col, Kind: kind, Status: StatusNoObservations, Metrics: map[string]float64{},
+				Warnings: []string{fmt.Sprintf("no observed values (reference %d, current %d of %d and %d rows are present)",
+					present(rv), present(cv), len(rv), len(cv))}}
+		case err != nil:
 			return nil, fmt.Errorf("column %s: %w", col, err)
+		default:
+			fr.Status = StatusOK
+			if nr, nc := observed(kind, rv), observed(kind, cv); min(nr, nc) < o.MinSamples {
+				fr.Status = StatusSmallSample
+				fr.Warnings = append(fr.Warnings, fmt.Sprintf("small sample: %d reference and %d current values, fewer than %d; not called drifted", nr, nc, o.MinSamples))
+			}
+			tested = append(tested, len(rep.Features))
+			if kind == KindNumeric {
+				pvals = append(pvals, fr.Metrics["ks_pvalue"])
+			} else {
+				pvals = append(pvals, fr.Metrics["chi2_pvalue"])
+			}
+		}
+		mr, mc := missingShare(rv), missingShare(cv)
+		fr.Metrics["missing_share_reference"], fr.Metrics["missing_share_current"] = mr, mc
+		if math.Abs(mc-mr) > o.MissingMaxDiff {
+			fr.MissingChanged = true
+			fr.Warnings = append(fr.Warnings, fmt.Sprintf("missing share changed from %.1f%% to %.1f%%", 100*mr, 100*mc))
 		}
 		rep.Features = append(rep.Features, fr)
-		if kind == KindNumeric {
-			pvals = append(pvals, fr.Metrics["ks_pvalue"])
-		} else {
-			pvals = append(pvals, fr.Metrics["chi2_pvalue"])
-		}
 	}
 	if len(rep.Features) == 0 {
-		return nil, fmt.Errorf("the files share no columns (reference has %v)", ref.Columns)
+		return nil, fmt.Errorf("the files share no columns (reference has %v, current has %v)", ref.Columns, cur.Columns)
 	}
 	for i, adj := range BenjaminiHochberg(pvals) {
-		f := &rep.Features[i]
+		f := &rep.Features[tested[i]]
 		f.Metrics["pvalue_adjusted"] = adj
-		f.Drifted = adj < o.Alpha && f.Metrics["psi"] >= o.MinPSI
+		f.Drifted = f.Status == StatusOK && adj < o.Alpha && f.Metrics["psi"] >= o.MinPSI
 		if f.Drifted {
 			rep.DriftedCount++
 		}
 	}
 	return rep, nil
+}
+
+// present counts the values that are not empty.
+func present(vals []string) int {
+	n := 0
+	for _, v := range vals {
+		if v != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// observed counts the values a test of this kind uses: numbers that are
+// finite for numeric columns, any value for categorical ones.
+func observed(kind string, vals []string) int {
+	if kind == KindCategorical {
+		return len(vals)
+	}
+	n := 0
+	for _, v := range vals {
+		if f, err := strconv.ParseFloat(v, 64); err == nil && !math.IsNaN(f) && !math.IsInf(f, 0) {
+			n++
+		}
+	}
+	return n
+}
+
+// missingShare is the share of values that are empty or not finite.
+func missingShare(vals []string) float64 {
+	if len(vals) == 0 {
+		return 0
+	}
+	miss := 0
+	for _, v := range vals {
+		if v == "" {
+			miss++
+		} else if f, err := strconv.ParseFloat(v, 64); err == nil && (math.IsNaN(f) || math.IsInf(f, 0)) {
+			miss++
+		}
+	}
+	return float64(miss) / float64(len(vals))
 }
 
 func detectKind(vals []string) string {

@@ -35,23 +35,24 @@ func ReadTable(path, format string) (Table, error) {
 		return Table{}, err
 	}
 	defer f.Close()
+	var t Table
 	switch format {
 	case "csv":
-		return readCSV(f)
+		t, err = readCSV(f)
 	case "jsonl":
-		return readJSONL(f)
+		t, err = readJSONL(f)
 	case "parquet":
-		st, err := f.Stat()
-		if err != nil {
-			return Table{}, err
+		var st os.FileInfo
+		if st, err = f.Stat(); err == nil {
+			t, err = readParquet(f, st.Size())
 		}
-		t, err := readParquet(f, st.Size())
-		if err != nil {
-			return Table{}, fmt.Errorf("%s: %w", path, err)
-		}
-		return t, nil
+	default:
+		return Table{}, fmt.Errorf("%s: unknown format %q (want csv, jsonl or parquet)", path, format)
 	}
-	return Table{}, fmt.Errorf("%s: unknown format %q (want csv or jsonl)", path, format)
+	if err != nil {
+		return Table{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return t, nil
 }
 
 // readParquet reads a Parquet file with flat columns; values become text
@@ -120,7 +121,7 @@ func readCSV(r io.Reader) (Table, error) {
 			return t, nil
 		}
 		if err != nil {
-			return Table{}, fmt.Errorf("row %d: %w", t.Rows+2, err)
+			return Table{}, err // a csv.ParseError names its line
 		}
 		for i, c := range header {
 			t.Values[c] = append(t.Values[c], rec[i])
@@ -211,12 +212,13 @@ var reportHTML = template.Must(template.New("report").Funcs(template.FuncMap{
 }).Parse(`<!doctype html><html><head><meta charset="utf-8"><title>seer drift report</title>
 <style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}td,th{padding:2px 8px;text-align:left}
 .f{border:1px solid #ddd;margin:1em 0;padding:1em}.drift{border-color:#c33}.tag{font-weight:bold;color:#c33}
-.ref{fill:#4a78b5}.cur{fill:#e39a2d}text{font-size:9px}</style></head><body>
+.warn{color:#a60}.ref{fill:#4a78b5}.cur{fill:#e39a2d}text{font-size:9px}</style></head><body>
 <h1>seer drift report</h1>
 <p>Reference <b>{{.Reference.Path}}</b> ({{.Reference.Rows}} rows) against current <b>{{.Current.Path}}</b> ({{.Current.Rows}} rows).
 A feature drifts when its Benjamini–Hochberg adjusted p-value (KS for numeric, χ² for categorical) is below {{.Alpha}} and its PSI is at least {{.MinPSI}}.
 <b>{{.DriftedCount}}</b> of {{len .Features}} features drifted. Bars: <span style="color:#4a78b5">reference</span>, <span style="color:#e39a2d">current</span> (share of rows per bin).</p>
-{{range .Features}}<div class="f{{if .Drifted}} drift{{end}}"><h2>{{.Name}} <small>({{.Kind}})</small> {{if .Drifted}}<span class="tag">drifted</span>{{end}}</h2>
+{{range .Features}}<div class="f{{if .Drifted}} drift{{end}}"><h2>{{.Name}} <small>({{.Kind}})</small> {{if .Drifted}}<span class="tag">drifted</span>{{end}} {{if ne .Status "ok"}}<span class="warn">{{.Status}}</span>{{end}}</h2>
+{{range .Warnings}}<p class="warn">⚠ {{.}}</p>{{end}}
 <table>{{$m := .Metrics}}{{range keys .Metrics}}<tr><th>{{.}}</th><td>{{num (index $m .)}}</td></tr>{{end}}</table>
 <svg width="{{width (len .Bins)}}" height="190" role="img" aria-label="histogram of {{.Name}}">
 {{range bars .Bins}}<rect class="ref" x="{{.X}}" y="{{.RefY}}" width="16" height="{{.RefH}}"/><rect class="cur" x="{{.CurX}}" y="{{.CurY}}" width="16" height="{{.CurH}}"/>

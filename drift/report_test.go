@@ -152,3 +152,96 @@ func TestReadTableErrors(t *testing.T) {
 		t.Errorf("ReadTable(jsonl) = %+v, %v", tb, err)
 	}
 }
+
+// TestReportDegradesPerColumn covers the drift-report defects of issue 8:
+// an empty column no longer aborts the report, a missing-share change is
+// flagged, a tiny sample is never called drifted, a header-only file and a
+// malformed CSV line get messages that name the file and the right line.
+func TestReportDegradesPerColumn(t *testing.T) {
+	dir := t.TempDir()
+	ref, cur := filepath.Join(dir, "ref.csv"), filepath.Join(dir, "cur.csv")
+	writeCSV(t, ref, 2000, 1, 0, []string{"fuel", "travel", "food"})
+	write := func(path, s string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rt, err := ReadTable(ref, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	feature := func(rep *Report, name string) FeatureReport {
+		t.Helper()
+		for _, f := range rep.Features {
+			if f.Name == name {
+				return f
+			}
+		}
+		t.Fatalf("report has no feature %s: %+v", name, rep.Features)
+		return FeatureReport{}
+	}
+
+	// amount is NaN or empty everywhere; half of shifted is missing.
+	var b strings.Builder
+	b.WriteString("amount,shifted,merchant,stable\n")
+	for i := 0; i < 2000; i++ {
+		amount, sh := "NaN", strconv.Itoa(90+i%20)
+		if i%2 == 0 {
+			amount, sh = "", ""
+		}
+		b.WriteString(amount + "," + sh + ",fuel,a\n")
+	}
+	write(cur, b.String())
+	ct, err := ReadTable(cur, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := BuildReport(rt, ct, DefaultReportOptions())
+	if err != nil {
+		t.Fatalf("an all-missing column aborted the report: %v", err)
+	}
+	if f := feature(rep, "amount"); f.Status != StatusNoObservations || f.Drifted || len(f.Warnings) == 0 {
+		t.Errorf("amount: status %q drifted %v warnings %q; want no_observations, not drifted, a warning", f.Status, f.Drifted, f.Warnings)
+	}
+	if f := feature(rep, "merchant"); f.Status != StatusOK || !f.Drifted {
+		t.Errorf("merchant (all fuel now): status %q drifted %v; want ok and drifted", f.Status, f.Drifted)
+	}
+	if f := feature(rep, "shifted"); !f.MissingChanged || f.Metrics["missing_share_current"] != 0.5 {
+		t.Errorf("shifted: missing_changed %v, missing_share_current %v; want true and 0.5 (%q)", f.MissingChanged, f.Metrics["missing_share_current"], f.Warnings)
+	}
+	if f := feature(rep, "stable"); f.MissingChanged {
+		t.Errorf("stable has no missing values but is flagged: %q", f.Warnings)
+	}
+
+	// One row far out: a huge PSI, but a small sample is not drift.
+	write(cur, "amount,shifted,merchant,stable\n900,900,fuel,a\n")
+	ct, _ = ReadTable(cur, "")
+	rep, err = BuildReport(rt, ct, DefaultReportOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range rep.Features {
+		if f.Status != StatusSmallSample || f.Drifted || !strings.Contains(strings.Join(f.Warnings, " "), "small sample") {
+			t.Errorf("%s on one row: status %q drifted %v warnings %q; want small_sample, not drifted", f.Name, f.Status, f.Drifted, f.Warnings)
+		}
+	}
+
+	write(cur, "amount,shifted,merchant,stable\n")
+	ct, _ = ReadTable(cur, "")
+	if _, err := BuildReport(rt, ct, DefaultReportOptions()); err == nil || !strings.Contains(err.Error(), "current file has no data rows") {
+		t.Errorf("header-only current file: err = %v, want it to say the current file has no data rows", err)
+	}
+
+	var lines strings.Builder
+	lines.WriteString("a,b\n")
+	for i := 2; i <= 10; i++ {
+		lines.WriteString("1,2\n")
+	}
+	lines.WriteString("1,2,3\n") // line 11
+	write(cur, lines.String())
+	_, err = ReadTable(cur, "")
+	if err == nil || !strings.Contains(err.Error(), cur) || !strings.Contains(err.Error(), "line 11") || strings.Contains(err.Error(), "row 11") {
+		t.Errorf("malformed line 11: err = %v, want the file and line 11 named once", err)
+	}
+}

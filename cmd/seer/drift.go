@@ -70,7 +70,7 @@ against current. Output goes to --out, or stdout.`,
 			}
 			rep, err := drift.BuildReport(ref, cur, o)
 			if err != nil {
-				return err
+				return fmt.Errorf("comparing %s with %s: %w", refPath, curPath, err)
 			}
 			rep.Reference = drift.Dataset{Path: refPath, Rows: ref.Rows}
 			rep.Current = drift.Dataset{Path: curPath, Rows: cur.Rows}
@@ -113,6 +113,8 @@ against current. Output goes to --out, or stdout.`,
 	f.Float64Var(&o.MinPSI, "min-psi", o.MinPSI, "smallest PSI called drift")
 	f.IntVar(&o.Bins, "bins", o.Bins, "reference quantile bins for numeric columns")
 	f.IntVar(&o.TopK, "top-k", o.TopK, "reference categories kept before 'other'")
+	f.IntVar(&o.MinSamples, "min-samples", o.MinSamples, "fewer values on either side: a small_sample warning, never drifted")
+	f.Float64Var(&o.MissingMaxDiff, "missing-max-diff", o.MissingMaxDiff, "flag a change of a column's missing share by more than this")
 	cmd.AddCommand(report)
 	return cmd
 }
