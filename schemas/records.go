@@ -1,18 +1,13 @@
 package schemas
 
 import (
-	"bytes"
 	"crypto/sha256"
-	"errors"
-	"fmt"
-	"io"
 	"math"
 	"strconv"
 	"time"
 	"unicode/utf8"
 
 	"github.com/segmentio/ksuid"
-	"go.yaml.in/yaml/v3"
 )
 
 // Reason is the reason code of a dead-letter record (header seer-error).
@@ -169,24 +164,6 @@ func StableKSUID(t time.Time, parts ...string) string {
 		panic(err)
 	}
 	return id.String()
-}
-
-// DecodeStrictYAML decodes one YAML document into v; unknown keys are errors.
-// seer's config files, schemas and manifests all go through it.
-func DecodeStrictYAML(data []byte, v any) error {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, io.EOF) {
-			return errors.New("document is empty")
-		}
-		return err
-	}
-	var extra any
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("want one YAML document, found more")
-	}
-	return nil
 }
 
 // AppendPrediction appends the JSON value of a scored item's prediction to

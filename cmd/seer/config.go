@@ -3,10 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,9 +56,26 @@ func DefaultConfig() Config {
 	}
 }
 
+// secretKeys are the YAML keys that would hold a secret; the file must not.
+var secretKeys = map[string]string{
+	"redis.password":      "SEER_REDIS_PASSWORD or redis.password_file",
+	"clickhouse.password": "SEER_CLICKHOUSE_PASSWORD or clickhouse.password_file",
+}
+
+// toolVars are SEER_* variables that are not config keys: the secrets, and
+// those the stack script and the tests read.
+var toolVars = map[string]bool{
+	"SEER_REDIS_PASSWORD": true, "SEER_CLICKHOUSE_PASSWORD": true,
+	"SEER_CACHE_DIR": true, "SEER_PYTHON": true, "SEER_PYTHON_EVIDENTLY": true, "SEER_REQUIRE_SERVICES": true,
+	"SEER_KAFKA_PORT": true, "SEER_KAFKA_CONTROLLER_PORT": true, "SEER_REDIS_PORT": true,
+	"SEER_CLICKHOUSE_PORT": true, "SEER_CLICKHOUSE_HTTP_PORT": true,
+}
+
 // LoadConfig reads path (strict YAML: an unknown key is an error) over the
-// defaults, applies environment overrides and validates.
-func LoadConfig(path string, env func(string) (string, bool)) (Config, error) {
+// defaults, applies the SEER_* variables of environ (KEY=value strings, as
+// os.Environ gives) and validates. An unknown SEER_* variable is an error,
+// as an unknown YAML key is.
+func LoadConfig(path string, environ []string) (Config, error) {
 	cfg := DefaultConfig()
 	if path != "" {
 		data, err := os.ReadFile(path)
@@ -64,16 +83,30 @@ func LoadConfig(path string, env func(string) (string, bool)) (Config, error) {
 			return cfg, fmt.Errorf("reading config: %w", err)
 		}
 		if err := schemas.DecodeStrictYAML(data, &cfg); err != nil {
+			var ke *schemas.YAMLKeyError
+			if errors.As(err, &ke) && ke.Unknown && secretKeys[ke.Path] != "" {
+				err = fmt.Errorf("%s (line %d): secrets are not read from the config file; set %s", ke.Path, ke.Line, secretKeys[ke.Path])
+			}
 			return cfg, fmt.Errorf("config %s: %w", path, err)
 		}
 	}
-	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "SEER", env); err != nil {
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "SEER_") {
+			env[k] = v
+		}
+	}
+	known := map[string]bool{}
+	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "SEER", env, known); err != nil {
 		return cfg, err
 	}
-	if v, ok := env("SEER_REDIS_PASSWORD"); ok {
+	if err := unknownEnv(env, known); err != nil {
+		return cfg, err
+	}
+	if v, ok := env["SEER_REDIS_PASSWORD"]; ok {
 		cfg.Redis.Password = v
 	}
-	if v, ok := env("SEER_CLICKHOUSE_PASSWORD"); ok {
+	if v, ok := env["SEER_CLICKHOUSE_PASSWORD"]; ok {
 		cfg.ClickHouse.Password = v
 	}
 	if err := errors.Join(cfg.Redis.LoadPassword(), cfg.ClickHouse.LoadPassword()); err != nil {
@@ -83,6 +116,24 @@ func LoadConfig(path string, env func(string) (string, bool)) (Config, error) {
 		return cfg, err
 	}
 	return cfg, cfg.Validate()
+}
+
+// unknownEnv names every SEER_* variable that is neither a config key nor
+// a known tool variable, with the closest key.
+func unknownEnv(env map[string]string, known map[string]bool) error {
+	names := slices.Sorted(maps.Keys(known))
+	var errs []error
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		if known[k] || toolVars[k] {
+			continue
+		}
+		msg := fmt.Sprintf("%s: no such setting", k)
+		if near := schemas.Closest(k, names); near != "" {
+			msg += fmt.Sprintf(" (did you mean %s?)", near)
+		}
+		errs = append(errs, errors.New(msg))
+	}
+	return errors.Join(errs...)
 }
 
 // resolveSpoolDir makes clickhouse.spool_dir absolute and, when it is not
@@ -147,15 +198,16 @@ func (c *Config) Validate() error {
 
 var durationType = reflect.TypeOf(time.Duration(0))
 
-// applyEnv overrides the fields of v from variables named prefix_KEY.
-func applyEnv(v reflect.Value, prefix string, env func(string) (string, bool)) error {
+// applyEnv overrides the fields of v from variables named prefix_KEY and
+// adds every such name to known.
+func applyEnv(v reflect.Value, prefix string, env map[string]string, known map[string]bool) error {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 		fv := v.Field(i)
 		if opts == "inline" {
-			if err := applyEnv(fv, prefix, env); err != nil {
+			if err := applyEnv(fv, prefix, env, known); err != nil {
 				return err
 			}
 			continue
@@ -165,12 +217,13 @@ func applyEnv(v reflect.Value, prefix string, env func(string) (string, bool)) e
 		}
 		name := prefix + "_" + strings.ToUpper(tag)
 		if f.Type.Kind() == reflect.Struct {
-			if err := applyEnv(fv, name, env); err != nil {
+			if err := applyEnv(fv, name, env, known); err != nil {
 				return err
 			}
 			continue
 		}
-		raw, ok := env(name)
+		known[name] = true
+		raw, ok := env[name]
 		if !ok {
 			continue
 		}

@@ -8,10 +8,14 @@ import (
 	"time"
 )
 
-func noEnv(string) (string, bool) { return "", false }
+var noEnv []string
 
-func envOf(m map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+func envOf(m map[string]string) []string {
+	var env []string
+	for k, v := range m {
+		env = append(env, k+"="+v)
+	}
+	return env
 }
 
 func TestConfigGolden(t *testing.T) {
@@ -69,5 +73,19 @@ func TestConfigEnvOverrides(t *testing.T) {
 	_, err = LoadConfig("", envOf(map[string]string{"SEER_KAFKA_MAX_POLL_RECORDS": "many"}))
 	if err == nil || !strings.Contains(err.Error(), "SEER_KAFKA_MAX_POLL_RECORDS") {
 		t.Errorf("bad integer override: error = %v, want it to name the variable", err)
+	}
+}
+
+// TestConfigUnknownEnv: a misspelt SEER_* variable is an error that names
+// it and the closest key (issue 8: SEER_KAFKA_INPUTTOPIC was ignored);
+// variables of the tools and the secrets are not settings but are allowed.
+func TestConfigUnknownEnv(t *testing.T) {
+	_, err := LoadConfig("", envOf(map[string]string{"SEER_KAFKA_INPUTTOPIC": "x", "PATH": "/bin"}))
+	if err == nil || !strings.Contains(err.Error(), "SEER_KAFKA_INPUTTOPIC: no such setting (did you mean SEER_KAFKA_INPUT_TOPIC?)") {
+		t.Errorf("misspelt variable: error = %v", err)
+	}
+	_, err = LoadConfig("", envOf(map[string]string{"SEER_CACHE_DIR": "/x", "SEER_REQUIRE_SERVICES": "1", "SEER_REDIS_PASSWORD": "pw", "SEER_KAFKA_PORT": "9092"}))
+	if err != nil {
+		t.Errorf("tool variables rejected: %v", err)
 	}
 }

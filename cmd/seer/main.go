@@ -46,7 +46,8 @@ overrides: each key path in upper case joined with '_', for example
 kafka.brokers → SEER_KAFKA_BROKERS=127.0.0.1:9092 and
 onnxruntime_lib → SEER_ONNXRUNTIME_LIB. Secrets come only from the
 environment (SEER_REDIS_PASSWORD, SEER_CLICKHOUSE_PASSWORD) or from files
-(redis.password_file, clickhouse.password_file). Without --config, seer uses
+(redis.password_file, clickhouse.password_file). An unknown SEER_* variable
+is an error, as an unknown YAML key is. Without --config, seer uses
 local defaults: every service on 127.0.0.1 and the example model package.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -69,7 +70,7 @@ local defaults: every service on 127.0.0.1 and the example model package.`,
 
 // load reads the config and builds the logger.
 func (g *globals) load() (Config, *slog.Logger, error) {
-	cfg, err := LoadConfig(g.configPath, os.LookupEnv)
+	cfg, err := LoadConfig(g.configPath, os.Environ())
 	if err != nil {
 		return cfg, nil, err
 	}
