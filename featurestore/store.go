@@ -118,6 +118,9 @@ func NewClient(c Config) *redis.Client {
 		Addr: c.Addr, DB: c.DB, Username: c.Username, Password: c.Password,
 		ReadTimeout: c.Timeout, WriteTimeout: c.Timeout, DialTimeout: c.Timeout,
 		PoolSize: 8,
+		// Deadlines of the caller's context win over the timeouts above, so
+		// a readiness probe's 500 ms is not stretched to Timeout.
+		ContextTimeoutEnabled: true,
 	}
 	if c.TLS {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}

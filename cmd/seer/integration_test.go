@@ -196,7 +196,12 @@ func consume(ctx context.Context, t *testing.T, brokers, topic string, want int)
 // ClickHouse database and spool folder, and an admin client.
 func integrationConfig(t *testing.T) (Config, *kgo.Client) {
 	t.Helper()
-	brokers := testenv.Kafka(t)
+	return integrationConfigOn(t, testenv.Kafka(t))
+}
+
+// integrationConfigOn is integrationConfig on the given broker.
+func integrationConfigOn(t *testing.T, brokers string) (Config, *kgo.Client) {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Kafka.Brokers = []string{brokers}
 	cfg.Redis.Addr = testenv.Redis(t)
