@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
 	"strconv"
 	"sync"
 	"testing"
@@ -267,5 +271,48 @@ func TestNoCommitBeforeSink(t *testing.T) {
 	}
 	if len(st.logged) != 50 {
 		t.Errorf("logged %d rows, want 50", len(st.logged))
+	}
+}
+
+// TestStartupFailsWithoutBroker: a refused port and a listener that
+// accepts but never answers both fail Run within kafka.startup_timeout,
+// naming the addresses tried (issue 8: a WARN every 5 s forever, or
+// silence).
+func TestStartupFailsWithoutBroker(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	refused, _ := net.Listen("tcp", "127.0.0.1:0")
+	refusedAddr := refused.Addr().String()
+	refused.Close()
+	schema, err := schemas.LoadInputSchema("card_transactions.v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{silent.Addr().String(), refusedAddr} {
+		cfg := testConfig([]string{addr})
+		cfg.StartupTimeout = 2 * time.Second
+		st := &fakeStages{logged: map[string]schemas.Item{}}
+		p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err = p.Run(ctx)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "startup_timeout") {
+			t.Errorf("Run with broker %s: err = %v, want a start-up failure naming the address", addr, err)
+		}
 	}
 }

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -251,5 +254,40 @@ func TestTwoInstancesOneSpool(t *testing.T) {
 	}
 	if a.ClickHouse.SpoolDir == b.ClickHouse.SpoolDir || !strings.HasPrefix(a.ClickHouse.SpoolDir, "/") {
 		t.Errorf("default spool folders %q and %q: want two different absolute paths", a.ClickHouse.SpoolDir, b.ClickHouse.SpoolDir)
+	}
+}
+
+// TestServePortInUseTouchesNothing: the HTTP port is bound before the
+// database is migrated or the spool is created, so a port in use fails the
+// start with nothing written (issue 8).
+func TestServePortInUseTouchesNothing(t *testing.T) {
+	cfg, _ := integrationConfig(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg.HTTP = busy.Addr().String()
+	cfg.ClickHouse.SpoolDir = filepath.Join(t.TempDir(), "spool")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), "listening on "+cfg.HTTP) {
+		t.Fatalf("serve on a port in use: err = %v, want a listen error", err)
+	}
+	conn, err := drift.Open(ctx, cfg.ClickHouse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.databases WHERE name = '"+cfg.ClickHouse.Database+"'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("database %s was created although the HTTP port was in use", cfg.ClickHouse.Database)
+	}
+	if _, err := os.Stat(cfg.ClickHouse.SpoolDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("spool folder %s exists (err %v) although the HTTP port was in use", cfg.ClickHouse.SpoolDir, err)
 	}
 }
