@@ -1,12 +1,17 @@
-// Package drift owns seer's ClickHouse side: the connection, the embedded
-// migrations, and the inference-log sink that every scored event and every
-// dead letter is written to. Windowed drift, data-quality and freshness jobs
-// and the alert state machine build on these tables.
+// Package drift owns seer's ClickHouse side. The root holds the connection
+// (Open) and the embedded, versioned migrations (Migrate), which every
+// other room builds on:
 //
-// A Sink is safe for concurrent use; each WriteBatch is one INSERT with an
-// explicit column list (clickhouse-go v2 batch inserts without one fail on
-// ClickHouse 18.16). Tables are ReplacingMergeTree keyed on ids, so a replay
-// after a crash does not double count.
+//   - drift/inferencelog: log rows, the batching writer and its disk spool;
+//   - drift/stats: the statistics, pure functions;
+//   - drift/window: the windowed drift, quality and freshness jobs (SQL);
+//   - drift/alert: alert rules and the alert state machine;
+//   - drift/notify: alert sinks (log, ClickHouse, Kafka, Alertmanager);
+//   - drift/monitor: the leader-elected monitor loop and its Redis lease;
+//   - drift/report: the offline drift report between two files.
+//
+// Open and Migrate are safe to call from several processes: migrations are
+// idempotent and each version is recorded once.
 package drift
 
 import (
@@ -15,31 +20,31 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/seer-ml/seer/drift/inferencelog"
 	"github.com/seer-ml/seer/schemas"
 )
 
 // Config configures the ClickHouse connection.
 type Config struct {
-	Addr         string        `yaml:"addr"` // native protocol, host:port
-	Database     string        `yaml:"database"`
-	Username     string        `yaml:"username"`
-	PasswordFile string        `yaml:"password_file"` // or SEER_CLICKHOUSE_PASSWORD; never in YAML
-	Password     string        `yaml:"-"`
-	TLS          bool          `yaml:"tls"`
-	DialTimeout  time.Duration `yaml:"dial_timeout"`
-	WriterConfig `yaml:",inline"`
+	Addr                string         `yaml:"addr"` // native protocol, host:port
+	Database            string         `yaml:"database"`
+	Username            string         `yaml:"username"`
+	PasswordFile        string         `yaml:"password_file"` // or SEER_CLICKHOUSE_PASSWORD; never in YAML
+	Password            schemas.Secret `yaml:"-"`
+	TLS                 bool           `yaml:"tls"`
+	DialTimeout         time.Duration  `yaml:"dial_timeout"`
+	inferencelog.Config `yaml:",inline"`
 }
 
 // DefaultConfig returns the local defaults.
 func DefaultConfig() Config {
-	return Config{Addr: "127.0.0.1:9000", Database: "seer", Username: "default", DialTimeout: 5 * time.Second, WriterConfig: DefaultWriterConfig()}
+	return Config{Addr: "127.0.0.1:9000", Database: "seer", Username: "default", DialTimeout: 5 * time.Second, Config: inferencelog.DefaultConfig()}
 }
 
 // Validate names the first bad field.
@@ -53,20 +58,7 @@ func (c *Config) Validate() error {
 	if c.DialTimeout <= 0 {
 		return fmt.Errorf("clickhouse.dial_timeout: %v must be positive", c.DialTimeout)
 	}
-	return c.WriterConfig.Validate()
-}
-
-// LoadPassword fills Password from PasswordFile when set.
-func (c *Config) LoadPassword() error {
-	if c.PasswordFile == "" {
-		return nil
-	}
-	b, err := os.ReadFile(c.PasswordFile)
-	if err != nil {
-		return fmt.Errorf("clickhouse.password_file: %w", err)
-	}
-	c.Password = strings.TrimSpace(string(b))
-	return nil
+	return c.Config.Validate()
 }
 
 // Open connects with the native protocol (the HTTP protocol of
@@ -76,7 +68,7 @@ func Open(ctx context.Context, c Config) (driver.Conn, error) {
 	opts := &clickhouse.Options{
 		Addr:         []string{c.Addr},
 		Protocol:     clickhouse.Native,
-		Auth:         clickhouse.Auth{Database: "default", Username: c.Username, Password: c.Password},
+		Auth:         clickhouse.Auth{Database: "default", Username: c.Username, Password: c.Password.Reveal()},
 		DialTimeout:  c.DialTimeout,
 		MaxOpenConns: 8,
 	}
@@ -148,6 +140,18 @@ func appliedMigrations(ctx context.Context, conn driver.Conn, database string) (
 		applied[v] = true
 	}
 	return applied, rows.Err()
+}
+
+// DropDatabase drops database and everything in it, for a run that must
+// start empty (seer demo).
+func DropDatabase(ctx context.Context, conn driver.Conn, database string) error {
+	if _, err := schemas.Migrations(database); err != nil { // validates the name
+		return err
+	}
+	if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+database); err != nil {
+		return fmt.Errorf("dropping database %s: %w", database, err)
+	}
+	return nil
 }
 
 // ServerVersion returns the server's version string.

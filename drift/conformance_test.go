@@ -1,4 +1,4 @@
-package drift
+package drift_test
 
 import (
 	"bytes"
@@ -9,8 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seer-ml/seer/drift"
+	"github.com/seer-ml/seer/drift/internal/chtest"
+	"github.com/seer-ml/seer/drift/notify"
+	"github.com/seer-ml/seer/drift/window"
+	"github.com/seer-ml/seer/internal/testenv"
 	"github.com/seer-ml/seer/schemas"
-	"github.com/seer-ml/seer/schemas/testenv"
 )
 
 // seerSQL is every DDL statement and query seer emits against ClickHouse
@@ -30,8 +34,8 @@ func seerSQL(t *testing.T, db string) []string {
 		t.Fatal(err)
 	}
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	stmts = append(stmts, NewWindowJob(nil, db, m).Queries(t0, t0.Add(time.Hour))...)
-	return append(stmts, MonitorQueries(db, m.Name, m.Version)...)
+	stmts = append(stmts, window.New(nil, db, m).Queries(t0, t0.Add(time.Hour))...)
+	return append(stmts, notify.FiringQuery(db, m.Name, m.Version))
 }
 
 // TestSQLRunsOnCurrentClickHouse runs all of seer's SQL in chDB, a current
@@ -67,8 +71,8 @@ func TestSQLRunsOnCurrentClickHouse(t *testing.T) {
 // ClickHouse server (18.16 from Debian): the migrations through Migrate,
 // the queries directly.
 func TestSQLRunsOnDebianClickHouse(t *testing.T) {
-	conn, db := newDB(t) // runs every migration statement
-	v, _ := ServerVersion(context.Background(), conn)
+	conn, db := chtest.NewDB(t) // runs every migration statement
+	v, _ := drift.ServerVersion(context.Background(), conn)
 	migs, _ := schemas.Migrations(db)
 	skip := 0
 	for _, m := range migs {

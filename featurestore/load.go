@@ -117,6 +117,22 @@ func (s *Store) Put(ctx context.Context, view string, rows []Row, ttl time.Durat
 	return nil
 }
 
+// PutViews writes, for every view, one row per entity with the given
+// feature values, all updated at ts: the way demo, loadtest and tests seed
+// the store with generated features.
+func (s *Store) PutViews(ctx context.Context, views map[string]map[string]map[string]string, ts time.Time, ttl time.Duration) error {
+	for view, byEntity := range views {
+		rows := make([]Row, 0, len(byEntity))
+		for entity, vals := range byEntity {
+			rows = append(rows, Row{Entity: entity, TsMs: ts.UnixMilli(), Values: vals})
+		}
+		if err := s.Put(ctx, view, rows, ttl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func parseTime(s string) (int64, error) {
 	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
 		return ms, nil

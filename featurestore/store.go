@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -51,15 +50,15 @@ type ViewConfig struct {
 
 // Config configures the Redis connection and the views.
 type Config struct {
-	Addr         string        `yaml:"addr"`
-	DB           int           `yaml:"db"`
-	Username     string        `yaml:"username"`
-	PasswordFile string        `yaml:"password_file"` // or SEER_REDIS_PASSWORD; never in YAML
-	Password     string        `yaml:"-"`
-	TLS          bool          `yaml:"tls"`
-	KeyPrefix    string        `yaml:"key_prefix"`
-	Timeout      time.Duration `yaml:"timeout"`
-	Views        []ViewConfig  `yaml:"views"`
+	Addr         string         `yaml:"addr"`
+	DB           int            `yaml:"db"`
+	Username     string         `yaml:"username"`
+	PasswordFile string         `yaml:"password_file"` // or SEER_REDIS_PASSWORD; never in YAML
+	Password     schemas.Secret `yaml:"-"`
+	TLS          bool           `yaml:"tls"`
+	KeyPrefix    string         `yaml:"key_prefix"`
+	Timeout      time.Duration  `yaml:"timeout"`
+	Views        []ViewConfig   `yaml:"views"`
 }
 
 // DefaultConfig returns the defaults: local Redis, prefix "seer".
@@ -99,23 +98,10 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// LoadPassword fills Password from PasswordFile when set.
-func (c *Config) LoadPassword() error {
-	if c.PasswordFile == "" {
-		return nil
-	}
-	b, err := os.ReadFile(c.PasswordFile)
-	if err != nil {
-		return fmt.Errorf("redis.password_file: %w", err)
-	}
-	c.Password = strings.TrimSpace(string(b))
-	return nil
-}
-
 // NewClient opens a go-redis client for c.
 func NewClient(c Config) *redis.Client {
 	opts := &redis.Options{
-		Addr: c.Addr, DB: c.DB, Username: c.Username, Password: c.Password,
+		Addr: c.Addr, DB: c.DB, Username: c.Username, Password: c.Password.Reveal(),
 		ReadTimeout: c.Timeout, WriteTimeout: c.Timeout, DialTimeout: c.Timeout,
 		PoolSize: 8,
 		// Deadlines of the caller's context win over the timeouts above, so
@@ -186,18 +172,6 @@ func New(cfg Config, rdb *redis.Client, views []string, features map[string][]st
 
 // Key returns the Redis key of a view and entity.
 func Key(prefix, view, entity string) string { return prefix + ":" + view + ":" + entity }
-
-// Views returns the names of the views this store reads, in plan order.
-func (s *Store) Views() []string {
-	out := make([]string, len(s.views))
-	for i, v := range s.views {
-		out[i] = v.Name
-	}
-	return out
-}
-
-// Features returns the features read from view i, in request order.
-func (s *Store) Features(i int) []string { return s.views[i].features }
 
 // Ping checks that Redis answers.
 func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,8 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/ksuid"
 
+	"github.com/seer-ml/seer/internal/testenv"
 	"github.com/seer-ml/seer/schemas"
-	"github.com/seer-ml/seer/schemas/testenv"
 )
 
 // newStore returns a Store on the real Redis with a unique key prefix, and
@@ -45,7 +46,7 @@ func TestLoadAndEnrich(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	fresh := now.Add(-time.Minute).UnixMilli()
-	csv := "user_id,count,avg,updated\nu1,3,40.5," + itoa(fresh) + "\nu2,7,,2020-01-01T00:00:00Z\n"
+	csv := "user_id,count,avg,updated\nu1,3,40.5," + strconv.FormatInt(fresh, 10) + "\nu2,7,,2020-01-01T00:00:00Z\n"
 	var progress []int
 	n, err := s.Load(ctx, strings.NewReader(csv), LoadOptions{View: "user", Format: "csv", EntityColumn: "user_id", TimeColumn: "updated", BatchSize: 1, Progress: func(n int) { progress = append(progress, n) }})
 	if err != nil || n != 2 {
@@ -54,7 +55,7 @@ func TestLoadAndEnrich(t *testing.T) {
 	if len(progress) != 2 || progress[1] != 2 {
 		t.Errorf("progress = %v, want [1 2]", progress)
 	}
-	jsonl := `{"merchant":"u1","risk":0.7,"ts":` + itoa(fresh) + "}\n\n" + `{"merchant":"u2","risk":0.1,"ts":"2020-01-01T00:00:00Z"}` + "\n"
+	jsonl := `{"merchant":"u1","risk":0.7,"ts":` + strconv.FormatInt(fresh, 10) + "}\n\n" + `{"merchant":"u2","risk":0.1,"ts":"2020-01-01T00:00:00Z"}` + "\n"
 	if n, err := s.Load(ctx, strings.NewReader(jsonl), LoadOptions{View: "merchant", Format: "jsonl", EntityColumn: "merchant", TimeColumn: "ts"}); err != nil || n != 2 {
 		t.Fatalf("Load jsonl = %d, %v; want 2 rows", n, err)
 	}
@@ -141,5 +142,3 @@ func TestEnrichReportsRedisDown(t *testing.T) {
 		t.Errorf("batch changed on error: %+v", items[0])
 	}
 }
-
-func itoa(n int64) string { return strconvFormat(n) }

@@ -56,7 +56,7 @@ func NewGenerator(schema *schemas.InputSchema, m *schemas.Manifest, users int, s
 }
 
 func newSampler(in *schemas.Input, p schemas.ColumnProfile) sampler {
-	if p.Kind == "categorical" {
+	if p.Kind == schemas.ProfileCategorical {
 		names := make([]string, 0, len(p.Frequencies))
 		for k := range p.Frequencies {
 			names = append(names, k)

@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"maps"
 	"sync"
 	"time"
 
@@ -22,16 +23,18 @@ type Recorder struct {
 	duplicates int64
 	unknown    int64
 	dlq        int64
+	byReason   map[string]int64
 }
 
 // NewRecorder returns a recorder for latencies from 1 µs to 5 minutes at 3
 // significant digits.
 func NewRecorder() *Recorder {
 	return &Recorder{
-		due:    map[string]time.Time{},
-		hist:   hdrhistogram.New(1, int64(5*time.Minute/time.Microsecond), 3),
-		window: hdrhistogram.New(1, int64(5*time.Minute/time.Microsecond), 3),
-		acks:   hdrhistogram.New(1, int64(5*time.Minute/time.Microsecond), 3),
+		due:      map[string]time.Time{},
+		byReason: map[string]int64{},
+		hist:     hdrhistogram.New(1, int64(5*time.Minute/time.Microsecond), 3),
+		window:   hdrhistogram.New(1, int64(5*time.Minute/time.Microsecond), 3),
+		acks:     hdrhistogram.New(1, int64(5*time.Minute/time.Microsecond), 3),
 	}
 }
 
@@ -79,11 +82,19 @@ func (r *Recorder) AckLatency() Latency {
 	return latencyOf(r.acks)
 }
 
-// DeadLettered counts one DLQ record.
-func (r *Recorder) DeadLettered() {
+// DeadLettered counts one DLQ record with its reason code.
+func (r *Recorder) DeadLettered(reason string) {
 	r.mu.Lock()
 	r.dlq++
+	r.byReason[reason]++
 	r.mu.Unlock()
+}
+
+// DeadLetterReasons returns the DLQ records counted per reason code.
+func (r *Recorder) DeadLetterReasons() map[string]int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.byReason)
 }
 
 // Counts returns sent, matched, dead-lettered and duplicate-or-foreign

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -15,11 +16,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fastjson"
+
+	"github.com/seer-ml/seer/schemas"
 )
 
 // RunConfig describes one load run against a running seer serve.
 type RunConfig struct {
-	Brokers          []string
 	InputTopic       string
 	PredictionsTopic string
 	DLQTopic         string
@@ -29,6 +31,11 @@ type RunConfig struct {
 	DrainTimeout     time.Duration
 	Partitions       int32     // topics missing on the broker are created with this many partitions
 	Progress         io.Writer // live progress line; nil for none
+	ClientOpts       []kgo.Opt // seed brokers, client id, TLS and SASL: the options every seer client gets
+	// EachSecond, when set, is called once a second from the sending
+	// goroutine with the time since the start, between two sends: the
+	// place to change the generator (inject drift) mid-run.
+	EachSecond func(elapsed time.Duration) error
 }
 
 // Window is one second of a run.
@@ -42,23 +49,25 @@ type Window struct {
 
 // Report is the outcome of one run.
 type Report struct {
-	Mode            string   `json:"mode"` // profile kind, or preload
-	Started         string   `json:"started"`
-	Host            string   `json:"host"`
-	CPUs            int      `json:"cpus"`
-	TargetRate      float64  `json:"target_rate,omitempty"`
-	DurationS       float64  `json:"duration_s"`
-	Sent            int64    `json:"sent"`
-	Predicted       int64    `json:"predicted"`
-	DeadLettered    int64    `json:"dead_lettered"`
-	DuplicatesOrFor int64    `json:"duplicate_or_foreign_predictions"`
-	Missing         int64    `json:"missing"` // sent, valid, and never predicted
-	ProduceErrors   int64    `json:"produce_errors"`
-	FirstError      string   `json:"first_produce_error,omitempty"`
-	AchievedRate    float64  `json:"achieved_rate"` // predictions per second over the run
-	Latency         Latency  `json:"latency"`
-	ProduceLatency  Latency  `json:"produce_ack_latency"` // scheduled send to broker ack: the generator's and broker's share
-	Windows         []Window `json:"windows"`
+	Mode            string           `json:"mode"` // profile kind, or preload
+	Started         string           `json:"started"`
+	Host            string           `json:"host"`
+	CPUs            int              `json:"cpus"`
+	TargetRate      float64          `json:"target_rate,omitempty"`
+	DurationS       float64          `json:"duration_s"`
+	Sent            int64            `json:"sent"`
+	Malformed       int64            `json:"malformed"` // of Sent, malformed on purpose
+	Predicted       int64            `json:"predicted"`
+	DeadLettered    int64            `json:"dead_lettered"`
+	DLQByReason     map[string]int64 `json:"dlq_by_reason"`
+	DuplicatesOrFor int64            `json:"duplicate_or_foreign_predictions"`
+	Missing         int64            `json:"missing"` // sent, valid, and never predicted
+	ProduceErrors   int64            `json:"produce_errors"`
+	FirstError      string           `json:"first_produce_error,omitempty"`
+	AchievedRate    float64          `json:"achieved_rate"` // predictions per second over the run
+	Latency         Latency          `json:"latency"`
+	ProduceLatency  Latency          `json:"produce_ack_latency"` // scheduled send to broker ack: the generator's and broker's share
+	Windows         []Window         `json:"windows"`
 }
 
 // Run sends generated events and matches the predictions that come back.
@@ -75,17 +84,17 @@ func Run(ctx context.Context, cfg RunConfig, gen *Generator) (*Report, error) {
 		return nil, err
 	}
 	rec := NewRecorder()
-	consumer, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...),
+	consumer, err := kgo.NewClient(append(slices.Clone(cfg.ClientOpts),
 		kgo.ConsumeTopics(cfg.PredictionsTopic, cfg.DLQTopic),
 		// Only this run's records: everything since just before it began.
 		kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(start.Add(-time.Second).UnixMilli())),
-		kgo.FetchMaxWait(20*time.Millisecond))
+		kgo.FetchMaxWait(20*time.Millisecond))...)
 	if err != nil {
 		return nil, err
 	}
 	defer consumer.Close()
-	producer, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ProducerLinger(5*time.Millisecond),
-		kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(100_000))
+	producer, err := kgo.NewClient(append(slices.Clone(cfg.ClientOpts), kgo.ProducerLinger(5*time.Millisecond),
+		kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(100_000))...)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +111,13 @@ func Run(ctx context.Context, cfg RunConfig, gen *Generator) (*Report, error) {
 			now := time.Now()
 			fs.EachRecord(func(r *kgo.Record) {
 				if r.Topic == cfg.DLQTopic {
-					rec.DeadLettered()
+					reason := ""
+					for _, h := range r.Headers {
+						if h.Key == schemas.HeaderError {
+							reason = string(h.Value)
+						}
+					}
+					rec.DeadLettered(reason)
 					return
 				}
 				v, err := p.ParseBytes(r.Value)
@@ -143,7 +158,11 @@ func Run(ctx context.Context, cfg RunConfig, gen *Generator) (*Report, error) {
 	defer ticker.Stop()
 	var i, lastSent, lastMatched int64
 	lastTick := start
+	var hookErr error
 	window := func(target float64) {
+		if cfg.EachSecond != nil && hookErr == nil {
+			hookErr = cfg.EachSecond(time.Since(start))
+		}
 		now := time.Now()
 		_, matched, _, _ := rec.Counts()
 		secs := now.Sub(lastTick).Seconds()
@@ -168,7 +187,7 @@ func Run(ctx context.Context, cfg RunConfig, gen *Generator) (*Report, error) {
 		}
 	} else {
 		sched := NewSchedule(cfg.Profile, start)
-		for ctx.Err() == nil {
+		for ctx.Err() == nil && hookErr == nil {
 			due, ok := sched.Next()
 			if !ok {
 				break
@@ -206,8 +225,9 @@ func Run(ctx context.Context, cfg RunConfig, gen *Generator) (*Report, error) {
 		fmt.Fprintln(cfg.Progress)
 	}
 	sent, matched, dlq, dups := rec.Counts()
-	rep.Sent = sent + sentMalformed
+	rep.Sent, rep.Malformed = sent+sentMalformed, sentMalformed
 	rep.Predicted, rep.DeadLettered, rep.DuplicatesOrFor = matched, dlq, dups
+	rep.DLQByReason = rec.DeadLetterReasons()
 	rep.Missing = int64(rec.Outstanding())
 	rep.ProduceErrors = produceErrs.Load()
 	if e, ok := firstErr.Load().(string); ok {
@@ -222,6 +242,9 @@ func Run(ctx context.Context, cfg RunConfig, gen *Generator) (*Report, error) {
 	rep.ProduceLatency = rec.AckLatency()
 	if ctx.Err() != nil {
 		return rep, ctx.Err()
+	}
+	if hookErr != nil {
+		return rep, hookErr
 	}
 	if rep.ProduceErrors > 0 {
 		return rep, fmt.Errorf("%d events could not be produced: %s", rep.ProduceErrors, rep.FirstError)
@@ -250,7 +273,7 @@ func (r *Report) Summary() string {
 
 // ensureTopics creates the run's topics when the broker lacks them.
 func ensureTopics(ctx context.Context, cfg RunConfig) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	cl, err := kgo.NewClient(cfg.ClientOpts...)
 	if err != nil {
 		return err
 	}

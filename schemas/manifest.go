@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -88,7 +89,7 @@ type Profile struct {
 // Underflow and x >= edges[last] in Overflow; categorical columns count each
 // category in Frequencies, unlisted ones in Other.
 type ColumnProfile struct {
-	Kind        string           `yaml:"kind"` // numeric or categorical
+	Kind        ProfileKind      `yaml:"kind"`
 	Edges       []float64        `yaml:"edges,flow"`
 	Counts      []int64          `yaml:"counts,flow"`
 	Underflow   int64            `yaml:"underflow"`
@@ -99,6 +100,15 @@ type ColumnProfile struct {
 	Frequencies map[string]int64 `yaml:"frequencies"`
 	Other       int64            `yaml:"other"`
 }
+
+// ProfileKind says how a column is profiled and compared for drift.
+type ProfileKind string
+
+// Profile kinds.
+const (
+	ProfileNumeric     ProfileKind = "numeric"     // frozen bin edges with underflow, overflow and missing bins
+	ProfileCategorical ProfileKind = "categorical" // category frequencies with "other"
+)
 
 // SourceKind tells where an input's value comes from.
 type SourceKind int
@@ -325,7 +335,7 @@ func (in *Input) categoryIndex(s string) int {
 
 func (p *ColumnProfile) validate() error {
 	switch p.Kind {
-	case "numeric":
+	case ProfileNumeric:
 		if len(p.Edges) < 2 {
 			return errors.New("edges: at least two edges are required")
 		}
@@ -337,7 +347,7 @@ func (p *ColumnProfile) validate() error {
 		if len(p.Counts) != len(p.Edges)-1 {
 			return fmt.Errorf("counts: %d bins for %d edges, want %d", len(p.Counts), len(p.Edges), len(p.Edges)-1)
 		}
-	case "categorical":
+	case ProfileCategorical:
 		if len(p.Frequencies) == 0 {
 			return errors.New("frequencies: required for a categorical column")
 		}
@@ -359,20 +369,11 @@ func (m *Manifest) FeatureViews() (views []string, features map[string][]string)
 		if _, ok := features[src.View]; !ok {
 			views = append(views, src.View)
 		}
-		if !contains(features[src.View], src.Feature) {
+		if !slices.Contains(features[src.View], src.Feature) {
 			features[src.View] = append(features[src.View], src.Feature)
 		}
 	}
 	return views, features
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Verify checks that the artifact's SHA-256 matches the manifest.
@@ -417,11 +418,7 @@ func (m *Manifest) CheckAgainstSchema(s *InputSchema) error {
 			DtypeBool:     {TypeBoolean},
 			DtypeCategory: {TypeString},
 		}[in.Dtype]
-		found := false
-		for _, t := range okType {
-			found = found || t == ft
-		}
-		if !found {
+		if !slices.Contains(okType, ft) {
 			errs = append(errs, fmt.Errorf("inputs[%d] (%s): dtype %s cannot read schema field %q of type %s", i, in.Name, in.Dtype, src.Field, ft))
 		}
 	}

@@ -23,7 +23,6 @@ const (
 	ReasonWrongType      Reason = "wrong_type"      // a field has the wrong JSON type
 	ReasonNotFinite      Reason = "not_finite"      // NaN, Infinity or a number that overflows float64, however spelled
 	ReasonOutOfBounds    Reason = "out_of_bounds"   // a number is outside the declared min/max
-	ReasonUnknownModel   Reason = "unknown_model"   // the event asks for a model seer does not serve
 	ReasonFeatureMissing Reason = "feature_missing" // a feature view has no value and its policy is dlq
 	ReasonFeatureStale   Reason = "feature_stale"   // a feature view is older than max_age and its policy is dlq
 	ReasonScoreFailed    Reason = "score_failed"    // the model rejected the input
@@ -38,7 +37,6 @@ const (
 	StageValidate Stage = "validate"
 	StageEnrich   Stage = "enrich"
 	StageScore    Stage = "score"
-	StageProduce  Stage = "produce"
 )
 
 // Dead-letter record headers. The record's key and value are the original bytes.
@@ -59,7 +57,6 @@ type Route string
 const (
 	RouteProduction Route = "production"
 	RouteShadow     Route = "shadow"
-	RouteCanary     Route = "canary"
 )
 
 // FeatureState is the outcome of one feature view lookup for one event.

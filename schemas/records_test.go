@@ -2,8 +2,11 @@ package schemas
 
 import (
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"math"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -57,4 +60,28 @@ func FuzzAppendPrediction(f *testing.F) {
 			Features: []FeatureState{{View: view, AgeMs: age, Stale: age%2 == 0}}}
 		roundTrip(t, &it)
 	})
+}
+
+// TestSecretNeverPrints: a Secret shows as <secret> in fmt, slog and text
+// encodings; Reveal alone gives the value.
+func TestSecretNeverPrints(t *testing.T) {
+	s := Secret("hunter2")
+	var logged strings.Builder
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("x", "password", s)
+	txt, _ := s.MarshalText()
+	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%v %+v %#v %s", s, s, s, s), logged.String(), string(txt)} {
+		if strings.Contains(out, "hunter2") {
+			t.Errorf("secret leaked: %q", out)
+		}
+	}
+	if s.Reveal() != "hunter2" {
+		t.Errorf("Reveal = %q", s.Reveal())
+	}
+	got, err := LoadSecret([]string{"X=1", "SEER_P=fromenv"}, "SEER_P", "/nonexistent", "p_file")
+	if err != nil || got.Reveal() != "fromenv" {
+		t.Errorf("LoadSecret from env = %q, %v", got.Reveal(), err)
+	}
+	if _, err := LoadSecret(nil, "SEER_P", "/nonexistent", "p_file"); err == nil || !strings.Contains(err.Error(), "p_file") {
+		t.Errorf("LoadSecret of a missing file: err = %v, want it to name p_file", err)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -90,7 +91,6 @@ type Model struct {
 	names    []string // input names, shared by every scored item
 	outNames []string // distinct ONNX output tensors to fetch
 	outIdx   []int    // element index along axis 1 of each output tensor
-	outWidth []int    // width of each output tensor's axis 1
 	thresh   float32
 	log      *slog.Logger
 }
@@ -159,9 +159,9 @@ func CheckSignature(m *schemas.Manifest) (outWidths []int, err error) {
 	return outWidths, nil
 }
 
-// Open verifies a model package and opens an ONNX Runtime session for it.
-// views is the feature-view plan that fills Item.Features (see
-// schemas.Manifest.FeatureViews).
+// Open verifies a model package and opens an ONNX Runtime session for it;
+// its inputs are bound to the schema's fields and to the feature-view plan
+// of schemas.Manifest.FeatureViews, which fills Item.Features.
 func Open(cfg Config, m *schemas.Manifest, schema *schemas.InputSchema, route schemas.Route, logger *slog.Logger) (*Model, error) {
 	if err := m.Verify(); err != nil {
 		return nil, err
@@ -169,11 +169,10 @@ func Open(cfg Config, m *schemas.Manifest, schema *schemas.InputSchema, route sc
 	if err := m.CheckAgainstSchema(schema); err != nil {
 		return nil, err
 	}
-	widths, err := CheckSignature(m)
-	if err != nil {
+	if _, err := CheckSignature(m); err != nil {
 		return nil, err
 	}
-	mod := &Model{Manifest: m, Route: route, outWidth: widths, thresh: 0.5,
+	mod := &Model{Manifest: m, Route: route, thresh: 0.5,
 		log: logger.With("component", "scoring", "model", m.Name, "version", m.Version)}
 	if m.Threshold != nil {
 		mod.thresh = float32(*m.Threshold)
@@ -186,16 +185,8 @@ func Open(cfg Config, m *schemas.Manifest, schema *schemas.InputSchema, route sc
 		if src.Kind == schemas.SourceEvent {
 			b.event, _ = schema.FieldIndex(src.Field)
 		} else {
-			for vi, v := range views {
-				if v == src.View {
-					b.view = vi
-				}
-			}
-			for fi, f := range features[src.View] {
-				if f == src.Feature {
-					b.feature = fi
-				}
-			}
+			b.view = slices.Index(views, src.View)
+			b.feature = slices.Index(features[src.View], src.Feature)
 		}
 		mod.inputs = append(mod.inputs, b)
 		mod.names = append(mod.names, in.Name)
@@ -259,20 +250,11 @@ func configure(opts *ort.SessionOptions, cfg Config, log *slog.Logger) error {
 func dedupe(names []string) []string {
 	var out []string
 	for _, n := range names {
-		if !contains(out, n) {
+		if !slices.Contains(out, n) {
 			out = append(out, n)
 		}
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Close releases the session.
@@ -332,7 +314,7 @@ func (m *Model) Score(ctx context.Context, items []schemas.Item) error {
 			}
 		}
 	}()
-	score, ok := outs[indexOf(names, m.Manifest.Outputs[0].Tensor)].(*ort.Tensor[float32])
+	score, ok := outs[slices.Index(names, m.Manifest.Outputs[0].Tensor)].(*ort.Tensor[float32])
 	if !ok {
 		return fmt.Errorf("model %s: output %q is not a float32 tensor", m.Manifest.Name, m.Manifest.Outputs[0].Tensor)
 	}
@@ -364,13 +346,4 @@ func (m *Model) Score(ctx context.Context, items []schemas.Item) error {
 		it.PredictionID = schemas.StableKSUID(it.Event.Time, it.Event.ID, m.Manifest.Name, m.Manifest.Version, string(m.Route))
 	}
 	return nil
-}
-
-func indexOf(list []string, s string) int {
-	for i, x := range list {
-		if x == s {
-			return i
-		}
-	}
-	return -1
 }

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/seer-ml/seer/internal/testenv"
 	"github.com/seer-ml/seer/schemas"
-	"github.com/seer-ml/seer/schemas/testenv"
 )
 
 func openExample(t *testing.T) (*Model, *schemas.InputSchema) {

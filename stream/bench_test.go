@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seer-ml/seer/drift"
+	"github.com/seer-ml/seer/drift/inferencelog"
 	"github.com/seer-ml/seer/featurestore"
+	"github.com/seer-ml/seer/internal/testenv"
 	"github.com/seer-ml/seer/loadtest"
 	"github.com/seer-ml/seer/schemas"
-	"github.com/seer-ml/seer/schemas/testenv"
 	"github.com/seer-ml/seer/scoring"
 )
 
@@ -53,7 +53,7 @@ func BenchmarkHotPath(b *testing.B) {
 		replies[i] = []any{f["txn_count_24h"], f["avg_amount_30d"], f["chargeback_rate_90d"], strconv.FormatInt(nowMs-1000, 10)}
 	}
 	ctx := context.Background()
-	var logRows []drift.LogRow
+	var logRows []inferencelog.LogRow
 	var out []byte
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -74,7 +74,7 @@ func BenchmarkHotPath(b *testing.B) {
 		for i := range items {
 			out = schemas.AppendPrediction(out, &items[i])
 		}
-		logRows = drift.AppendRows(logRows[:0], items)
+		logRows = inferencelog.AppendRows(logRows[:0], items)
 		events += batch
 	}
 	b.StopTimer()

@@ -75,7 +75,7 @@ func startPipeline(t *testing.T, cfg Config, st *fakeStages) (stop func() error)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(cfg.Brokers...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func TestRebalanceMidBatch(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		st := slowStages{&fakeStages{logged: map[string]schemas.Item{}}, 15 * time.Millisecond}
 		counting := countingScorer{st, &scored}
-		p, err := New(cfg, schema, st, counting, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		p, err := New(cfg, schema, st, counting, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(cfg.Brokers...))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -309,7 +309,7 @@ func TestWorkersKeepOrder(t *testing.T) {
 	cfg.Workers, cfg.MaxPollRecords = 3, 7
 	st := slowStages{&fakeStages{logged: map[string]schemas.Item{}}, 3 * time.Millisecond}
 	schema, _ := schemas.LoadInputSchema("card_transactions.v1")
-	p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(cfg.Brokers...))
 	if err != nil {
 		t.Fatal(err)
 	}

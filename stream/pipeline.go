@@ -41,13 +41,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/plugin/kprom"
-	"github.com/twmb/franz-go/plugin/kslog"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
 
@@ -88,32 +87,30 @@ type Pipeline struct {
 	outstanding sync.WaitGroup // batches not yet committed or abandoned
 }
 
-// New creates the Kafka client (it connects lazily) and the pipeline. extra
-// options are appended to the client's, for tests and TLS/SASL.
-func New(cfg Config, schema *schemas.InputSchema, enr Enricher, sc Scorer, sink LogWriter, logger *slog.Logger, reg prometheus.Registerer, extra ...kgo.Opt) (*Pipeline, error) {
+// New creates the Kafka client (it connects lazily) and the pipeline.
+// client holds what every seer client shares — seed brokers, client id,
+// TLS, SASL, logger and metrics hooks (cmd/seer builds it); New adds the
+// consumer group, delivery and producer settings of the pipeline.
+func New(cfg Config, schema *schemas.InputSchema, enr Enricher, sc Scorer, sink LogWriter, logger *slog.Logger, reg prometheus.Registerer, client ...kgo.Opt) (*Pipeline, error) {
 	logger = logger.With("component", "stream")
 	p := &Pipeline{cfg: cfg, schema: schema, enr: enr, sc: sc, sink: sink, log: logger, m: newMetrics()}
 	p.h.assigned = map[int32]bool{}
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(cfg.Brokers...),
-		kgo.ClientID(cfg.ClientID),
+	opts := append(slices.Clone(client),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.SessionTimeout(cfg.SessionTimeout),
 		kgo.ConsumeTopics(cfg.InputTopic),
 		kgo.DisableAutoCommit(),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(2 * time.Millisecond),
-		kgo.WithLogger(kslog.New(logger)),
-	}
+		kgo.ProducerLinger(2*time.Millisecond),
+	)
 	if reg != nil {
 		p.m.register(reg)
-		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("seer_kafka", kprom.Registerer(reg))))
 	}
 	var err error
 	if cfg.Delivery == ExactlyOnce {
 		opts = append(opts, kgo.TransactionalID(cfg.TransactionalID), kgo.RequireStableFetchOffsets())
-		p.sess, err = kgo.NewGroupTransactSession(append(opts, extra...)...)
+		p.sess, err = kgo.NewGroupTransactSession(opts...)
 		if err == nil {
 			p.cl = p.sess.Client()
 		}
@@ -126,7 +123,7 @@ func New(cfg Config, schema *schemas.InputSchema, enr Enricher, sc Scorer, sink 
 				p.dropped(lost, true)
 				p.log.Warn("partitions lost; their in-flight work will not be committed and is replayed by the new owner", "partitions", lost)
 			}))
-		p.cl, err = kgo.NewClient(append(opts, extra...)...)
+		p.cl, err = kgo.NewClient(opts...)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("creating kafka client: %w", err)

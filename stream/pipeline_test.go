@@ -304,7 +304,7 @@ func TestStartupFailsWithoutBroker(t *testing.T) {
 		cfg := testConfig([]string{addr})
 		cfg.StartupTimeout = 2 * time.Second
 		st := &fakeStages{logged: map[string]schemas.Item{}}
-		p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(cfg.Brokers...))
 		if err != nil {
 			t.Fatal(err)
 		}

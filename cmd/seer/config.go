@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/seer-ml/seer/drift"
+	"github.com/seer-ml/seer/drift/monitor"
 	"github.com/seer-ml/seer/featurestore"
 	"github.com/seer-ml/seer/schemas"
 	"github.com/seer-ml/seer/scoring"
@@ -36,7 +37,7 @@ type Config struct {
 	Redis          featurestore.Config `yaml:"redis"`
 	ClickHouse     drift.Config        `yaml:"clickhouse"`
 	Scoring        scoring.Config      `yaml:"scoring"`
-	Monitor        drift.MonitorConfig `yaml:"monitor"`
+	Monitor        monitor.Config      `yaml:"monitor"`
 }
 
 // DefaultConfig is what seer runs with when no file is given: everything on
@@ -52,7 +53,7 @@ func DefaultConfig() Config {
 		Redis:          featurestore.DefaultConfig(),
 		ClickHouse:     drift.DefaultConfig(),
 		Scoring:        scoring.DefaultConfig(),
-		Monitor:        drift.DefaultMonitorConfig(),
+		Monitor:        monitor.DefaultConfig(),
 	}
 }
 
@@ -103,13 +104,10 @@ func LoadConfig(path string, environ []string) (Config, error) {
 	if err := unknownEnv(env, known); err != nil {
 		return cfg, err
 	}
-	if v, ok := env["SEER_REDIS_PASSWORD"]; ok {
-		cfg.Redis.Password = v
-	}
-	if v, ok := env["SEER_CLICKHOUSE_PASSWORD"]; ok {
-		cfg.ClickHouse.Password = v
-	}
-	if err := errors.Join(cfg.Redis.LoadPassword(), cfg.ClickHouse.LoadPassword()); err != nil {
+	var rerr, cerr error
+	cfg.Redis.Password, rerr = schemas.LoadSecret(environ, "SEER_REDIS_PASSWORD", cfg.Redis.PasswordFile, "redis.password_file")
+	cfg.ClickHouse.Password, cerr = schemas.LoadSecret(environ, "SEER_CLICKHOUSE_PASSWORD", cfg.ClickHouse.PasswordFile, "clickhouse.password_file")
+	if err := errors.Join(rerr, cerr); err != nil {
 		return cfg, err
 	}
 	if err := cfg.resolveSpoolDir(); err != nil {

@@ -16,12 +16,14 @@ import (
 	"github.com/segmentio/ksuid"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/seer-ml/seer/drift"
-	"github.com/seer-ml/seer/featurestore"
+	"github.com/seer-ml/seer/drift/alert"
+	"github.com/seer-ml/seer/drift/inferencelog"
+	"github.com/seer-ml/seer/drift/monitor"
+	"github.com/seer-ml/seer/drift/notify"
+	"github.com/seer-ml/seer/drift/window"
 	"github.com/seer-ml/seer/loadtest"
-	"github.com/seer-ml/seer/schemas"
 )
 
 type demoOptions struct {
@@ -119,11 +121,11 @@ type alertLog struct {
 	alerts []DemoAlert
 }
 
-func (l *alertLog) Send(_ context.Context, as []drift.Alert) error {
+func (l *alertLog) Send(_ context.Context, as []alert.Alert) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, a := range as {
-		l.alerts = append(l.alerts, DemoAlert{AtSeconds: time.Since(l.start).Seconds(), Rule: a.Rule, Feature: a.Feature, State: a.State, Value: a.Value})
+		l.alerts = append(l.alerts, DemoAlert{AtSeconds: time.Since(l.start).Seconds(), Rule: a.Rule, Feature: a.Feature, State: a.State.String(), Value: a.Value})
 	}
 	return nil
 }
@@ -136,8 +138,8 @@ func (l *alertLog) entries() []DemoAlert {
 
 // demoMonitorConfig scales windows to the demo's length: six windows per
 // run, features stale after 30 s.
-func demoMonitorConfig(d time.Duration) drift.MonitorConfig {
-	c := drift.DefaultMonitorConfig()
+func demoMonitorConfig(d time.Duration) monitor.Config {
+	c := monitor.DefaultConfig()
 	c.Window = max(d/6, 2*time.Second).Truncate(time.Second)
 	c.Lateness = 2 * time.Second
 	c.LeaseTTL = min(c.Window, 5*time.Second)
@@ -184,7 +186,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	// monitor's windows hold this run's traffic only.
 	cfg.ClickHouse.Database = "seer_demo"
 	if conn, err := drift.Open(ctx, cfg.ClickHouse); err == nil {
-		err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database)
+		err = drift.DropDatabase(ctx, conn, cfg.ClickHouse.Database)
 		conn.Close()
 		if err != nil {
 			return fmt.Errorf("resetting the demo database: %w", err)
@@ -201,25 +203,11 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	if err != nil {
 		return err
 	}
-	rows := gen.FeatureRows(20)
-	// putFeatures (re)writes every user's features as updated age ago.
-	putFeatures := func(age time.Duration) error {
-		ts := time.Now().Add(-age).UnixMilli()
-		for view, byUser := range rows {
-			batch := make([]featurestore.Row, 0, len(byUser))
-			for user, vals := range byUser {
-				batch = append(batch, featurestore.Row{Entity: user, TsMs: ts, Values: vals})
-			}
-			if err := a.store.Put(ctx, view, batch, time.Hour); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if err := putFeatures(0); err != nil {
+	features := gen.FeatureRows(20)
+	if err := a.store.PutViews(ctx, features, time.Now(), time.Hour); err != nil {
 		return err
 	}
-	for view, byUser := range rows {
+	for view, byUser := range features {
 		fmt.Fprintf(g.stdout, "loaded %d users into feature view %s (1 in 20 left out on purpose)\n", len(byUser), view)
 	}
 
@@ -228,9 +216,9 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	// raise alerts that then resolve.
 	mcfg := demoMonitorConfig(o.duration)
 	alerts := &alertLog{start: time.Now()}
-	lease := drift.NewLease(a.rdb, cfg.Redis.KeyPrefix+"-"+run, "monitor", run, mcfg.LeaseTTL)
-	mon, closeMon, err := newMonitor(cfg, mcfg, drift.NewWindowJob(a.ch, cfg.ClickHouse.Database, a.manifest), lease,
-		[]drift.AlertSink{alerts, drift.ClickHouseAlertSink{Conn: a.ch, Database: cfg.ClickHouse.Database}}, quiet)
+	lease := monitor.NewLease(a.rdb, cfg.Redis.KeyPrefix+"-"+run, "monitor", run, mcfg.LeaseTTL)
+	ch := notify.ClickHouse{Conn: a.ch, Database: cfg.ClickHouse.Database}
+	mon, closeMon, err := newMonitor(cfg, mcfg, window.New(a.ch, cfg.ClickHouse.Database, a.manifest), lease, []notify.Sink{alerts, ch}, ch, quiet)
 	if err != nil {
 		return err
 	}
@@ -240,88 +228,39 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	monDone := make(chan error, 1)
 	go func() { monDone <- mon.Run(mctx) }()
 
-	watch, err := newDemoWatcher(cfg)
-	if err != nil {
-		return err
-	}
-	defer watch.cl.Close()
-	producer, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka.Brokers...), kgo.ProducerLinger(time.Millisecond), kgo.AllowAutoTopicCreation())
-	if err != nil {
-		return err
-	}
-	defer producer.Close()
-
 	pctx, stopPipeline := context.WithCancel(ctx)
 	defer stopPipeline()
 	pipeDone := make(chan error, 1)
 	go func() { pipeDone <- a.Run(pctx) }()
-	wctx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	watchDone := make(chan struct{})
-	go func() { watch.run(wctx); close(watchDone) }()
 
+	// The traffic is loadtest's open-loop engine; in the middle third
+	// amount drifts by 1σ and the features go stale.
 	fmt.Fprintf(g.stdout, "sending %d events/s for %s (%.1f%% malformed) to %s\n", o.rate, o.duration, 100*o.malformed, cfg.Kafka.InputTopic)
-	start := time.Now()
-	var sent, malformedSent int64
-	interval := time.Second / time.Duration(o.rate)
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	next := start
-	every := 0
-	if o.malformed > 0 {
-		every = int(1 / o.malformed)
-	}
 	phase := 0
-	for time.Since(start) < o.duration && ctx.Err() == nil {
-		// Middle third: amount drifts by 1σ and the features go stale.
-		if el := time.Since(start); phase == 0 && el >= o.duration/3 {
-			phase = 1
-			gen.SetShift(map[string]float64{"amount": 1})
-			if err := putFeatures(2 * time.Minute); err != nil {
-				return err
+	rep, runErr := loadtest.Run(ctx, loadtest.RunConfig{
+		InputTopic: cfg.Kafka.InputTopic, PredictionsTopic: cfg.Kafka.PredictionsTopic, DLQTopic: cfg.Kafka.DLQTopic,
+		Profile:        loadtest.Profile{Kind: "constant", Rate: float64(o.rate), Duration: o.duration},
+		MalformedShare: o.malformed, DrainTimeout: 30 * time.Second, Partitions: 4, Progress: g.stderr,
+		ClientOpts: kafkaOpts(cfg.Kafka, "demo", quiet, nil),
+		EachSecond: func(el time.Duration) error {
+			switch {
+			case phase == 0 && el >= o.duration/3:
+				phase = 1
+				gen.SetShift(map[string]float64{"amount": 1})
+				fmt.Fprintf(g.stderr, "\n[%3.0fs] injecting drift (amount +1σ) and stale features (2 min old)\n", el.Seconds())
+				return a.store.PutViews(ctx, features, time.Now().Add(-2*time.Minute), time.Hour)
+			case phase == 1 && el >= 2*o.duration/3:
+				phase = 2
+				gen.SetShift(nil)
+				fmt.Fprintf(g.stderr, "\n[%3.0fs] back to normal traffic and fresh features\n", el.Seconds())
+				return a.store.PutViews(ctx, features, time.Now(), time.Hour)
 			}
-			fmt.Fprintf(g.stderr, "\n[%3.0fs] injecting drift (amount +1σ) and stale features (2 min old)\n", el.Seconds())
-		} else if phase == 1 && el >= 2*o.duration/3 {
-			phase = 2
-			gen.SetShift(nil)
-			if err := putFeatures(0); err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stderr, "\n[%3.0fs] back to normal traffic and fresh features\n", el.Seconds())
-		}
-		// Open loop: events are due at fixed times whatever seer's speed.
-		for !next.After(time.Now()) && time.Since(start) < o.duration {
-			bad := every > 0 && sent%int64(every) == int64(every-1)
-			ev := gen.Next(next, bad)
-			if bad {
-				malformedSent++
-			}
-			watch.sent(ev.ID, next)
-			producer.Produce(ctx, &kgo.Record{Topic: cfg.Kafka.InputTopic, Key: ev.Key, Value: ev.Value, Timestamp: next}, func(_ *kgo.Record, err error) {
-				if err != nil && ctx.Err() == nil {
-					logger.Error("demo producer", "err", err)
-				}
-			})
-			sent++
-			next = next.Add(interval)
-		}
-		select {
-		case <-tick.C:
-			watch.progress(g.stderr, time.Since(start), o.duration, sent)
-		case <-time.After(time.Until(next)):
-		case <-ctx.Done():
-		}
+			return nil
+		},
+	}, gen)
+	if rep == nil {
+		return fmt.Errorf("demo traffic: %w", runErr)
 	}
-	if err := producer.Flush(ctx); err != nil {
-		return fmt.Errorf("flushing demo events: %w", err)
-	}
-	// Wait for every event to come out as a prediction or a dead letter.
-	deadline := time.Now().Add(30 * time.Second)
-	for watch.done() < sent && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(200 * time.Millisecond)
-		watch.progress(g.stderr, time.Since(start), o.duration, sent)
-	}
-	fmt.Fprintln(g.stderr)
 	// Let the monitor close the last window.
 	wait := mcfg.Window + mcfg.Lateness + mcfg.LeaseTTL
 	fmt.Fprintf(g.stderr, "waiting %s for the monitor to evaluate the last window\n", wait)
@@ -337,32 +276,24 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	if err := <-pipeDone; err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
-	stopWatch()
-	<-watchDone
-	elapsed := time.Since(start)
 
-	s := watch.summary()
-	s.RunID, s.Brokers, s.InputTopic = run, strings.Join(cfg.Kafka.Brokers, ","), cfg.Kafka.InputTopic
-	s.Model, s.ModelVersion = a.manifest.Name, a.manifest.Version
-	s.DurationSeconds, s.TargetRate = elapsed.Seconds(), o.rate
-	s.EventsIn, s.MalformedSent = sent, malformedSent
-	db := cfg.ClickHouse.Database
+	s := DemoSummary{
+		RunID: run, Brokers: strings.Join(cfg.Kafka.Brokers, ","), InputTopic: cfg.Kafka.InputTopic,
+		Model: a.manifest.Name, ModelVersion: a.manifest.Version,
+		DurationSeconds: rep.DurationS, TargetRate: o.rate,
+		EventsIn: rep.Sent, MalformedSent: rep.Malformed,
+		PredictionsOut: rep.Predicted, DLQRecords: rep.DeadLettered, DLQByReason: rep.DLQByReason,
+		LatencyP50Ms: rep.Latency.P50, LatencyP99Ms: rep.Latency.P99, LatencyMaxMs: rep.Latency.Max,
+		Alerts:         alerts.entries(),
+		AnalystQueries: inferencelog.ExampleQueries(cfg.ClickHouse.Database, cfg.Kafka.InputTopic),
+	}
 	qctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var rowsN, missN, dl uint64
-	if err := a.ch.QueryRow(qctx, fmt.Sprintf("SELECT count(), countIf(has(feature_missing, 1)) FROM %s.inference_log FINAL WHERE source_topic = ?", db), cfg.Kafka.InputTopic).Scan(&rowsN, &missN); err != nil {
-		return fmt.Errorf("counting inference_log rows: %w", err)
+	counts, err := a.sink.CountTopic(qctx, cfg.Kafka.InputTopic)
+	if err != nil {
+		return err
 	}
-	s.ClickHouseRows, s.FeatureMisses = int64(rowsN), int64(missN)
-	if err := a.ch.QueryRow(qctx, fmt.Sprintf("SELECT count() FROM %s.dead_letters FINAL WHERE source_topic = ?", db), cfg.Kafka.InputTopic).Scan(&dl); err != nil {
-		return fmt.Errorf("counting dead_letters rows: %w", err)
-	}
-	s.ClickHouseDLQ = int64(dl)
-	s.Alerts = alerts.entries()
-	s.AnalystQueries = []string{
-		fmt.Sprintf("SELECT toStartOfMinute(scored_time) AS minute, count() AS predictions, avg(score) AS mean_score, countIf(label = 1) AS flagged FROM %s.inference_log FINAL WHERE source_topic = '%s' GROUP BY minute ORDER BY minute", db, cfg.Kafka.InputTopic),
-		fmt.Sprintf("SELECT reason, stage, count() AS records FROM %s.dead_letters FINAL WHERE source_topic = '%s' GROUP BY reason, stage ORDER BY records DESC", db, cfg.Kafka.InputTopic),
-	}
+	s.ClickHouseRows, s.FeatureMisses, s.ClickHouseDLQ = int64(counts.Rows), int64(counts.FeatureMisses), int64(counts.DeadLetters)
 	printDemoSummary(g, s)
 	if o.summaryJSON != "" {
 		b, _ := json.MarshalIndent(s, "", "  ")
@@ -372,6 +303,9 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 		fmt.Fprintf(g.stdout, "summary written to %s\n", o.summaryJSON)
 	}
 	var problems []string
+	if runErr != nil {
+		problems = append(problems, runErr.Error())
+	}
 	if s.PredictionsOut+s.DLQRecords != s.EventsIn {
 		problems = append(problems, fmt.Sprintf("%d events in but %d predictions + %d dead letters out", s.EventsIn, s.PredictionsOut, s.DLQRecords))
 	}
@@ -402,7 +336,7 @@ func printDemoSummary(g *globals, s DemoSummary) {
 	fmt.Fprintf(w, "  latency (e2e)      p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", s.LatencyP50Ms, s.LatencyP99Ms, s.LatencyMaxMs)
 	fmt.Fprintf(w, "  alerts             %d state changes (seer monitor, drift injected in the middle third)\n", len(s.Alerts))
 	for _, a := range s.Alerts {
-		if a.State == drift.StatePending {
+		if a.State == alert.Pending.String() {
 			continue
 		}
 		fmt.Fprintf(w, "    [%3.0fs] %-9s %-16s %-20s value %.4g\n", a.AtSeconds, a.State, a.Rule, a.Feature, a.Value)
@@ -415,101 +349,3 @@ func printDemoSummary(g *globals, s DemoSummary) {
 		fmt.Fprintf(w, "  %s;\n", q)
 	}
 }
-
-// demoWatcher consumes the predictions and DLQ topics and matches them to
-// the events sent, by event id.
-type demoWatcher struct {
-	cl          *kgo.Client
-	predictions string
-	mu          sync.Mutex
-	sentAt      map[string]time.Time
-	latencies   []time.Duration
-	preds, dlq  int64
-	byReason    map[string]int64
-}
-
-func newDemoWatcher(cfg Config) (*demoWatcher, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka.Brokers...),
-		kgo.ConsumeTopics(cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(50*time.Millisecond),
-		kgo.AllowAutoTopicCreation())
-	if err != nil {
-		return nil, err
-	}
-	return &demoWatcher{cl: cl, predictions: cfg.Kafka.PredictionsTopic, sentAt: map[string]time.Time{}, byReason: map[string]int64{}}, nil
-}
-
-func (w *demoWatcher) sent(id string, at time.Time) {
-	w.mu.Lock()
-	w.sentAt[id] = at
-	w.mu.Unlock()
-}
-
-func (w *demoWatcher) run(ctx context.Context) {
-	for {
-		fs := w.cl.PollFetches(ctx)
-		if ctx.Err() != nil || fs.IsClientClosed() {
-			return
-		}
-		now := time.Now()
-		w.mu.Lock()
-		fs.EachRecord(func(r *kgo.Record) {
-			if r.Topic != w.predictions {
-				w.dlq++
-				for _, h := range r.Headers {
-					if h.Key == schemas.HeaderError {
-						w.byReason[string(h.Value)]++
-					}
-				}
-				return
-			}
-			var p schemas.Prediction
-			if json.Unmarshal(r.Value, &p) != nil {
-				return
-			}
-			w.preds++
-			if t, ok := w.sentAt[p.EventID]; ok {
-				w.latencies = append(w.latencies, now.Sub(t))
-				delete(w.sentAt, p.EventID)
-			}
-		})
-		w.mu.Unlock()
-	}
-}
-
-func (w *demoWatcher) done() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.preds + w.dlq
-}
-
-func (w *demoWatcher) progress(out interface{ Write([]byte) (int, error) }, elapsed, total time.Duration, sent int64) {
-	w.mu.Lock()
-	p50, p99 := percentile(w.latencies, 0.5), percentile(w.latencies, 0.99)
-	preds, dlq := w.preds, w.dlq
-	w.mu.Unlock()
-	fmt.Fprintf(out, "\r[%3.0fs/%.0fs] sent %d  predictions %d  dlq %d  in flight %d  p50 %.1fms  p99 %.1fms   ",
-		min(elapsed, total).Seconds(), total.Seconds(), sent, preds, dlq, sent-preds-dlq, ms(p50), ms(p99))
-}
-
-func (w *demoWatcher) summary() DemoSummary {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return DemoSummary{
-		PredictionsOut: w.preds, DLQRecords: w.dlq, DLQByReason: w.byReason,
-		LatencyP50Ms: ms(percentile(w.latencies, 0.5)), LatencyP99Ms: ms(percentile(w.latencies, 0.99)), LatencyMaxMs: ms(percentile(w.latencies, 1)),
-	}
-}
-
-// percentile returns the q-quantile of ds (nearest rank); it sorts ds.
-func percentile(ds []time.Duration, q float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	i := int(q*float64(len(ds))+0.5) - 1
-	return ds[max(0, min(i, len(ds)-1))]
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

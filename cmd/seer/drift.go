@@ -8,7 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/seer-ml/seer/drift"
+	"github.com/seer-ml/seer/drift/report"
+	"github.com/seer-ml/seer/schemas"
 )
 
 func newDriftCmd(g *globals) *cobra.Command {
@@ -23,9 +24,9 @@ categories.`,
 	}
 	var (
 		refPath, curPath, format, out, inFormat, kinds string
-		o                                              = drift.DefaultReportOptions()
+		o                                              = report.DefaultOptions()
 	)
-	report := &cobra.Command{
+	reportCmd := &cobra.Command{
 		Use:   "report --reference FILE --current FILE",
 		Short: "Compare two data files offline and write a JSON or HTML drift report",
 		Long: `report compares every column that --reference and --current share (CSV with a
@@ -49,31 +50,31 @@ against current. Output goes to --out, or stdout.`,
 			if refPath == "" || curPath == "" {
 				return fmt.Errorf("--reference and --current are required")
 			}
-			o.Kinds = map[string]string{}
+			o.Kinds = map[string]schemas.ProfileKind{}
 			for _, kv := range strings.Split(kinds, ",") {
 				if kv == "" {
 					continue
 				}
 				name, kind, ok := strings.Cut(kv, "=")
-				if !ok || (kind != drift.KindNumeric && kind != drift.KindCategorical) {
+				if k := schemas.ProfileKind(kind); !ok || (k != schemas.ProfileNumeric && k != schemas.ProfileCategorical) {
 					return fmt.Errorf("--kinds: %q is not name=numeric or name=categorical", kv)
 				}
-				o.Kinds[name] = kind
+				o.Kinds[name] = schemas.ProfileKind(kind)
 			}
-			ref, err := drift.ReadTable(refPath, inFormat)
+			ref, err := report.ReadTable(refPath, inFormat)
 			if err != nil {
 				return fmt.Errorf("--reference: %w", err)
 			}
-			cur, err := drift.ReadTable(curPath, inFormat)
+			cur, err := report.ReadTable(curPath, inFormat)
 			if err != nil {
 				return fmt.Errorf("--current: %w", err)
 			}
-			rep, err := drift.BuildReport(ref, cur, o)
+			rep, err := report.Build(ref, cur, o)
 			if err != nil {
 				return fmt.Errorf("comparing %s with %s: %w", refPath, curPath, err)
 			}
-			rep.Reference = drift.Dataset{Path: refPath, Rows: ref.Rows}
-			rep.Current = drift.Dataset{Path: curPath, Rows: cur.Rows}
+			rep.Reference = report.Dataset{Path: refPath, Rows: ref.Rows}
+			rep.Current = report.Dataset{Path: curPath, Rows: cur.Rows}
 			w := g.stdout
 			if out != "" {
 				f, err := os.Create(out)
@@ -102,7 +103,7 @@ against current. Output goes to --out, or stdout.`,
 			return nil
 		},
 	}
-	f := report.Flags()
+	f := reportCmd.Flags()
 	f.StringVar(&refPath, "reference", "", "reference data file (CSV, JSON Lines or Parquet)")
 	f.StringVar(&curPath, "current", "", "current data file (CSV, JSON Lines or Parquet)")
 	f.StringVar(&inFormat, "input-format", "", "csv, jsonl or parquet (default: from the file extensions)")
@@ -115,6 +116,6 @@ against current. Output goes to --out, or stdout.`,
 	f.IntVar(&o.TopK, "top-k", o.TopK, "reference categories kept before 'other'")
 	f.IntVar(&o.MinSamples, "min-samples", o.MinSamples, "fewer values on either side: a small_sample warning, never drifted")
 	f.Float64Var(&o.MissingMaxDiff, "missing-max-diff", o.MissingMaxDiff, "flag a change of a column's missing share by more than this")
-	cmd.AddCommand(report)
+	cmd.AddCommand(reportCmd)
 	return cmd
 }

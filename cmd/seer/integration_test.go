@@ -15,10 +15,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/seer-ml/seer/featurestore"
+	"github.com/seer-ml/seer/internal/testenv"
 	"github.com/seer-ml/seer/loadtest"
 	"github.com/seer-ml/seer/schemas"
-	"github.com/seer-ml/seer/schemas/testenv"
+	"github.com/seer-ml/seer/stream"
 )
 
 // TestEndToEndRealServices runs the serve pipeline against the real Kafka
@@ -90,12 +90,12 @@ func TestEndToEndRealServices(t *testing.T) {
 	}
 
 	// The monitor's consumer-lag reading (kadm) sees the group caught up.
-	lag, closeLag, err := groupLag(cfg.Kafka.Brokers, cfg.Kafka.Group)
+	lagCl, err := kgo.NewClient(kafkaOpts(cfg.Kafka, "test-lag", slog.New(slog.DiscardHandler), nil)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer closeLag()
-	if l, err := lag(ctx); err != nil || l != 0 {
+	defer lagCl.Close()
+	if l, err := stream.NewGroupLag(lagCl, cfg.Kafka.Group).Total(ctx); err != nil || l != 0 {
 		t.Errorf("consumer lag after the run = %d, %v; want 0", l, err)
 	}
 	if len(preds) != n-k {
@@ -253,14 +253,8 @@ func loadFeatures(ctx context.Context, t *testing.T, a *app) (*loadtest.Generato
 		t.Fatal(err)
 	}
 	features := gen.FeatureRows(10)
-	for view, byUser := range features {
-		var rows []featurestore.Row
-		for u, vals := range byUser {
-			rows = append(rows, featurestore.Row{Entity: u, TsMs: time.Now().UnixMilli(), Values: vals})
-		}
-		if err := a.store.Put(ctx, view, rows, time.Hour); err != nil {
-			t.Fatal(err)
-		}
+	if err := a.store.PutViews(ctx, features, time.Now(), time.Hour); err != nil {
+		t.Fatal(err)
 	}
 	return gen, features
 }

@@ -56,7 +56,7 @@ Point it at the same config as the seer serve under test. Only loopback or
 your own test brokers should be targets.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := g.load()
+			cfg, logger, err := g.load()
 			if err != nil {
 				return err
 			}
@@ -73,7 +73,7 @@ your own test brokers should be targets.`,
 				return err
 			}
 			if feats {
-				if err := loadGeneratedFeatures(cmd.Context(), cfg, gen); err != nil {
+				if err := loadGeneratedFeatures(cmd.Context(), cfg, logger, gen); err != nil {
 					return err
 				}
 			}
@@ -82,14 +82,16 @@ your own test brokers should be targets.`,
 				for _, d := range drifts {
 					name, v, ok := strings.Cut(d, "=")
 					f, err := strconv.ParseFloat(v, 64)
-					if !ok || err != nil || m.Profile.Features[name].Kind != "numeric" {
+					if !ok || err != nil || m.Profile.Features[name].Kind != schemas.ProfileNumeric {
 						return fmt.Errorf("--drift: %q is not INPUT=SIGMAS for a numeric input of %s", d, m.Name)
 					}
 					shift[name] = f
 				}
 				gen.SetShift(shift)
 			}
-			o.Brokers, o.InputTopic, o.PredictionsTopic, o.DLQTopic = cfg.Kafka.Brokers, cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic
+			o.InputTopic, o.PredictionsTopic, o.DLQTopic = cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic
+			// franz-go's info lines would break the progress line.
+			o.ClientOpts = kafkaOpts(cfg.Kafka, "loadtest", newLogger(g.stderr, "warn", cfg.LogFormat), nil)
 			o.Profile, o.DrainTimeout, o.Progress = p, timeout, g.stderr
 			if findMax {
 				return searchMax(cmd.Context(), g, o, gen, slo, maxRate, steps, report)
@@ -143,21 +145,10 @@ your own test brokers should be targets.`,
 }
 
 // loadGeneratedFeatures writes one generated feature row per user and view.
-func loadGeneratedFeatures(ctx context.Context, cfg Config, gen *loadtest.Generator) error {
+func loadGeneratedFeatures(ctx context.Context, cfg Config, logger *slog.Logger, gen *loadtest.Generator) error {
 	rdb := featurestore.NewClient(cfg.Redis)
 	defer rdb.Close()
-	store := featurestore.New(cfg.Redis, rdb, nil, nil, slog.New(slog.DiscardHandler), nil)
-	now := time.Now().UnixMilli()
-	for view, byUser := range gen.FeatureRows(0) {
-		rows := make([]featurestore.Row, 0, len(byUser))
-		for u, vals := range byUser {
-			rows = append(rows, featurestore.Row{Entity: u, TsMs: now, Values: vals})
-		}
-		if err := store.Put(ctx, view, rows, 0); err != nil {
-			return err
-		}
-	}
-	return nil
+	return featurestore.New(cfg.Redis, rdb, nil, nil, logger, nil).PutViews(ctx, gen.FeatureRows(0), time.Now(), 0)
 }
 
 // MaxReport is the outcome of a --find-max search.

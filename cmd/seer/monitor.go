@@ -5,13 +5,16 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/segmentio/ksuid"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/seer-ml/seer/drift"
+	"github.com/seer-ml/seer/drift/monitor"
+	"github.com/seer-ml/seer/drift/notify"
+	"github.com/seer-ml/seer/drift/window"
 	"github.com/seer-ml/seer/featurestore"
 	"github.com/seer-ml/seer/schemas"
 	"github.com/seer-ml/seer/stream"
@@ -70,57 +73,47 @@ func runMonitor(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	rdb := featurestore.NewClient(cfg.Redis)
 	defer rdb.Close()
 	host, _ := os.Hostname()
-	lease := drift.NewLease(rdb, cfg.Redis.KeyPrefix, "monitor:"+m.Name+":"+m.Version, host+"-"+ksuid.New().String(), cfg.Monitor.LeaseTTL)
-	sinks := []drift.AlertSink{drift.LogSink{Log: logger}, drift.ClickHouseAlertSink{Conn: conn, Database: cfg.ClickHouse.Database}}
+	lease := monitor.NewLease(rdb, cfg.Redis.KeyPrefix, "monitor:"+m.Name+":"+m.Version, host+"-"+ksuid.New().String(), cfg.Monitor.LeaseTTL)
+	ch := notify.ClickHouse{Conn: conn, Database: cfg.ClickHouse.Database}
+	sinks := []notify.Sink{notify.Log{Log: logger}, ch}
 	if cfg.Monitor.AlertsTopic != "" {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka.Brokers...), kgo.AllowAutoTopicCreation())
+		cl, err := kgo.NewClient(append(kafkaOpts(cfg.Kafka, "monitor-alerts", logger, nil), kgo.AllowAutoTopicCreation())...)
 		if err != nil {
 			return err
 		}
 		defer cl.Close()
-		sinks = append(sinks, drift.KafkaAlertSink{Client: cl, Topic: cfg.Monitor.AlertsTopic})
+		sinks = append(sinks, notify.Kafka{Client: cl, Topic: cfg.Monitor.AlertsTopic})
 	}
 	if cfg.Monitor.WebhookURL != "" {
-		sinks = append(sinks, drift.WebhookSink{URL: cfg.Monitor.WebhookURL})
+		sinks = append(sinks, notify.Webhook{URL: cfg.Monitor.WebhookURL})
 	}
-	job := drift.NewWindowJob(conn, cfg.ClickHouse.Database, m)
+	job := window.New(conn, cfg.ClickHouse.Database, m)
 	if start, end, _ := cfg.Monitor.ReferenceRange(); !start.IsZero() {
 		if err := job.UseReferenceRange(ctx, start, end); err != nil {
 			return err
 		}
 		logger.Info("reference is a range of the inference log", "start", start, "end", end)
 	}
-	mon, closeMon, err := newMonitor(cfg, cfg.Monitor, job, lease, sinks, logger)
+	mon, closeMon, err := newMonitor(cfg, cfg.Monitor, job, lease, sinks, ch, logger)
 	if err != nil {
 		return err
 	}
 	defer closeMon()
 	logger.Info("monitor starting", "model", m.Name, "version", m.Version, "window", cfg.Monitor.Window, "rules", len(cfg.Monitor.Rules))
-	grp, gctx := errgroup.WithContext(ctx)
-	grp.Go(func() error { return mon.Run(gctx) })
-	return grp.Wait()
+	return mon.Run(ctx)
 }
 
 // newMonitor wires a monitor that also reports the consumer lag of
 // kafka.group; the returned func releases the lag client.
-func newMonitor(cfg Config, mcfg drift.MonitorConfig, job *drift.WindowJob, lease *drift.Lease, sinks []drift.AlertSink, logger *slog.Logger) (*drift.Monitor, func(), error) {
-	mon, err := drift.NewMonitor(mcfg, job, lease, sinks, logger)
+func newMonitor(cfg Config, mcfg monitor.Config, job *window.Job, lease *monitor.Lease, sinks []notify.Sink, firing monitor.FiringAlerts, logger *slog.Logger) (*monitor.Monitor, func(), error) {
+	cl, err := kgo.NewClient(kafkaOpts(cfg.Kafka, "monitor-lag", logger, nil)...)
 	if err != nil {
 		return nil, nil, err
 	}
-	lag, closeLag, err := groupLag(cfg.Kafka.Brokers, cfg.Kafka.Group)
+	mon, err := monitor.New(mcfg, job, lease, sinks, firing, stream.NewGroupLag(cl, cfg.Kafka.Group).Total, logger, time.Now)
 	if err != nil {
+		cl.Close()
 		return nil, nil, err
 	}
-	mon.Lag = lag
-	return mon, closeLag, nil
-}
-
-// groupLag returns a function that reads the total lag of a consumer group.
-func groupLag(brokers []string, group string) (func(context.Context) (int64, error), func(), error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		return nil, nil, err
-	}
-	return stream.NewGroupLag(cl, group).Total, cl.Close, nil
+	return mon, cl.Close, nil
 }

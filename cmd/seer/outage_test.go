@@ -19,7 +19,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/seer-ml/seer/drift"
-	"github.com/seer-ml/seer/schemas/testenv"
+	"github.com/seer-ml/seer/drift/inferencelog"
+	"github.com/seer-ml/seer/internal/testenv"
 )
 
 // TestDependencyOutages is issue 8's fault suite for serve, on a private
@@ -239,7 +240,7 @@ func TestTwoInstancesOneSpool(t *testing.T) {
 		second.Close()
 		t.Fatal("a second instance started on a spool folder in use")
 	}
-	if !errors.Is(err, drift.ErrSpoolInUse) || !strings.Contains(err.Error(), cfg.ClickHouse.SpoolDir) {
+	if !errors.Is(err, inferencelog.ErrSpoolInUse) || !strings.Contains(err.Error(), cfg.ClickHouse.SpoolDir) {
 		t.Errorf("second instance: err = %v, want ErrSpoolInUse naming %s", err, cfg.ClickHouse.SpoolDir)
 	}
 	// Two default configs on one host with different HTTP ports get

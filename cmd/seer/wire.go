@@ -12,9 +12,9 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/seer-ml/seer/drift"
+	"github.com/seer-ml/seer/drift/inferencelog"
 	"github.com/seer-ml/seer/featurestore"
 	"github.com/seer-ml/seer/schemas"
 	"github.com/seer-ml/seer/scoring"
@@ -29,15 +29,15 @@ type app struct {
 	rdb      *redis.Client
 	store    *featurestore.Store
 	ch       driver.Conn
-	sink     *drift.Sink
-	writer   *drift.Writer
+	sink     *inferencelog.Sink
+	writer   *inferencelog.Writer
 	model    *scoring.Model
 	pipeline *stream.Pipeline
 }
 
 // buildApp loads and verifies the model package, connects Redis and
 // ClickHouse, migrates the schema and creates the Kafka pipeline.
-func buildApp(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Registerer, kopts ...kgo.Opt) (_ *app, err error) {
+func buildApp(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (_ *app, err error) {
 	a := &app{}
 	defer func() {
 		if err != nil {
@@ -77,12 +77,12 @@ func buildApp(ctx context.Context, cfg Config, logger *slog.Logger, reg promethe
 	if err = drift.Migrate(ctx, a.ch, cfg.ClickHouse.Database, logger); err != nil {
 		return nil, err
 	}
-	a.sink = drift.NewSink(a.ch, cfg.ClickHouse.Database)
-	if a.writer, err = drift.NewWriter(cfg.ClickHouse.WriterConfig, a.sink, logger, reg); err != nil {
+	a.sink = inferencelog.NewSink(a.ch, cfg.ClickHouse.Database)
+	if a.writer, err = inferencelog.NewWriter(cfg.ClickHouse.Config, a.sink, logger, reg); err != nil {
 		return nil, fmt.Errorf("clickhouse.spool_dir: %w", err)
 	}
 
-	if a.pipeline, err = stream.New(cfg.Kafka, a.schema, a.store, a.model, a.writer, logger, reg, kopts...); err != nil {
+	if a.pipeline, err = stream.New(cfg.Kafka, a.schema, a.store, a.model, a.writer, logger, reg, kafkaOpts(cfg.Kafka, "serve", logger, reg)...); err != nil {
 		return nil, err
 	}
 	return a, nil

@@ -1,4 +1,4 @@
-package drift
+package window
 
 import (
 	"context"
@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seer-ml/seer/drift/internal/chtest"
+	"github.com/seer-ml/seer/internal/testenv"
 	"github.com/seer-ml/seer/schemas"
-	"github.com/seer-ml/seer/schemas/testenv"
 )
 
 // BenchmarkWindowJob10M runs one window job over 10 million inference-log
@@ -19,7 +20,7 @@ import (
 //
 //	go test -run XXX -bench WindowJob10M -benchtime 1x ./drift
 func BenchmarkWindowJob10M(b *testing.B) {
-	conn, db := newDB(b)
+	conn, db := chtest.NewDB(b)
 	m, err := schemas.LoadManifest(testenv.ExamplePackage(b))
 	if err != nil {
 		b.Fatal(err)
@@ -50,7 +51,7 @@ FROM numbers(10000000)`, db, m.Name, m.Version, t0.Unix(), t0.Unix(), t0.UnixMil
 		b.Fatal(err)
 	}
 	b.Logf("generated and merged 10M rows in %v", time.Since(start).Round(time.Millisecond))
-	job := NewWindowJob(conn, db, m)
+	job := New(conn, db, m)
 	end := t0.Add(24 * time.Hour)
 	b.ResetTimer()
 	var w *Window

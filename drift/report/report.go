@@ -1,4 +1,8 @@
-package drift
+// Package report builds seer's offline drift report between two data files
+// (CSV, JSON Lines or flat Parquet): per column drift tests, data-quality
+// flags and histograms, as JSON or HTML. A column that cannot be compared
+// gets a status instead of failing the report.
+package report
 
 import (
 	"errors"
@@ -7,29 +11,26 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/seer-ml/seer/drift/stats"
+	"github.com/seer-ml/seer/schemas"
 )
 
-// Column kinds in a drift report.
-const (
-	KindNumeric     = "numeric"
-	KindCategorical = "categorical"
-)
-
-// ReportOptions tune an offline drift report.
-type ReportOptions struct {
-	Alpha          float64           // false discovery rate for the BH-adjusted p-values
-	MinPSI         float64           // effect-size floor: smaller shifts are not called drift
-	Bins           int               // numeric: reference quantile bins
-	TopK           int               // categorical: reference categories kept; the rest is "other"
-	Kinds          map[string]string // column → numeric or categorical; others detected
-	MinSamples     int               // fewer observed values on either side: a warning, and never "drifted"
-	MissingMaxDiff float64           // a change of the missing share by more than this is flagged
+// Options tune an offline drift report.
+type Options struct {
+	Alpha          float64                        // false discovery rate for the BH-adjusted p-values
+	MinPSI         float64                        // effect-size floor: smaller shifts are not called drift
+	Bins           int                            // numeric: reference quantile bins
+	TopK           int                            // categorical: reference categories kept; the rest is "other"
+	Kinds          map[string]schemas.ProfileKind // column → numeric or categorical; others detected
+	MinSamples     int                            // fewer observed values on either side: a warning, and never "drifted"
+	MissingMaxDiff float64                        // a change of the missing share by more than this is flagged
 }
 
-// DefaultReportOptions: FDR 1%, PSI ≥ 0.1, 10 bins, top 20 categories, at
+// DefaultOptions: FDR 1%, PSI ≥ 0.1, 10 bins, top 20 categories, at
 // least 100 observations a side, missing share flagged past ±5 points.
-func DefaultReportOptions() ReportOptions {
-	return ReportOptions{Alpha: 0.01, MinPSI: 0.1, Bins: 10, TopK: 20, MinSamples: 100, MissingMaxDiff: 0.05}
+func DefaultOptions() Options {
+	return Options{Alpha: 0.01, MinPSI: 0.1, Bins: 10, TopK: 20, MinSamples: 100, MissingMaxDiff: 0.05}
 }
 
 // Feature statuses in a drift report.
@@ -65,14 +66,14 @@ type Dataset struct {
 // words, including a change of the missing share (a data-quality flag,
 // MissingChanged), which the drift tests on present values do not see.
 type FeatureReport struct {
-	Name           string             `json:"name"`
-	Kind           string             `json:"kind"`
-	Status         string             `json:"status"`
-	Metrics        map[string]float64 `json:"metrics"`
-	Drifted        bool               `json:"drifted"`
-	MissingChanged bool               `json:"missing_changed"`
-	Warnings       []string           `json:"warnings,omitempty"`
-	Bins           []HistogramBin     `json:"bins"` // reference and current shares, for charts
+	Name           string              `json:"name"`
+	Kind           schemas.ProfileKind `json:"kind"`
+	Status         string              `json:"status"`
+	Metrics        map[string]float64  `json:"metrics"`
+	Drifted        bool                `json:"drifted"`
+	MissingChanged bool                `json:"missing_changed"`
+	Warnings       []string            `json:"warnings,omitempty"`
+	Bins           []HistogramBin      `json:"bins"` // reference and current shares, for charts
 }
 
 // HistogramBin is one bar pair of a feature's histogram.
@@ -89,10 +90,10 @@ type Table struct {
 	Rows    int
 }
 
-// BuildReport compares every column the two tables share. A column that
+// Build compares every column the two tables share. A column that
 // cannot be compared gets a status and a warning; the others are still
 // reported. It fails only when there is nothing to compare at all.
-func BuildReport(ref, cur Table, o ReportOptions) (*Report, error) {
+func Build(ref, cur Table, o Options) (*Report, error) {
 	switch {
 	case ref.Rows == 0:
 		return nil, errors.New("the reference file has no data rows")
@@ -115,15 +116,15 @@ func BuildReport(ref, cur Table, o ReportOptions) (*Report, error) {
 		var fr FeatureReport
 		var err error
 		switch kind {
-		case KindNumeric:
+		case schemas.ProfileNumeric:
 			fr, err = numericFeature(col, rv, cv, o)
-		case KindCategorical:
+		case schemas.ProfileCategorical:
 			fr, err = categoricalFeature(col, rv, cv, o)
 		default:
 			return nil, fmt.Errorf("column %s: kind %q is not numeric or categorical", col, kind)
 		}
 		switch {
-		case errors.Is(err, ErrEmpty):
+		case errors.Is(err, stats.ErrEmpty):
 			fr = FeatureReport{Name: col, Kind: kind, Status: StatusNoObservations, Metrics: map[string]float64{},
 				Warnings: []string{fmt.Sprintf("no observed values (reference %d, current %d of %d and %d rows are present)",
 					present(rv), present(cv), len(rv), len(cv))}}
@@ -136,7 +137,7 @@ func BuildReport(ref, cur Table, o ReportOptions) (*Report, error) {
 				fr.Warnings = append(fr.Warnings, fmt.Sprintf("small sample: %d reference and %d current values, fewer than %d; not called drifted", nr, nc, o.MinSamples))
 			}
 			tested = append(tested, len(rep.Features))
-			if kind == KindNumeric {
+			if kind == schemas.ProfileNumeric {
 				pvals = append(pvals, fr.Metrics["ks_pvalue"])
 			} else {
 				pvals = append(pvals, fr.Metrics["chi2_pvalue"])
@@ -153,7 +154,7 @@ func BuildReport(ref, cur Table, o ReportOptions) (*Report, error) {
 	if len(rep.Features) == 0 {
 		return nil, fmt.Errorf("the files share no columns (reference has %v, current has %v)", ref.Columns, cur.Columns)
 	}
-	for i, adj := range BenjaminiHochberg(pvals) {
+	for i, adj := range stats.BenjaminiHochberg(pvals) {
 		f := &rep.Features[tested[i]]
 		f.Metrics["pvalue_adjusted"] = adj
 		f.Drifted = f.Status == StatusOK && adj < o.Alpha && f.Metrics["psi"] >= o.MinPSI
@@ -177,8 +178,8 @@ func present(vals []string) int {
 
 // observed counts the values a test of this kind uses: numbers that are
 // finite for numeric columns, any value for categorical ones.
-func observed(kind string, vals []string) int {
-	if kind == KindCategorical {
+func observed(kind schemas.ProfileKind, vals []string) int {
+	if kind == schemas.ProfileCategorical {
 		return len(vals)
 	}
 	n := 0
@@ -206,21 +207,21 @@ func missingShare(vals []string) float64 {
 	return float64(miss) / float64(len(vals))
 }
 
-func detectKind(vals []string) string {
+func detectKind(vals []string) schemas.ProfileKind {
 	seen := 0
 	for _, v := range vals {
 		if v == "" {
 			continue
 		}
 		if _, err := strconv.ParseFloat(v, 64); err != nil {
-			return KindCategorical
+			return schemas.ProfileCategorical
 		}
 		seen++
 	}
 	if seen == 0 {
-		return KindCategorical
+		return schemas.ProfileCategorical
 	}
-	return KindNumeric
+	return schemas.ProfileNumeric
 }
 
 // parseNumbers returns the sorted finite values and the count of missing
@@ -247,7 +248,7 @@ func parseNumbers(vals []string) ([]float64, int, error) {
 	return out, missing, nil
 }
 
-func numericFeature(name string, rv, cv []string, o ReportOptions) (FeatureReport, error) {
+func numericFeature(name string, rv, cv []string, o Options) (FeatureReport, error) {
 	r, rMiss, err := parseNumbers(rv)
 	if err != nil {
 		return FeatureReport{}, fmt.Errorf("reference %w", err)
@@ -257,7 +258,7 @@ func numericFeature(name string, rv, cv []string, o ReportOptions) (FeatureRepor
 		return FeatureReport{}, fmt.Errorf("current %w", err)
 	}
 	if len(r) == 0 || len(c) == 0 {
-		return FeatureReport{}, ErrEmpty
+		return FeatureReport{}, stats.ErrEmpty
 	}
 	// Frozen bins: reference quantile edges, plus underflow, overflow and
 	// missing — the same layout as a model package profile.
@@ -278,25 +279,25 @@ func numericFeature(name string, rv, cv []string, o ReportOptions) (FeatureRepor
 	}
 	rc, cc := count(r, rMiss), count(c, cMiss)
 	m := map[string]float64{}
-	if m["psi"], err = PSI(rc, cc); err != nil {
+	if m["psi"], err = stats.PSI(rc, cc); err != nil {
 		return FeatureReport{}, err
 	}
-	m["js"], _ = JensenShannon(rc, cc, math.E)
-	m["js_base2"], _ = JensenShannon(rc, cc, 2)
+	m["js"], _ = stats.JensenShannon(rc, cc, math.E)
+	m["js_base2"], _ = stats.JensenShannon(rc, cc, 2)
 	// Wasserstein and KS on the raw values: all distinct locations.
-	locs, rw, cw := mergeSamples(r, c)
-	std := stdDev(r)
+	locs, rw, cw := stats.MergeSamples(r, c)
+	std := stats.StdDev(r)
 	if std > 0 {
-		m["wasserstein_norm"], _ = WassersteinNorm(locs, rw, cw, std)
+		m["wasserstein_norm"], _ = stats.WassersteinNorm(locs, rw, cw, std)
 	}
-	m["ks"], m["ks_pvalue"], _ = KS(locs, rw, locs, cw)
+	m["ks"], m["ks_pvalue"], _ = stats.KS(locs, rw, locs, cw)
 	bins := make([]HistogramBin, len(rc))
 	labels := binLabels(edges)
-	rs, cs := sum(rc), sum(cc)
+	rs, cs := stats.Sum(rc), stats.Sum(cc)
 	for i := range rc {
 		bins[i] = HistogramBin{Label: labels[i], Reference: rc[i] / rs, Current: cc[i] / cs}
 	}
-	return FeatureReport{Name: name, Kind: KindNumeric, Metrics: m, Bins: bins}, nil
+	return FeatureReport{Name: name, Kind: schemas.ProfileNumeric, Metrics: m, Bins: bins}, nil
 }
 
 func binLabels(edges []float64) []string {
@@ -308,42 +309,7 @@ func binLabels(edges []float64) []string {
 	return append(out, "≥ "+f(edges[len(edges)-1]), "missing")
 }
 
-// mergeSamples returns the sorted distinct values of both samples and each
-// sample's count at every value.
-func mergeSamples(a, b []float64) (locs, wa, wb []float64) {
-	i, j := 0, 0
-	for i < len(a) || j < len(b) {
-		var x float64
-		switch {
-		case j >= len(b) || (i < len(a) && a[i] <= b[j]):
-			x = a[i]
-		default:
-			x = b[j]
-		}
-		ca, cb := 0.0, 0.0
-		for i < len(a) && a[i] == x {
-			ca++
-			i++
-		}
-		for j < len(b) && b[j] == x {
-			cb++
-			j++
-		}
-		locs, wa, wb = append(locs, x), append(wa, ca), append(wb, cb)
-	}
-	return locs, wa, wb
-}
-
-func stdDev(xs []float64) float64 {
-	mean := sum(xs) / float64(len(xs))
-	v := 0.0
-	for _, x := range xs {
-		v += (x - mean) * (x - mean)
-	}
-	return math.Sqrt(v / float64(len(xs)))
-}
-
-func categoricalFeature(name string, rv, cv []string, o ReportOptions) (FeatureReport, error) {
+func categoricalFeature(name string, rv, cv []string, o Options) (FeatureReport, error) {
 	refCount := map[string]float64{}
 	for _, v := range rv {
 		refCount[v]++
@@ -383,17 +349,17 @@ func categoricalFeature(name string, rv, cv []string, o ReportOptions) (FeatureR
 	for _, v := range cv {
 		cc[bucket(v, false)]++
 	}
-	if sum(rc) == 0 || sum(cc) == 0 {
-		return FeatureReport{}, ErrEmpty
+	if stats.Sum(rc) == 0 || stats.Sum(cc) == 0 {
+		return FeatureReport{}, stats.ErrEmpty
 	}
 	m := map[string]float64{}
 	var err error
-	if m["psi"], err = PSI(rc, cc); err != nil {
+	if m["psi"], err = stats.PSI(rc, cc); err != nil {
 		return FeatureReport{}, err
 	}
-	m["js"], _ = JensenShannon(rc, cc, math.E)
-	m["js_base2"], _ = JensenShannon(rc, cc, 2)
-	m["new_category_share"] = NewCategoryShare(cc[len(cats)+1], sum(cc))
+	m["js"], _ = stats.JensenShannon(rc, cc, math.E)
+	m["js_base2"], _ = stats.JensenShannon(rc, cc, 2)
+	m["new_category_share"] = stats.NewCategoryShare(cc[len(cats)+1], stats.Sum(cc))
 	// χ² over the buckets the reference has. A category the reference
 	// never saw has an expected count of 0, so — as in Evidently's
 	// chisquare test — its presence alone gives p = 0; the PSI floor keeps
@@ -407,14 +373,14 @@ func categoricalFeature(name string, rv, cv []string, o ReportOptions) (FeatureR
 	switch {
 	case cc[len(cats)+1] > 0:
 		m["chi2_pvalue"] = 0
-	case len(r2) >= 2 && sum(c2) > 0:
-		m["chi2_pvalue"], _ = ChiSquaredPValue(r2, c2)
+	case len(r2) >= 2 && stats.Sum(c2) > 0:
+		m["chi2_pvalue"], _ = stats.ChiSquaredPValue(r2, c2)
 	default:
 		m["chi2_pvalue"] = 1
 	}
 	labels := append(append([]string(nil), cats...), "other", "new")
 	bins := make([]HistogramBin, len(rc))
-	rs, cs := sum(rc), sum(cc)
+	rs, cs := stats.Sum(rc), stats.Sum(cc)
 	for i := range rc {
 		l := labels[i]
 		if l == "" {
@@ -422,5 +388,5 @@ func categoricalFeature(name string, rv, cv []string, o ReportOptions) (FeatureR
 		}
 		bins[i] = HistogramBin{Label: strings.TrimSpace(l), Reference: rc[i] / rs, Current: cc[i] / cs}
 	}
-	return FeatureReport{Name: name, Kind: KindCategorical, Metrics: m, Bins: bins}, nil
+	return FeatureReport{Name: name, Kind: schemas.ProfileCategorical, Metrics: m, Bins: bins}, nil
 }

@@ -1,20 +1,17 @@
-package drift
+// Package alert holds the alert rules over window metrics and the alert
+// state machine: inactive → pending → firing → resolved, per rule, model
+// version and feature. It only decides; delivering alerts is
+// drift/notify's job. An Evaluator is owned by one goroutine (the
+// monitor); it reads time from the clock it is given.
+package alert
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net/http"
-	"path"
 	"sort"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/twmb/franz-go/pkg/kgo"
-
+	"github.com/seer-ml/seer/drift/window"
 	"github.com/seer-ml/seer/schemas"
 )
 
@@ -39,7 +36,7 @@ func (r *Rule) Validate() error {
 	switch {
 	case r.Name == "":
 		return errors.New("name: required")
-	case r.Family != FamilyDrift && r.Family != FamilyQuality && r.Family != FamilyFreshness:
+	case r.Family != window.FamilyDrift && r.Family != window.FamilyQuality && r.Family != window.FamilyFreshness:
 		return fmt.Errorf("family: %q is not drift, quality or freshness", r.Family)
 	case r.Metric == "":
 		return errors.New("metric: required")
@@ -73,19 +70,46 @@ func (r *Rule) healthy(v float64) bool {
 	return v >= res
 }
 
+// State is where an alert stands. The zero value is Inactive.
+type State int
+
 // Alert states.
 const (
-	StatePending  = "pending"
-	StateFiring   = "firing"
-	StateResolved = "resolved"
+	Inactive State = iota
+	Pending
+	Firing
+	Resolved
 )
+
+var stateNames = [...]string{"inactive", "pending", "firing", "resolved"}
+
+func (s State) String() string {
+	if s < 0 || int(s) >= len(stateNames) {
+		return fmt.Sprintf("State(%d)", int(s))
+	}
+	return stateNames[s]
+}
+
+// MarshalText writes the state's name, as JSON and the alerts table hold it.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a state's name.
+func (s *State) UnmarshalText(b []byte) error {
+	for i, n := range stateNames {
+		if n == string(b) {
+			*s = State(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("alert state %q is not inactive, pending, firing or resolved", b)
+}
 
 // Alert is one state change of one alert.
 type Alert struct {
 	ID          string            `json:"alert_id"`
 	DedupKey    string            `json:"dedup_key"`
 	Rule        string            `json:"rule"`
-	State       string            `json:"state"`
+	State       State             `json:"state"`
 	Severity    string            `json:"severity"`
 	Model       string            `json:"model"`
 	Version     string            `json:"model_version"`
@@ -103,7 +127,7 @@ type Alert struct {
 }
 
 type alertState struct {
-	state    string // "" (inactive), pending or firing
+	state    State // Inactive, Pending or Firing
 	breaches int
 	cooldown int
 	id       string
@@ -119,10 +143,11 @@ type alertState struct {
 type Evaluator struct {
 	rules  []Rule
 	states map[string]*alertState
+	now    func() time.Time
 }
 
-// NewEvaluator validates the rules.
-func NewEvaluator(rules []Rule) (*Evaluator, error) {
+// NewEvaluator validates the rules; now stamps each state change.
+func NewEvaluator(rules []Rule, now func() time.Time) (*Evaluator, error) {
 	for i := range rules {
 		if err := rules[i].Validate(); err != nil {
 			return nil, fmt.Errorf("monitor.rules[%d] (%s): %w", i, rules[i].Name, err)
@@ -131,20 +156,20 @@ func NewEvaluator(rules []Rule) (*Evaluator, error) {
 			rules[i].For = 1
 		}
 	}
-	return &Evaluator{rules: rules, states: map[string]*alertState{}}, nil
+	return &Evaluator{rules: rules, states: map[string]*alertState{}, now: now}, nil
 }
 
 // Restore marks an alert as firing, as loaded from the alerts table when a
 // monitor takes over.
 func (e *Evaluator) Restore(dedupKey, id string, startsAt time.Time) {
-	e.states[dedupKey] = &alertState{state: StateFiring, id: id, startsAt: startsAt}
+	e.states[dedupKey] = &alertState{state: Firing, id: id, startsAt: startsAt}
 }
 
 // Evaluate applies one window and returns the state changes, in a stable
 // order.
-func (e *Evaluator) Evaluate(w *Window) []Alert {
+func (e *Evaluator) Evaluate(w *window.Window) []Alert {
 	var out []Alert
-	now := time.Now().UTC()
+	now := e.now().UTC()
 	for ri := range e.rules {
 		r := &e.rules[ri]
 		if w.Rows < r.MinSamples {
@@ -163,7 +188,7 @@ func (e *Evaluator) Evaluate(w *Window) []Alert {
 			if st.cooldown > 0 {
 				st.cooldown--
 			}
-			emit := func(state string) {
+			emit := func(state State) {
 				out = append(out, Alert{ID: st.id, DedupKey: key, Rule: r.Name, State: state, Severity: r.Severity,
 					Model: w.Model, Version: w.Version, Feature: m.Feature, Family: r.Family, Metric: r.Metric,
 					Value: m.Value, Threshold: r.Threshold, WindowStart: w.Start, StartsAt: st.startsAt, At: now,
@@ -171,34 +196,34 @@ func (e *Evaluator) Evaluate(w *Window) []Alert {
 					Labels:  r.Labels})
 			}
 			switch st.state {
-			case "":
+			case Inactive:
 				if r.breach(m.Value) {
 					st.breaches = 1
 					st.id = schemas.StableKSUID(w.Start, key)
 					st.startsAt = w.Start
 					if st.breaches >= r.For && st.cooldown == 0 {
-						st.state = StateFiring
-						emit(StateFiring)
+						st.state = Firing
+						emit(Firing)
 					} else {
-						st.state = StatePending
-						emit(StatePending)
+						st.state = Pending
+						emit(Pending)
 					}
 				}
-			case StatePending:
+			case Pending:
 				switch {
 				case r.breach(m.Value):
 					st.breaches++
 					if st.breaches >= r.For && st.cooldown == 0 {
-						st.state = StateFiring
-						emit(StateFiring)
+						st.state = Firing
+						emit(Firing)
 					}
 				default:
-					st.state, st.breaches = "", 0
+					st.state, st.breaches = Inactive, 0
 				}
-			case StateFiring:
+			case Firing:
 				if r.healthy(m.Value) {
-					emit(StateResolved)
-					st.state, st.breaches, st.cooldown = "", 0, r.Cooldown
+					emit(Resolved)
+					st.state, st.breaches, st.cooldown = Inactive, 0, r.Cooldown
 				}
 			}
 		}
@@ -212,136 +237,4 @@ func featureName(f string) string {
 		return "(window)"
 	}
 	return f
-}
-
-// AlertSink delivers alert state changes.
-type AlertSink interface {
-	Send(ctx context.Context, alerts []Alert) error
-}
-
-// LogSink logs each alert.
-type LogSink struct{ Log *slog.Logger }
-
-// Send logs alerts at warn (firing) or info.
-func (s LogSink) Send(_ context.Context, alerts []Alert) error {
-	for _, a := range alerts {
-		lvl := slog.LevelInfo
-		if a.State == StateFiring {
-			lvl = slog.LevelWarn
-		}
-		s.Log.Log(context.Background(), lvl, "alert "+a.State, "component", "monitor", "rule", a.Rule, "severity", a.Severity,
-			"model", a.Model, "version", a.Version, "feature", a.Feature, "metric", a.Metric, "value", a.Value, "threshold", a.Threshold, "alert_id", a.ID)
-	}
-	return nil
-}
-
-// ClickHouseAlertSink writes alerts to the alerts table.
-type ClickHouseAlertSink struct {
-	Conn     driver.Conn
-	Database string
-}
-
-// Send inserts one row per alert state change.
-func (s ClickHouseAlertSink) Send(ctx context.Context, alerts []Alert) error {
-	if len(alerts) == 0 {
-		return nil
-	}
-	b, err := s.Conn.PrepareBatch(ctx, "INSERT INTO "+s.Database+".alerts (alert_id, dedup_key, rule, state, severity, model, model_version, feature, metric, value, threshold, window_start, summary, label_keys, label_values, fence, at, at_ms)")
-	if err != nil {
-		return fmt.Errorf("preparing alerts insert: %w", err)
-	}
-	defer b.Abort()
-	for _, a := range alerts {
-		keys := make([]string, 0, len(a.Labels))
-		for k := range a.Labels {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		vals := make([]string, len(keys))
-		for i, k := range keys {
-			vals[i] = a.Labels[k]
-		}
-		if err := b.Append(a.ID, a.DedupKey, a.Rule, a.State, a.Severity, a.Model, a.Version, a.Feature, a.Metric, a.Value, a.Threshold,
-			a.WindowStart.UTC(), a.Summary, keys, vals, a.Fence, a.At.UTC(), uint64(a.At.UnixMilli())); err != nil {
-			return err
-		}
-	}
-	return b.Send()
-}
-
-// KafkaAlertSink produces alerts as JSON to a topic, keyed by dedup key.
-type KafkaAlertSink struct {
-	Client *kgo.Client
-	Topic  string
-}
-
-// Send produces and waits for the acknowledgements.
-func (s KafkaAlertSink) Send(ctx context.Context, alerts []Alert) error {
-	recs := make([]*kgo.Record, 0, len(alerts))
-	for _, a := range alerts {
-		v, err := json.Marshal(a)
-		if err != nil {
-			return err
-		}
-		recs = append(recs, &kgo.Record{Topic: s.Topic, Key: []byte(a.DedupKey), Value: v})
-	}
-	return s.Client.ProduceSync(ctx, recs...).FirstErr()
-}
-
-// WebhookSink posts alerts in Alertmanager's API v2 format (a JSON list of
-// {labels, annotations, startsAt, endsAt, generatorURL}); resolved alerts
-// carry endsAt.
-type WebhookSink struct {
-	URL    string
-	Client *http.Client
-}
-
-// Send posts firing and resolved alerts (pending ones are not sent).
-func (s WebhookSink) Send(ctx context.Context, alerts []Alert) error {
-	type amAlert struct {
-		Labels       map[string]string `json:"labels"`
-		Annotations  map[string]string `json:"annotations"`
-		StartsAt     time.Time         `json:"startsAt"`
-		EndsAt       *time.Time        `json:"endsAt,omitempty"`
-		GeneratorURL string            `json:"generatorURL,omitempty"`
-	}
-	var body []amAlert
-	for _, a := range alerts {
-		if a.State == StatePending {
-			continue
-		}
-		labels := map[string]string{"alertname": a.Rule, "severity": a.Severity, "model": a.Model, "model_version": a.Version, "feature": a.Feature, "service": "seer"}
-		for k, v := range a.Labels {
-			labels[k] = v
-		}
-		am := amAlert{Labels: labels, StartsAt: a.StartsAt,
-			Annotations: map[string]string{"summary": a.Summary, "runbook": path.Join("deploy/runbooks", a.Family+".md"), "alert_id": a.ID}}
-		if a.State == StateResolved {
-			at := a.At
-			am.EndsAt = &at
-		}
-		body = append(body, am)
-	}
-	if len(body) == 0 {
-		return nil
-	}
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	c := s.Client
-	if c == nil {
-		c = &http.Client{Timeout: 10 * time.Second}
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return fmt.Errorf("alert webhook: %w", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("alert webhook: %s", resp.Status)
-	}
-	return nil
 }

@@ -1,4 +1,4 @@
-package drift
+package report
 
 import (
 	"bytes"
@@ -10,6 +10,9 @@ import (
 	"testing"
 
 	"github.com/parquet-go/parquet-go"
+
+	"github.com/seer-ml/seer/internal/testenv"
+	"github.com/seer-ml/seer/schemas"
 )
 
 // writeCSV writes rows of (amount, shifted, merchant, stable) columns.
@@ -48,7 +51,7 @@ func TestReportFlagsShiftsAndNotNoise(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := BuildReport(rt, ct, DefaultReportOptions())
+	rep, err := Build(rt, ct, DefaultOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,11 +60,11 @@ func TestReportFlagsShiftsAndNotNoise(t *testing.T) {
 		got[f.Name] = f
 	}
 	want := map[string]struct {
-		kind    string
+		kind    schemas.ProfileKind
 		drifted bool
 	}{
-		"amount": {KindNumeric, false}, "shifted": {KindNumeric, true},
-		"merchant": {KindCategorical, true}, "stable": {KindCategorical, false},
+		"amount": {schemas.ProfileNumeric, false}, "shifted": {schemas.ProfileNumeric, true},
+		"merchant": {schemas.ProfileCategorical, true}, "stable": {schemas.ProfileCategorical, false},
 	}
 	for name, w := range want {
 		f, ok := got[name]
@@ -94,9 +97,9 @@ func TestReportFlagsShiftsAndNotNoise(t *testing.T) {
 		return xs
 	}
 	refAmt, curAmt := num(rt.Values["shifted"]), num(ct.Values["shifted"])
-	sc := reference(t, []map[string]any{{"kind": "raw", "a": refAmt, "b": curAmt}})[0]
-	near(t, "report ks", got["shifted"].Metrics["ks"], sc["ks"].(float64), 1e-9)
-	near(t, "report wasserstein_norm", got["shifted"].Metrics["wasserstein_norm"], sc["wasserstein_norm"].(float64), 1e-6)
+	sc := testenv.StatsReference(t, []map[string]any{{"kind": "raw", "a": refAmt, "b": curAmt}})[0]
+	testenv.Near(t, "report ks", got["shifted"].Metrics["ks"], sc["ks"].(float64), 1e-9)
+	testenv.Near(t, "report wasserstein_norm", got["shifted"].Metrics["wasserstein_norm"], sc["wasserstein_norm"].(float64), 1e-6)
 
 	var html bytes.Buffer
 	if err := rep.WriteHTML(&html); err != nil {
@@ -142,7 +145,7 @@ func TestReadTableErrors(t *testing.T) {
 			t.Errorf("parquet column %s = %q, want %q", col, pt.Values[col], vals)
 		}
 	}
-	if pt.Rows != 2 || detectKind(pt.Values["amount"]) != KindNumeric || detectKind(pt.Values["merchant"]) != KindCategorical {
+	if pt.Rows != 2 || detectKind(pt.Values["amount"]) != schemas.ProfileNumeric || detectKind(pt.Values["merchant"]) != schemas.ProfileCategorical {
 		t.Errorf("parquet table %+v", pt)
 	}
 	good := filepath.Join(dir, "ok.jsonl")
@@ -197,7 +200,7 @@ func TestReportDegradesPerColumn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := BuildReport(rt, ct, DefaultReportOptions())
+	rep, err := Build(rt, ct, DefaultOptions())
 	if err != nil {
 		t.Fatalf("an all-missing column aborted the report: %v", err)
 	}
@@ -217,7 +220,7 @@ func TestReportDegradesPerColumn(t *testing.T) {
 	// One row far out: a huge PSI, but a small sample is not drift.
 	write(cur, "amount,shifted,merchant,stable\n900,900,fuel,a\n")
 	ct, _ = ReadTable(cur, "")
-	rep, err = BuildReport(rt, ct, DefaultReportOptions())
+	rep, err = Build(rt, ct, DefaultOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +232,7 @@ func TestReportDegradesPerColumn(t *testing.T) {
 
 	write(cur, "amount,shifted,merchant,stable\n")
 	ct, _ = ReadTable(cur, "")
-	if _, err := BuildReport(rt, ct, DefaultReportOptions()); err == nil || !strings.Contains(err.Error(), "current file has no data rows") {
+	if _, err := Build(rt, ct, DefaultOptions()); err == nil || !strings.Contains(err.Error(), "current file has no data rows") {
 		t.Errorf("header-only current file: err = %v, want it to say the current file has no data rows", err)
 	}
 

@@ -1,4 +1,4 @@
-package drift
+package inferencelog
 
 import (
 	"context"
@@ -12,23 +12,23 @@ import (
 	"github.com/seer-ml/seer/schemas"
 )
 
-// WriterConfig sets how log rows are batched and spooled.
-type WriterConfig struct {
+// Config sets how log rows are batched and spooled.
+type Config struct {
 	FlushRows     int           `yaml:"flush_rows"`      // insert when this many rows are buffered
 	FlushInterval time.Duration `yaml:"flush_interval"`  // or when the oldest buffered row is this old
 	SpoolDir      string        `yaml:"spool_dir"`       // where batches wait while ClickHouse is down; one folder per instance
 	SpoolMaxBytes int64         `yaml:"spool_max_bytes"` // at this size consumption pauses
 }
 
-// DefaultWriterConfig suits one seer serve process. SpoolDir is left empty:
+// DefaultConfig suits one seer serve process. SpoolDir is left empty:
 // the caller picks a folder of this instance's own (cmd/seer derives one
 // from the host name and HTTP port).
-func DefaultWriterConfig() WriterConfig {
-	return WriterConfig{FlushRows: 5000, FlushInterval: 200 * time.Millisecond, SpoolMaxBytes: 1 << 30}
+func DefaultConfig() Config {
+	return Config{FlushRows: 5000, FlushInterval: 200 * time.Millisecond, SpoolMaxBytes: 1 << 30}
 }
 
 // Validate names the first bad field.
-func (c *WriterConfig) Validate() error {
+func (c *Config) Validate() error {
 	switch {
 	case c.FlushRows < 1:
 		return fmt.Errorf("clickhouse.flush_rows: %d must be at least 1", c.FlushRows)
@@ -64,7 +64,7 @@ type Inserter interface {
 //
 // Append is safe for concurrent use; Run must run exactly once.
 type Writer struct {
-	cfg   WriterConfig
+	cfg   Config
 	ins   Inserter
 	spool *Spool
 	in    chan pending
@@ -84,7 +84,7 @@ type pending struct {
 
 // NewWriter opens the spool (replaying what an earlier run left) and
 // returns a writer; start it with Run.
-func NewWriter(cfg WriterConfig, ins Inserter, logger *slog.Logger, reg prometheus.Registerer) (*Writer, error) {
+func NewWriter(cfg Config, ins Inserter, logger *slog.Logger, reg prometheus.Registerer) (*Writer, error) {
 	sp, err := OpenSpool(cfg.SpoolDir, cfg.SpoolMaxBytes)
 	if err != nil {
 		return nil, err

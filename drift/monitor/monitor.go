@@ -1,4 +1,10 @@
-package drift
+// Package monitor is seer monitor's loop: while it holds a Redis lease (with
+// a fencing token), it runs the window job for every closed window, stores
+// the metrics, feeds them to the alert state machine and hands state changes
+// to the sinks. Standbys take over within two windows, resume after the last
+// stored window and restore firing alerts. A Monitor is run by one goroutine;
+// its clock and lag reader are dependencies.
+package monitor
 
 import (
 	"context"
@@ -8,45 +14,47 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/seer-ml/seer/drift/alert"
+	"github.com/seer-ml/seer/drift/notify"
+	"github.com/seer-ml/seer/drift/window"
 )
 
-// MonitorConfig configures seer monitor.
-type MonitorConfig struct {
+// Config configures seer monitor.
+type Config struct {
 	Window      time.Duration `yaml:"window"`       // tumbling window length, by event time
 	Lateness    time.Duration `yaml:"lateness"`     // how long after a window ends late events may still arrive
 	LeaseTTL    time.Duration `yaml:"lease_ttl"`    // a dead monitor's lease lapses after this
 	AlertsTopic string        `yaml:"alerts_topic"` // Kafka topic for alerts ("" for none)
 	Reference   string        `yaml:"reference"`    // "profile" (the package's), or "START/END" (RFC 3339) of the log
 	WebhookURL  string        `yaml:"webhook_url"`  // Alertmanager-compatible endpoint ("" for none)
-	Rules       []Rule        `yaml:"rules"`
+	Rules       []alert.Rule  `yaml:"rules"`
 }
 
-// DefaultMonitorConfig: 5-minute windows, drift alerts at a 1% false
+// DefaultConfig: 5-minute windows, drift alerts at a 1% false
 // discovery rate, freshness and data-quality alerts.
-func DefaultMonitorConfig() MonitorConfig {
+func DefaultConfig() Config {
 	healthyP := 0.05
-	return MonitorConfig{
+	return Config{
 		Window: 5 * time.Minute, Lateness: time.Minute, LeaseTTL: 30 * time.Second, AlertsTopic: "seer.alerts", Reference: "profile",
-		Rules: []Rule{
-			{Name: "feature-drift", Family: FamilyDrift, Metric: "pvalue_adjusted", Feature: "*", Op: "<", Threshold: 0.01, Resolve: &healthyP,
+		Rules: []alert.Rule{
+			{Name: "feature-drift", Family: window.FamilyDrift, Metric: "pvalue_adjusted", Feature: "*", Op: "<", Threshold: 0.01, Resolve: &healthyP,
 				For: 1, MinSamples: 1000, Cooldown: 1, Severity: "warning"},
-			{Name: "feature-stale", Family: FamilyFreshness, Metric: "age_p95_ms", Feature: "*", Op: ">", Threshold: float64(time.Hour.Milliseconds()),
+			{Name: "feature-stale", Family: window.FamilyFreshness, Metric: "age_p95_ms", Feature: "*", Op: ">", Threshold: float64(time.Hour.Milliseconds()),
 				For: 2, MinSamples: 100, Severity: "warning"},
-			{Name: "feature-missing", Family: FamilyFreshness, Metric: "missing_share", Feature: "*", Op: ">", Threshold: 0.2,
+			{Name: "feature-missing", Family: window.FamilyFreshness, Metric: "missing_share", Feature: "*", Op: ">", Threshold: 0.2,
 				For: 2, MinSamples: 100, Severity: "warning"},
-			{Name: "dead-letters", Family: FamilyQuality, Metric: "dead_letter_share", Feature: "", Op: ">", Threshold: 0.05,
+			{Name: "dead-letters", Family: window.FamilyQuality, Metric: "dead_letter_share", Feature: "", Op: ">", Threshold: 0.05,
 				For: 1, MinSamples: 100, Severity: "warning"},
-			{Name: "no-data", Family: FamilyQuality, Metric: "rows", Feature: "", Op: "<", Threshold: 1,
+			{Name: "no-data", Family: window.FamilyQuality, Metric: "rows", Feature: "", Op: "<", Threshold: 1,
 				For: 2, Severity: "page"},
-			{Name: "volume-drop", Family: FamilyQuality, Metric: "volume_ratio", Feature: "", Op: "<", Threshold: 0.5,
+			{Name: "volume-drop", Family: window.FamilyQuality, Metric: "volume_ratio", Feature: "", Op: "<", Threshold: 0.5,
 				For: 2, Severity: "warning"},
 		},
 	}
 }
 
 // Validate names the bad field.
-func (c *MonitorConfig) Validate() error {
+func (c *Config) Validate() error {
 	switch {
 	case c.Window < time.Second:
 		return fmt.Errorf("monitor.window: %v is shorter than 1s", c.Window)
@@ -58,12 +66,12 @@ func (c *MonitorConfig) Validate() error {
 	if _, _, err := c.ReferenceRange(); err != nil {
 		return err
 	}
-	_, err := NewEvaluator(append([]Rule(nil), c.Rules...))
+	_, err := alert.NewEvaluator(append([]alert.Rule(nil), c.Rules...), time.Now)
 	return err
 }
 
 // ReferenceRange parses Reference: zero times for "profile".
-func (c *MonitorConfig) ReferenceRange() (start, end time.Time, err error) {
+func (c *Config) ReferenceRange() (start, end time.Time, err error) {
 	if c.Reference == "" || c.Reference == "profile" {
 		return time.Time{}, time.Time{}, nil
 	}
@@ -79,40 +87,48 @@ func (c *MonitorConfig) ReferenceRange() (start, end time.Time, err error) {
 	return start, end, nil
 }
 
+// LagFunc returns the scoring consumer group's lag in records.
+type LagFunc func(ctx context.Context) (int64, error)
+
+// FiringAlerts returns the alerts of a model version that are firing, as
+// stored by the ClickHouse sink.
+type FiringAlerts interface {
+	Firing(ctx context.Context, model, version string) ([]alert.Alert, error)
+}
+
 // Monitor runs the window job for each closed window while it holds the
 // lease, stores the metrics and routes alert state changes to the sinks.
 // Run returns nil when ctx ends.
 type Monitor struct {
-	cfg   MonitorConfig
-	job   *WindowJob
-	eval  *Evaluator
-	lease *Lease
-	sinks []AlertSink
-	conn  driver.Conn
-	log   *slog.Logger
-	now   func() time.Time
+	cfg    Config
+	job    *window.Job
+	eval   *alert.Evaluator
+	lease  *Lease
+	sinks  []notify.Sink
+	firing FiringAlerts
+	lag    LagFunc // nil: no consumer_lag_records metric
+	log    *slog.Logger
+	now    func() time.Time
 
 	leader  bool
 	token   uint64
 	lastEnd time.Time // end of the last window evaluated
 	volumes []float64 // rows of the last windows, for volume_ratio
-
-	// Lag, when set, returns the scoring consumer group's lag in records;
-	// it is reported as the freshness metric consumer_lag_records.
-	Lag func(ctx context.Context) (int64, error)
 }
 
 // volumeWindows is how many previous windows make the volume baseline.
 const volumeWindows = 6
 
-// NewMonitor wires a monitor.
-func NewMonitor(cfg MonitorConfig, job *WindowJob, lease *Lease, sinks []AlertSink, logger *slog.Logger) (*Monitor, error) {
-	eval, err := NewEvaluator(append([]Rule(nil), cfg.Rules...))
+// New wires a monitor. lag may be nil; now is the clock that decides which
+// windows have closed and stamps alerts.
+func New(cfg Config, job *window.Job, lease *Lease, sinks []notify.Sink, firing FiringAlerts, lag LagFunc, logger *slog.Logger, now func() time.Time) (*Monitor, error) {
+	eval, err := alert.NewEvaluator(append([]alert.Rule(nil), cfg.Rules...), now)
 	if err != nil {
 		return nil, err
 	}
-	return &Monitor{cfg: cfg, job: job, eval: eval, lease: lease, sinks: sinks, conn: job.conn,
-		log: logger.With("component", "monitor", "model", job.m.Name, "version", job.m.Version), now: time.Now}, nil
+	name, version := job.Model()
+	return &Monitor{cfg: cfg, job: job, eval: eval, lease: lease, sinks: sinks, firing: firing, lag: lag,
+		log: logger.With("component", "monitor", "model", name, "version", version), now: now}, nil
 }
 
 // Run loops until ctx ends.
@@ -167,31 +183,23 @@ func (m *Monitor) Step(ctx context.Context) error {
 
 // takeOver resumes after the last stored window and restores firing alerts.
 func (m *Monitor) takeOver(ctx context.Context) error {
-	db, j := m.job.database, m.job
-	var last time.Time
-	if err := m.conn.QueryRow(ctx, lastWindowQuery(db, j.m.Name, j.m.Version)).Scan(&last); err != nil {
-		return fmt.Errorf("reading the last window: %w", err)
+	last, err := m.job.LastEnd(ctx)
+	if err != nil {
+		return err
 	}
-	if last.Unix() <= 0 { // none yet: start with the window that closes next
+	if last.IsZero() { // none yet: start with the window that closes next
 		last = m.now().Add(-m.cfg.Lateness).Truncate(m.cfg.Window).Add(-m.cfg.Window)
 	}
 	m.lastEnd = last
-	rows, err := m.conn.Query(ctx, alertStatesQuery(db, j.m.Name, j.m.Version))
+	name, version := m.job.Model()
+	open, err := m.firing.Firing(ctx, name, version)
 	if err != nil {
-		return fmt.Errorf("reading open alerts: %w", err)
+		return err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var key, id, state string
-		var started time.Time
-		if err := rows.Scan(&key, &id, &state, &started); err != nil {
-			return err
-		}
-		if state == StateFiring {
-			m.eval.Restore(key, id, started)
-		}
+	for _, a := range open {
+		m.eval.Restore(a.DedupKey, a.ID, a.StartsAt)
 	}
-	return rows.Err()
+	return nil
 }
 
 func mean(xs []float64) float64 {
@@ -202,21 +210,6 @@ func mean(xs []float64) float64 {
 	return s / float64(len(xs))
 }
 
-func lastWindowQuery(db, model, version string) string {
-	return fmt.Sprintf("SELECT max(window_end) FROM %s.window_metrics WHERE model = %s AND model_version = %s", db, quote(model), quote(version))
-}
-
-func alertStatesQuery(db, model, version string) string {
-	return fmt.Sprintf(`SELECT dedup_key, argMax(alert_id, at_ms), argMax(toString(state), at_ms), min(window_start)
-FROM %s.alerts WHERE model = %s AND model_version = %s GROUP BY dedup_key`, db, quote(model), quote(version))
-}
-
-// MonitorQueries returns the SQL the monitor runs besides the window job,
-// for the conformance test.
-func MonitorQueries(db, model, version string) []string {
-	return []string{lastWindowQuery(db, model, version), alertStatesQuery(db, model, version)}
-}
-
 func (m *Monitor) evaluate(ctx context.Context, start, end time.Time) error {
 	t0 := time.Now()
 	w, err := m.job.Run(ctx, start, end)
@@ -224,17 +217,17 @@ func (m *Monitor) evaluate(ctx context.Context, start, end time.Time) error {
 		return err
 	}
 	if len(m.volumes) > 0 {
-		w.Metrics = append(w.Metrics, Metric{FamilyQuality, "", "volume_ratio", float64(w.Rows) / max(mean(m.volumes), 1)})
+		w.Metrics = append(w.Metrics, window.Metric{Family: window.FamilyQuality, Name: "volume_ratio", Value: float64(w.Rows) / max(mean(m.volumes), 1)})
 	}
 	m.volumes = append(m.volumes, float64(w.Rows))
 	if len(m.volumes) > volumeWindows {
 		m.volumes = m.volumes[1:]
 	}
-	if m.Lag != nil {
-		if lag, err := m.Lag(ctx); err != nil {
+	if m.lag != nil {
+		if lag, err := m.lag(ctx); err != nil {
 			m.log.Warn("reading consumer lag", "err", err)
 		} else {
-			w.Metrics = append(w.Metrics, Metric{FamilyFreshness, "", "consumer_lag_records", float64(lag)})
+			w.Metrics = append(w.Metrics, window.Metric{Family: window.FamilyFreshness, Name: "consumer_lag_records", Value: float64(lag)})
 		}
 	}
 	if err := m.job.Store(ctx, w); err != nil {

@@ -1,4 +1,9 @@
-package drift
+// Package stats holds the drift statistics as pure functions over bin
+// counts: PSI with a window-size-aware p-value, Jensen–Shannon,
+// normalized Wasserstein, Kolmogorov–Smirnov, chi-squared and
+// Benjamini–Hochberg. They are cross-checked against scipy and Evidently
+// in the tests; every function is safe for concurrent use.
+package stats
 
 // Drift statistics. Each function takes what ClickHouse returns for a
 // window — counts per frozen reference bin, or per category, or sorted
@@ -186,7 +191,7 @@ func KS(refX, refW, curX, curW []float64) (d, pvalue float64, err error) {
 		return 0, 0, errors.New("locations and weights differ in length")
 	}
 	d = stat.KolmogorovSmirnov(refX, refW, curX, curW)
-	n, m := sum(refW), sum(curW)
+	n, m := Sum(refW), Sum(curW)
 	return d, KolmogorovSurvival(d * math.Sqrt(n*m/(n+m))), nil
 }
 
@@ -214,7 +219,8 @@ func KolmogorovSurvival(lambda float64) float64 {
 	return min(max(2*q, 0), 1)
 }
 
-func sum(xs []float64) float64 {
+// Sum adds xs.
+func Sum(xs []float64) float64 {
 	s := 0.0
 	for _, x := range xs {
 		s += x
@@ -237,7 +243,7 @@ func ChiSquaredPValue(ref, cur []float64) (float64, error) {
 	if err := sameLen(ref, cur); err != nil {
 		return 0, err
 	}
-	nr, nc := sum(ref), sum(cur)
+	nr, nc := Sum(ref), Sum(cur)
 	if nr == 0 {
 		return 0, fmt.Errorf("reference: %w", ErrEmpty)
 	}
@@ -262,8 +268,9 @@ func ChiSquaredPValue(ref, cur []float64) (float64, error) {
 }
 
 // NewCategoryShare is the share of current observations whose category the
-// reference never saw (counted in the "other" bucket of the top-k
-// reference categories).
+// reference never saw. Callers count such categories in a bucket of their
+// own ("new"), apart from "other", which holds the reference's rarer
+// categories.
 func NewCategoryShare(unseen, total float64) float64 {
 	if total <= 0 {
 		return 0
@@ -311,4 +318,40 @@ func BenjaminiHochberg(p []float64) []float64 {
 		adj[i] = min(running, 1)
 	}
 	return adj
+}
+
+// MergeSamples returns the sorted distinct values of both samples and each
+// sample's count at every value.
+func MergeSamples(a, b []float64) (locs, wa, wb []float64) {
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		var x float64
+		switch {
+		case j >= len(b) || (i < len(a) && a[i] <= b[j]):
+			x = a[i]
+		default:
+			x = b[j]
+		}
+		ca, cb := 0.0, 0.0
+		for i < len(a) && a[i] == x {
+			ca++
+			i++
+		}
+		for j < len(b) && b[j] == x {
+			cb++
+			j++
+		}
+		locs, wa, wb = append(locs, x), append(wa, ca), append(wb, cb)
+	}
+	return locs, wa, wb
+}
+
+// StdDev is the population standard deviation of xs.
+func StdDev(xs []float64) float64 {
+	mean := Sum(xs) / float64(len(xs))
+	v := 0.0
+	for _, x := range xs {
+		v += (x - mean) * (x - mean)
+	}
+	return math.Sqrt(v / float64(len(xs)))
 }

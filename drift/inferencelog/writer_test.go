@@ -1,4 +1,4 @@
-package drift
+package inferencelog
 
 import (
 	"context"
@@ -61,7 +61,7 @@ func items(from, n int) []schemas.Item {
 	return out
 }
 
-func startWriter(t *testing.T, cfg WriterConfig, ins Inserter) (*Writer, func()) {
+func startWriter(t *testing.T, cfg Config, ins Inserter) (*Writer, func()) {
 	t.Helper()
 	w, err := NewWriter(cfg, ins, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
@@ -99,7 +99,7 @@ func appendWait(t *testing.T, w *Writer, its []schemas.Item) {
 // acknowledged from the spool; when it returns every row arrives once, in
 // order, and the spool empties.
 func TestWriterSpoolsAndReplaysInOrder(t *testing.T) {
-	cfg := DefaultWriterConfig()
+	cfg := DefaultConfig()
 	cfg.FlushRows, cfg.FlushInterval, cfg.SpoolDir = 10, 10*time.Millisecond, t.TempDir()
 	ins := &fakeInserter{}
 	w, stop := startWriter(t, cfg, ins)
@@ -135,7 +135,7 @@ func TestWriterSpoolsAndReplaysInOrder(t *testing.T) {
 // acknowledgements stop (so the consumer stops committing and, through
 // Append blocking, consuming); nothing is dropped.
 func TestWriterBlocksWhenSpoolFull(t *testing.T) {
-	cfg := DefaultWriterConfig()
+	cfg := DefaultConfig()
 	cfg.FlushRows, cfg.FlushInterval, cfg.SpoolDir, cfg.SpoolMaxBytes = 5, 5*time.Millisecond, t.TempDir(), 1 // full after one batch
 	ins := &fakeInserter{down: true}
 	w, stop := startWriter(t, cfg, ins)
@@ -205,7 +205,7 @@ func TestSpoolSurvivesRestart(t *testing.T) {
 	if err := sp.Close(); err != nil { // the first process exits
 		t.Fatal(err)
 	}
-	cfg := DefaultWriterConfig()
+	cfg := DefaultConfig()
 	cfg.SpoolDir, cfg.FlushInterval = dir, 10*time.Millisecond
 	ins := &fakeInserter{}
 	w, stop := startWriter(t, cfg, ins)
@@ -234,7 +234,7 @@ func TestSpoolRefusesASecondOwner(t *testing.T) {
 	if msg := err.Error(); !strings.Contains(msg, dir) || !strings.Contains(msg, strconv.Itoa(os.Getpid())) {
 		t.Errorf("error %q does not name the folder %s and the holder's pid", msg, dir)
 	}
-	cfg := DefaultWriterConfig()
+	cfg := DefaultConfig()
 	cfg.SpoolDir = dir
 	if _, err := NewWriter(cfg, &fakeInserter{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil); !errors.Is(err, ErrSpoolInUse) {
 		t.Fatalf("NewWriter on a locked spool: err = %v, want ErrSpoolInUse", err)
@@ -269,7 +269,7 @@ func TestReplayQuarantinesUnreadableBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg := DefaultWriterConfig()
+	cfg := DefaultConfig()
 	cfg.SpoolDir, cfg.FlushInterval = dir, 10*time.Millisecond
 	ins := &fakeInserter{}
 	w, err := NewWriter(cfg, ins, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)

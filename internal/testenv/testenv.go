@@ -7,6 +7,7 @@ package testenv
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -216,4 +217,32 @@ func PythonEvidently(t testing.TB) string {
 		Unavailable(t, "Evidently venv not found: %v", err)
 	}
 	return py
+}
+
+// StatsReference runs drift/stats/testdata/reference_stats.py (scipy) on
+// cases and returns its answers, for cross-checking seer's statistics.
+func StatsReference(t testing.TB, cases []map[string]any) []map[string]any {
+	t.Helper()
+	in, _ := json.Marshal(cases)
+	cmd := exec.Command(Python(t), filepath.Join(RepoRoot(t), "drift", "stats", "testdata", "reference_stats.py"))
+	cmd.Stdin = bytes.NewReader(in)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("reference_stats.py: %v\n%s", err, stderr.String())
+	}
+	var res []map[string]any
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// Near fails the test when got is not within tol of want.
+func Near(t testing.TB, what string, got, want, tol float64) {
+	t.Helper()
+	if math.Abs(got-want) > tol || math.IsNaN(got) != math.IsNaN(want) {
+		t.Errorf("%s = %.12g, reference %.12g (tolerance %g)", what, got, want, tol)
+	}
 }

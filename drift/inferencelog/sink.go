@@ -1,4 +1,13 @@
-package drift
+// Package inferencelog writes seer's inference log: one row per scored
+// event and one per dead letter, into ClickHouse. The Writer batches rows by
+// size and time and, while ClickHouse fails, spools whole batches to a disk
+// queue (Spool) that one process owns, replaying them in order once
+// ClickHouse is back. A Sink is safe for concurrent use; each Insert is one
+// INSERT per table with an explicit column list (clickhouse-go v2 batch
+// inserts without one fail on ClickHouse 18.16). Tables are
+// ReplacingMergeTree keyed on ids, so a replay after a crash does not
+// double count.
+package inferencelog
 
 import (
 	"context"
@@ -185,3 +194,31 @@ func b2u(b bool) uint8 {
 }
 
 func msTime(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+
+// TopicCounts are the log rows of one source topic.
+type TopicCounts struct {
+	Rows          uint64 // inference_log rows (after deduplication)
+	FeatureMisses uint64 // of those, scored with a missing feature view
+	DeadLetters   uint64 // dead_letters rows
+}
+
+// CountTopic counts the rows logged for events of topic.
+func (s *Sink) CountTopic(ctx context.Context, topic string) (TopicCounts, error) {
+	var c TopicCounts
+	if err := s.conn.QueryRow(ctx, fmt.Sprintf("SELECT count(), countIf(has(feature_missing, 1)) FROM %s.inference_log FINAL WHERE source_topic = ?", s.database), topic).Scan(&c.Rows, &c.FeatureMisses); err != nil {
+		return c, fmt.Errorf("counting inference_log rows: %w", err)
+	}
+	if err := s.conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM %s.dead_letters FINAL WHERE source_topic = ?", s.database), topic).Scan(&c.DeadLetters); err != nil {
+		return c, fmt.Errorf("counting dead_letters rows: %w", err)
+	}
+	return c, nil
+}
+
+// ExampleQueries are analyst queries over one source topic's rows, to paste
+// into clickhouse-client.
+func ExampleQueries(database, topic string) []string {
+	return []string{
+		fmt.Sprintf("SELECT toStartOfMinute(scored_time) AS minute, count() AS predictions, avg(score) AS mean_score, countIf(label = 1) AS flagged FROM %s.inference_log FINAL WHERE source_topic = '%s' GROUP BY minute ORDER BY minute", database, topic),
+		fmt.Sprintf("SELECT reason, stage, count() AS records FROM %s.dead_letters FINAL WHERE source_topic = '%s' GROUP BY reason, stage ORDER BY records DESC", database, topic),
+	}
+}

@@ -1,4 +1,8 @@
-package drift
+// Package window computes one model version's drift, data-quality and
+// freshness metrics for a time window, IN ClickHouse, and stores them in
+// window_metrics. A Job is safe for sequential use by one monitor; its
+// queries run on ClickHouse 18.16.
+package window
 
 import (
 	"context"
@@ -11,6 +15,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/seer-ml/seer/drift/stats"
 	"github.com/seer-ml/seer/schemas"
 )
 
@@ -37,41 +42,31 @@ type Window struct {
 	Metrics        []Metric
 }
 
-// Get returns the value of a metric, and whether it exists.
-func (w *Window) Get(family, feature, name string) (float64, bool) {
-	for _, m := range w.Metrics {
-		if m.Family == family && m.Feature == feature && m.Name == name {
-			return m.Value, true
-		}
-	}
-	return 0, false
-}
-
-// WindowJob computes one model version's drift, data-quality and
+// Job computes one model version's drift, data-quality and
 // freshness metrics for a time window. The aggregates — bin counts on the
 // package profile's frozen edges, category counts, missing and
 // out-of-bounds counts, age quantiles — are computed IN ClickHouse; Go only
 // finalizes the statistics. No raw row leaves ClickHouse. The SQL runs on
 // ClickHouse 18.16. Replayed rows (not yet merged away) may be counted
 // twice; that changes shares negligibly, so the job reads without FINAL.
-type WindowJob struct {
+type Job struct {
 	conn     driver.Conn
 	database string
 	m        *schemas.Manifest
 	ref      schemas.Profile // the reference: the package profile, or counts of a time range of the log
 }
 
-// NewWindowJob prepares the queries for a model package; the reference is
+// New prepares the queries for a model package; the reference is
 // the package's profile until UseReferenceRange says otherwise.
-func NewWindowJob(conn driver.Conn, database string, m *schemas.Manifest) *WindowJob {
-	return &WindowJob{conn: conn, database: database, m: m, ref: m.Profile}
+func New(conn driver.Conn, database string, m *schemas.Manifest) *Job {
+	return &Job{conn: conn, database: database, m: m, ref: m.Profile}
 }
 
 // UseReferenceRange makes a time range of the inference log — for example
 // the first day after deployment — the reference, counted on the package
 // profile's frozen bins. Categories the profile lacks count as "other";
 // the profile's standard deviations still normalize Wasserstein.
-func (j *WindowJob) UseReferenceRange(ctx context.Context, start, end time.Time) error {
+func (j *Job) UseReferenceRange(ctx context.Context, start, end time.Time) error {
 	c, err := j.count(ctx, start, end)
 	if err != nil {
 		return fmt.Errorf("reference range: %w", err)
@@ -90,7 +85,7 @@ func (j *WindowJob) UseReferenceRange(ctx context.Context, start, end time.Time)
 		return q
 	}
 	for name, p := range j.m.Profile.Features {
-		if p.Kind == KindNumeric {
+		if p.Kind == schemas.ProfileNumeric {
 			ref.Features[name] = fromBins(p, c.bins[name])
 			continue
 		}
@@ -102,7 +97,7 @@ func (j *WindowJob) UseReferenceRange(ctx context.Context, start, end time.Time)
 		q.Other, q.Missing = int64(c.cats[name][newCategory]), int64(c.cats[name][""])
 		ref.Features[name] = q
 	}
-	if p, ok := j.m.Profile.Outputs["score"]; ok && p.Kind == KindNumeric {
+	if p, ok := j.m.Profile.Outputs["score"]; ok && p.Kind == schemas.ProfileNumeric {
 		ref.Outputs["score"] = fromBins(p, c.bins["score"])
 	}
 	j.ref = ref
@@ -111,7 +106,7 @@ func (j *WindowJob) UseReferenceRange(ctx context.Context, start, end time.Time)
 
 func quote(s string) string { return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'" }
 
-func (j *WindowJob) where(start, end time.Time) string {
+func (j *Job) where(start, end time.Time) string {
 	return fmt.Sprintf("model = %s AND model_version = %s AND event_time_ms >= %d AND event_time_ms < %d",
 		quote(j.m.Name), quote(j.m.Version), start.UnixMilli(), end.UnixMilli())
 }
@@ -142,7 +137,7 @@ const newCategory = "\x00new"
 // manifest order, so values are addressed by position, which keeps the
 // scan to plain comparisons (per-row arrays and lambdas cost ten times
 // more on ClickHouse 18.16).
-func (j *WindowJob) window(start, end time.Time) (string, []cell) {
+func (j *Job) window(start, end time.Time) (string, []cell) {
 	var sel []string
 	var cells []cell
 	count := func(c cell, cond string) {
@@ -163,7 +158,7 @@ func (j *WindowJob) window(start, end time.Time) (string, []cell) {
 		v, miss := fmt.Sprintf("input_values[%d]", pos), fmt.Sprintf("input_missing[%d]", pos)
 		present := miss + " = 0"
 		prof := j.m.Profile.Features[in.Name]
-		if prof.Kind == KindNumeric {
+		if prof.Kind == schemas.ProfileNumeric {
 			count(cell{feature: in.Name, bin: -1}, miss+" = 1")
 			numeric(in.Name, v, present, prof.Edges)
 		} else {
@@ -195,7 +190,7 @@ func (j *WindowJob) window(start, end time.Time) (string, []cell) {
 			count(cell{feature: in.Name, kind: cellOOB}, fmt.Sprintf("%s AND (%s)", present, strings.Join(bounds, " OR ")))
 		}
 	}
-	if p, ok := j.m.Profile.Outputs["score"]; ok && p.Kind == KindNumeric {
+	if p, ok := j.m.Profile.Outputs["score"]; ok && p.Kind == schemas.ProfileNumeric {
 		numeric("score", "toFloat64(score)", "1", p.Edges)
 	}
 	sel = append(sel, "quantiles(0.5, 0.95)(toFloat64(scored_time_ms) - toFloat64(event_time_ms))")
@@ -210,16 +205,36 @@ func (j *WindowJob) window(start, end time.Time) (string, []cell) {
 	return fmt.Sprintf("SELECT %s FROM %s.inference_log WHERE %s", strings.Join(sel, ",\n  "), j.database, j.where(start, end)), cells
 }
 
-func (j *WindowJob) deadLetterQuery(start, end time.Time) string {
+func (j *Job) deadLetterQuery(start, end time.Time) string {
 	return fmt.Sprintf(`SELECT count() AS n FROM %s.dead_letters WHERE dlq_time_ms >= %d AND dlq_time_ms < %d`,
 		j.database, start.UnixMilli(), end.UnixMilli())
 }
 
-// Queries returns every SQL statement the job runs for a window, for the
-// conformance test that runs them in chDB.
-func (j *WindowJob) Queries(start, end time.Time) []string {
+// Queries returns every SQL statement the job runs, for the conformance
+// test that runs them in chDB.
+func (j *Job) Queries(start, end time.Time) []string {
 	q, _ := j.window(start, end)
-	return []string{q, j.deadLetterQuery(start, end)}
+	return []string{q, j.deadLetterQuery(start, end), j.lastEndQuery()}
+}
+
+// Model returns the name and version of the model the job measures.
+func (j *Job) Model() (name, version string) { return j.m.Name, j.m.Version }
+
+func (j *Job) lastEndQuery() string {
+	return fmt.Sprintf("SELECT max(window_end) FROM %s.window_metrics WHERE model = %s AND model_version = %s", j.database, quote(j.m.Name), quote(j.m.Version))
+}
+
+// LastEnd returns the end of the last window stored for the model
+// version; the zero time when there is none.
+func (j *Job) LastEnd(ctx context.Context) (time.Time, error) {
+	var last time.Time
+	if err := j.conn.QueryRow(ctx, j.lastEndQuery()).Scan(&last); err != nil {
+		return time.Time{}, fmt.Errorf("reading the last window: %w", err)
+	}
+	if last.Unix() <= 0 {
+		return time.Time{}, nil
+	}
+	return last, nil
 }
 
 // windowCounts are the aggregates of one window query.
@@ -235,7 +250,7 @@ type windowCounts struct {
 }
 
 // count runs the window query for [start, end).
-func (j *WindowJob) count(ctx context.Context, start, end time.Time) (*windowCounts, error) {
+func (j *Job) count(ctx context.Context, start, end time.Time) (*windowCounts, error) {
 	q, cells := j.window(start, end)
 	counts := make([]uint64, len(cells))
 	views, _ := j.m.FeatureViews()
@@ -274,7 +289,7 @@ func (j *WindowJob) count(ctx context.Context, start, end time.Time) (*windowCou
 }
 
 // Run computes the window [start, end).
-func (j *WindowJob) Run(ctx context.Context, start, end time.Time) (*Window, error) {
+func (j *Job) Run(ctx context.Context, start, end time.Time) (*Window, error) {
 	w := &Window{Model: j.m.Name, Version: j.m.Version, Start: start, End: end}
 	add := func(family, feature, name string, v float64) {
 		if !math.IsNaN(v) && !math.IsInf(v, 0) {
@@ -300,7 +315,7 @@ func (j *WindowJob) Run(ctx context.Context, start, end time.Time) (*Window, err
 		var pv float64
 		var err error
 		var missing float64
-		if prof.Kind == KindNumeric {
+		if prof.Kind == schemas.ProfileNumeric {
 			pv, err = numericDrift(in.Name, prof, bins[in.Name], add)
 			missing = bins[in.Name][-1]
 		} else {
@@ -313,12 +328,12 @@ func (j *WindowJob) Run(ctx context.Context, start, end time.Time) (*Window, err
 		add(FamilyQuality, in.Name, "missing_share", missing/rows)
 		add(FamilyQuality, in.Name, "out_of_bounds_share", oob[in.Name]/rows)
 	}
-	if p, ok := j.ref.Outputs["score"]; ok && p.Kind == KindNumeric {
+	if p, ok := j.ref.Outputs["score"]; ok && p.Kind == schemas.ProfileNumeric {
 		if pv, err := numericDrift("score", p, bins["score"], add); err == nil {
 			pvals, pvalFeatures = append(pvals, pv), append(pvalFeatures, "score")
 		}
 	}
-	for i, adj := range BenjaminiHochberg(pvals) {
+	for i, adj := range stats.BenjaminiHochberg(pvals) {
 		add(FamilyDrift, pvalFeatures[i], "pvalue_adjusted", adj)
 	}
 	if len(lag) == 2 {
@@ -343,7 +358,8 @@ func (j *WindowJob) Run(ctx context.Context, start, end time.Time) (*Window, err
 }
 
 // numericDrift adds the drift metrics of one numeric column from its bin
-// counts (keys as inputQuery numbers them) and returns its p-value.
+// counts, keyed as the window query numbers its cells (-1 missing, 0
+// overflow, 1 underflow, 2… the profile's bins), and returns its p-value.
 func numericDrift(feature string, p schemas.ColumnProfile, cur map[int]float64, add func(string, string, string, float64)) (float64, error) {
 	k := len(p.Counts)
 	ref := append(append([]float64{float64(p.Underflow)}, toFloats(p.Counts)...), float64(p.Overflow), float64(p.Missing))
@@ -360,10 +376,10 @@ func numericDrift(feature string, p schemas.ColumnProfile, cur map[int]float64, 
 			c[bin-1] += n
 		}
 	}
-	if sum(c) == 0 {
-		return 0, ErrEmpty
+	if stats.Sum(c) == 0 {
+		return 0, stats.ErrEmpty
 	}
-	psi, err := PSI(ref, c)
+	psi, err := stats.PSI(ref, c)
 	if err != nil {
 		return 0, err
 	}
@@ -373,16 +389,16 @@ func numericDrift(feature string, p schemas.ColumnProfile, cur map[int]float64, 
 	// rules' business (missing_share), and a reference without missing
 	// values would make any missing value "drift" at these sample sizes.
 	pv := 1.0
-	if sum(c[:k+2]) > 0 {
-		present, err := PSI(ref[:k+2], c[:k+2])
+	if stats.Sum(c[:k+2]) > 0 {
+		present, err := stats.PSI(ref[:k+2], c[:k+2])
 		if err == nil {
-			pv, _ = PSIPValue(present, sum(ref[:k+2]), sum(c[:k+2]), k+2)
+			pv, _ = stats.PSIPValue(present, stats.Sum(ref[:k+2]), stats.Sum(c[:k+2]), k+2)
 		}
 	}
 	add(FamilyDrift, feature, "psi_pvalue", pv)
-	js, _ := JensenShannon(ref, c, math.E)
+	js, _ := stats.JensenShannon(ref, c, math.E)
 	add(FamilyDrift, feature, "js", js)
-	js2, _ := JensenShannon(ref, c, 2)
+	js2, _ := stats.JensenShannon(ref, c, 2)
 	add(FamilyDrift, feature, "js_base2", js2)
 	// Wasserstein and KS on the non-missing bins, at bin midpoints and
 	// upper edges respectively. Both are coarse on the profile's few bins
@@ -397,12 +413,12 @@ func numericDrift(feature string, p schemas.ColumnProfile, cur map[int]float64, 
 	mids = append(mids, p.Edges[k])
 	uppers = append(uppers, math.Nextafter(p.Edges[k], math.Inf(1)))
 	if p.Std > 0 {
-		if wn, err := WassersteinNorm(mids, ref[:k+2], c[:k+2], p.Std); err == nil {
+		if wn, err := stats.WassersteinNorm(mids, ref[:k+2], c[:k+2], p.Std); err == nil {
 			add(FamilyDrift, feature, "wasserstein_norm", wn)
 		}
 	}
-	if sum(c[:k+2]) > 0 && sum(ref[:k+2]) > 0 {
-		if d, _, err := KS(uppers, ref[:k+2], uppers, c[:k+2]); err == nil {
+	if stats.Sum(c[:k+2]) > 0 && stats.Sum(ref[:k+2]) > 0 {
+		if d, _, err := stats.KS(uppers, ref[:k+2], uppers, c[:k+2]); err == nil {
 			add(FamilyDrift, feature, "ks", d)
 		}
 	}
@@ -435,20 +451,20 @@ func categoricalDrift(feature string, p schemas.ColumnProfile, cur map[string]fl
 			newRows += n
 		}
 	}
-	total := sum(c)
+	total := stats.Sum(c)
 	if total == 0 {
-		return 0, ErrEmpty
+		return 0, stats.ErrEmpty
 	}
-	psi, err := PSI(ref, c)
+	psi, err := stats.PSI(ref, c)
 	if err != nil {
 		return 0, err
 	}
 	add(FamilyDrift, feature, "psi", psi)
-	js, _ := JensenShannon(ref, c, math.E)
+	js, _ := stats.JensenShannon(ref, c, math.E)
 	add(FamilyDrift, feature, "js", js)
-	js2, _ := JensenShannon(ref, c, 2)
+	js2, _ := stats.JensenShannon(ref, c, 2)
 	add(FamilyDrift, feature, "js_base2", js2)
-	add(FamilyDrift, feature, "new_category_share", NewCategoryShare(newRows, total))
+	add(FamilyDrift, feature, "new_category_share", stats.NewCategoryShare(newRows, total))
 	var r2, c2 []float64
 	for i := range ref {
 		if ref[i] > 0 {
@@ -459,8 +475,8 @@ func categoricalDrift(feature string, p schemas.ColumnProfile, cur map[string]fl
 	switch {
 	case newRows > 0:
 		pv = 0 // a category the reference never saw: expected count 0
-	case len(r2) >= 2 && sum(c2) > 0:
-		pv, _ = ChiSquaredPValue(r2, c2)
+	case len(r2) >= 2 && stats.Sum(c2) > 0:
+		pv, _ = stats.ChiSquaredPValue(r2, c2)
 	}
 	add(FamilyDrift, feature, "chi2_pvalue", pv)
 	return pv, nil
@@ -475,7 +491,7 @@ func toFloats(xs []int64) []float64 {
 }
 
 // Store writes a window's metrics to window_metrics.
-func (j *WindowJob) Store(ctx context.Context, w *Window) error {
+func (j *Job) Store(ctx context.Context, w *Window) error {
 	b, err := j.conn.PrepareBatch(ctx, "INSERT INTO "+j.database+".window_metrics (window_start, window_end, model, model_version, family, feature, metric, value, rows, computed_at, computed_ms)")
 	if err != nil {
 		return fmt.Errorf("preparing window_metrics insert: %w", err)

@@ -1,4 +1,4 @@
-package drift
+package stats
 
 import (
 	"bytes"
@@ -10,37 +10,9 @@ import (
 	"sort"
 	"testing"
 
-	"github.com/seer-ml/seer/schemas/testenv"
+	"github.com/seer-ml/seer/internal/testenv"
 )
 
-// reference runs drift/testdata/reference_stats.py (scipy) on cases.
-func reference(t *testing.T, cases []map[string]any) []map[string]any {
-	t.Helper()
-	in, _ := json.Marshal(cases)
-	cmd := exec.Command(testenv.Python(t), filepath.Join("testdata", "reference_stats.py"))
-	cmd.Stdin = bytes.NewReader(in)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("reference_stats.py: %v\n%s", err, stderr.String())
-	}
-	var res []map[string]any
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatal(err)
-	}
-	return res
-}
-
-func near(t *testing.T, what string, got, want, tol float64) {
-	t.Helper()
-	if math.Abs(got-want) > tol {
-		t.Errorf("%s = %.10g, reference %.10g (tolerance %g)", what, got, want, tol)
-	}
-}
-
-// binnedCase draws reference and current counts over 12 bins (with empty
-// bins on purpose) and bin locations.
 func binnedCase(r *rand.Rand, shift float64) (ref, cur, locs []float64) {
 	for i := 0; i < 12; i++ {
 		locs = append(locs, float64(i)*1.5+r.Float64())
@@ -61,22 +33,22 @@ func TestBinnedStatisticsMatchScipy(t *testing.T) {
 		ins = append(ins, in{ref, cur, locs})
 		cases = append(cases, map[string]any{"kind": "binned", "ref": ref, "cur": cur, "locations": locs, "ref_std": 2.5})
 	}
-	want := reference(t, cases)
+	want := testenv.StatsReference(t, cases)
 	for i, c := range ins {
 		psi, err := PSI(c.ref, c.cur)
 		if err != nil {
 			t.Fatal(err)
 		}
-		near(t, "psi", psi, want[i]["psi"].(float64), 1e-6)
+		testenv.Near(t, "psi", psi, want[i]["psi"].(float64), 1e-6)
 		js, _ := JensenShannon(c.ref, c.cur, math.E)
-		near(t, "js", js, want[i]["js"].(float64), 1e-6)
+		testenv.Near(t, "js", js, want[i]["js"].(float64), 1e-6)
 		js2, _ := JensenShannon(c.ref, c.cur, 2)
-		near(t, "js_base2", js2, want[i]["js_base2"].(float64), 1e-6)
+		testenv.Near(t, "js_base2", js2, want[i]["js_base2"].(float64), 1e-6)
 		w, err := WassersteinNorm(c.locs, c.ref, c.cur, 2.5)
 		if err != nil {
 			t.Fatal(err)
 		}
-		near(t, "wasserstein_norm", w, want[i]["wasserstein_norm"].(float64), 1e-6)
+		testenv.Near(t, "wasserstein_norm", w, want[i]["wasserstein_norm"].(float64), 1e-6)
 	}
 }
 
@@ -92,13 +64,13 @@ func TestChiSquaredMatchesScipy(t *testing.T) {
 	for _, c := range curs {
 		cases = append(cases, map[string]any{"kind": "chi2", "ref": ref, "cur": c})
 	}
-	want := reference(t, cases)
+	want := testenv.StatsReference(t, cases)
 	for i, c := range curs {
 		p, err := ChiSquaredPValue(ref, c)
 		if err != nil {
 			t.Fatal(err)
 		}
-		near(t, "chi2_pvalue", p, want[i]["chi2_pvalue"].(float64), 1e-6)
+		testenv.Near(t, "chi2_pvalue", p, want[i]["chi2_pvalue"].(float64), 1e-6)
 	}
 	if _, err := ChiSquaredPValue([]float64{0, 0}, []float64{1, 1}); err == nil {
 		t.Error("ChiSquaredPValue accepted an empty reference")
@@ -117,7 +89,7 @@ func TestKSFromBinsMatchesScipyOnRawRows(t *testing.T) {
 		a[i] = r.NormFloat64()
 		b[i] = r.NormFloat64()*1.1 + 0.03
 	}
-	want := reference(t, []map[string]any{{"kind": "ks", "a": a, "b": b}})[0]
+	want := testenv.StatsReference(t, []map[string]any{{"kind": "ks", "a": a, "b": b}})[0]
 	// Bins: 1000 quantile edges of the reference; count both samples.
 	sorted := append([]float64(nil), a...)
 	sort.Float64s(sorted)
@@ -138,7 +110,7 @@ func TestKSFromBinsMatchesScipyOnRawRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	near(t, "ks from bins vs raw", d, want["ks"].(float64), 0.005)
+	testenv.Near(t, "ks from bins vs raw", d, want["ks"].(float64), 0.005)
 	// Exact samples: same statistic as scipy.
 	ones := make([]float64, n)
 	for i := range ones {
@@ -147,8 +119,8 @@ func TestKSFromBinsMatchesScipyOnRawRows(t *testing.T) {
 	sb := append([]float64(nil), b...)
 	sort.Float64s(sb)
 	dRaw, pRaw, _ := KS(sorted, ones, sb, ones)
-	near(t, "ks raw", dRaw, want["ks"].(float64), 1e-9)
-	near(t, "ks p-value (kstwobign)", pRaw, want["ks_pvalue_asymp"].(float64), 1e-6)
+	testenv.Near(t, "ks raw", dRaw, want["ks"].(float64), 1e-9)
+	testenv.Near(t, "ks p-value (kstwobign)", pRaw, want["ks_pvalue_asymp"].(float64), 1e-6)
 	if p < 0 || p > 1 {
 		t.Errorf("p-value %v outside [0, 1]", p)
 	}
@@ -156,9 +128,9 @@ func TestKSFromBinsMatchesScipyOnRawRows(t *testing.T) {
 
 func TestKolmogorovSurvivalMatchesScipy(t *testing.T) {
 	xs := []float64{0.1, 0.3, 0.5, 0.8, 1.0, 1.36, 1.63, 2.5}
-	want := reference(t, []map[string]any{{"kind": "kstwobign", "x": xs}})[0]["sf"].([]any)
+	want := testenv.StatsReference(t, []map[string]any{{"kind": "kstwobign", "x": xs}})[0]["sf"].([]any)
 	for i, x := range xs {
-		near(t, "Q_KS", KolmogorovSurvival(x), want[i].(float64), 1e-9)
+		testenv.Near(t, "Q_KS", KolmogorovSurvival(x), want[i].(float64), 1e-9)
 	}
 }
 
@@ -179,10 +151,10 @@ func TestStatisticsRejectBadInput(t *testing.T) {
 
 func TestBenjaminiHochbergMatchesScipy(t *testing.T) {
 	p := []float64{0.001, 0.04, 0.03, 0.5, 0.2, 0.011, 0.9, 0.04}
-	want := reference(t, []map[string]any{{"kind": "bh", "p": p}})[0]["adjusted"].([]any)
+	want := testenv.StatsReference(t, []map[string]any{{"kind": "bh", "p": p}})[0]["adjusted"].([]any)
 	got := BenjaminiHochberg(p)
 	for i := range p {
-		near(t, "BH adjusted p", got[i], want[i].(float64), 1e-12)
+		testenv.Near(t, "BH adjusted p", got[i], want[i].(float64), 1e-12)
 	}
 }
 
@@ -267,17 +239,17 @@ func TestStatisticsMatchEvidently(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	near(t, "psi vs Evidently", psi, ev.PSIv, 1e-6)
+	testenv.Near(t, "psi vs Evidently", psi, ev.PSIv, 1e-6)
 	js, _ := JensenShannon(ev.JSRef, ev.JSCur, math.E)
-	near(t, "js vs Evidently", js, ev.JSv, 1e-6)
+	testenv.Near(t, "js vs Evidently", js, ev.JSv, 1e-6)
 	sort.Float64s(ref)
 	sort.Float64s(cur)
-	locs, rw, cw := mergeSamples(ref, cur)
-	wd, err := WassersteinNorm(locs, rw, cw, stdDev(ref))
+	locs, rw, cw := MergeSamples(ref, cur)
+	wd, err := WassersteinNorm(locs, rw, cw, StdDev(ref))
 	if err != nil {
 		t.Fatal(err)
 	}
-	near(t, "wasserstein_norm vs Evidently", wd, ev.WD, 1e-6)
+	testenv.Near(t, "wasserstein_norm vs Evidently", wd, ev.WD, 1e-6)
 	empty := 0
 	for i := range ev.JSRef {
 		if ev.JSRef[i] == 0 || ev.JSCur[i] == 0 {
