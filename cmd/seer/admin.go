@@ -174,7 +174,7 @@ or SEER_ONNXRUNTIME_LIB). Each problem is reported with the field it concerns.`,
 		},
 	}
 	validate.Flags().StringVar(&schemaRef, "schema", "", "input schema (embedded name or file; default: kafka.input_schema)")
-	cmd.AddCommand(validate)
+	cmd.AddCommand(validate, newModelsBenchCmd(g))
 	return cmd
 }
 

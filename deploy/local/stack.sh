@@ -2,7 +2,9 @@
 # deploy/local/stack.sh — installs and runs seer's local stack on loopback.
 #
 #   stack.sh install   fetch ONNX Runtime, the Kafka jars, the Python venv and
-#                      (apt, only when missing) redis-server and clickhouse-server
+#                      (apt, only when missing) redis-server and clickhouse-server;
+#                      `install onnxruntime-gpu` fetches the CUDA build of ONNX
+#                      Runtime (PyPI onnxruntime-gpu) for a GPU machine
 #   stack.sh up [SVC]  install, then start (all, or only the named services:
 #                      kafka redis clickhouse) Kafka, Redis and ClickHouse and wait
 #                      until each answers; a service already answering on its
@@ -32,6 +34,10 @@ ch_http_port=${SEER_CLICKHOUSE_HTTP_PORT:-8123}
 
 ort_version=1.30.0
 ort_sha256=ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23
+# The CUDA 13 build of the same ONNX Runtime: PyPI onnxruntime-gpu's wheel
+# (its C library and providers do not depend on the Python version).
+ort_gpu_wheel=onnxruntime_gpu-$ort_version-cp311-cp311-manylinux_2_28_x86_64.whl
+ort_gpu_sha256=4fbf0c5d7b5fb99266c2e8a802e3e64af68bdc383e0f3c7349b985f1087eedaa
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -87,6 +93,30 @@ install_onnxruntime() {
   rm -rf "$tmp"
 }
 
+# install_onnxruntime_gpu puts libonnxruntime.so.1 (CUDA build) and its
+# providers (shared, cuda) into $cache/onnxruntime-gpu with a SHA256SUMS.
+# They need CUDA 13, cuBLAS and cuDNN 9 at run time, on the GPU machine.
+install_onnxruntime_gpu() {
+  local dir=$cache/onnxruntime-gpu
+  [ -f "$dir/SHA256SUMS" ] && (cd "$dir" && sha256sum -c --status SHA256SUMS) && return 0
+  local tmp
+  tmp=$(mktemp -d)
+  log "fetching $ort_gpu_wheel (PyPI onnxruntime-gpu, ~250 MB)"
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
+    --platform manylinux_2_28_x86_64 -d "$tmp" "onnxruntime-gpu==$ort_version" ||
+    die "pip could not download onnxruntime-gpu==$ort_version"
+  echo "$ort_gpu_sha256  $tmp/$ort_gpu_wheel" | sha256sum -c --status ||
+    die "$ort_gpu_wheel does not match sha256 $ort_gpu_sha256"
+  rm -rf "$dir" && mkdir -p "$dir"
+  (cd "$tmp" && python3 -m zipfile -e "$ort_gpu_wheel" x >/dev/null)
+  mv "$tmp/x/onnxruntime/capi/libonnxruntime.so.$ort_version" "$dir/libonnxruntime.so.1"
+  mv "$tmp/x/onnxruntime/capi/libonnxruntime_providers_shared.so" "$tmp/x/onnxruntime/capi/libonnxruntime_providers_cuda.so" "$dir/"
+  chmod 0755 "$dir"/*.so*
+  (cd "$dir" && sha256sum libonnxruntime.so.1 libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so >SHA256SUMS)
+  rm -rf "$tmp"
+  log "CUDA build of ONNX Runtime $ort_version in $dir ($(du -sh "$dir" | cut -f1))"
+}
+
 install_kafka() {
   local lib=$cache/kafka/lib stamp=$cache/kafka/lib/.pom.sha256 want
   want=$(sha256sum "$here/kafka/pom.xml" | cut -d' ' -f1)
@@ -122,6 +152,7 @@ cmd_install() {
     case $s in
       kafka) install_kafka ;;
       python) install_venv && install_venv venv-evidently requirements-evidently.txt ;;
+      onnxruntime-gpu) install_onnxruntime_gpu ;;
     esac
   done
 }
