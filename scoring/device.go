@@ -54,7 +54,7 @@ func configure(opts *ort.SessionOptions, cfg Config, log *slog.Logger) (device s
 		return "cpu", nil
 	}
 	log.Info("using the CUDA execution provider", "device", cfg.Device, "ort_version", ort.GetVersion(),
-		"arena_extend_strategy", cfg.CUDA.ArenaExtendStrategy, "cudnn_conv_algo_search", cfg.CUDA.CudnnConvAlgoSearch)
+		"arena_extend_strategy", cfg.CUDA.ArenaExtendStrategy, "cudnn_conv_algo_search", cfg.CUDA.CudnnConvAlgoSearch, "use_tf32", cfg.CUDA.UseTF32)
 	return cfg.Device, nil
 }
 
@@ -68,6 +68,10 @@ func appendCUDA(opts *ort.SessionOptions, id int, c CUDAConfig) error {
 		"device_id":              strconv.Itoa(id),
 		"arena_extend_strategy":  c.ArenaExtendStrategy,
 		"cudnn_conv_algo_search": c.CudnnConvAlgoSearch,
+		"use_tf32":               "0",
+	}
+	if c.UseTF32 {
+		o["use_tf32"] = "1"
 	}
 	if c.MemLimit > 0 {
 		o["gpu_mem_limit"] = strconv.FormatInt(c.MemLimit, 10)

@@ -38,6 +38,10 @@ type CUDAConfig struct {
 	ArenaExtendStrategy string `yaml:"arena_extend_strategy"`  // kNextPowerOfTwo or kSameAsRequested
 	CudnnConvAlgoSearch string `yaml:"cudnn_conv_algo_search"` // EXHAUSTIVE, HEURISTIC or DEFAULT
 	MemLimit            int64  `yaml:"mem_limit"`              // bytes of GPU memory for the arena; 0 for no limit
+	// UseTF32 lets cuBLAS multiply float32 matrices in TF32 (10-bit
+	// mantissa) on Ampere and later GPUs: faster, but scores then differ
+	// from the CPU's in the fourth decimal. Off by default.
+	UseTF32 bool `yaml:"use_tf32"`
 }
 
 // DefaultConfig suits a 2-core machine: one intra-op thread, no spinning.

@@ -28,6 +28,8 @@ rm -rf bundle && mkdir bundle
 python3 -c 'import lzma, sys, tarfile; tarfile.open(fileobj=lzma.open(sys.argv[1])).extractall(sys.argv[2])' bundle.tar.xz bundle
 (cd bundle/lib && sha256sum -c SHA256SUMS)
 cd - >/dev/null
+# A newer seer binary carried on its own replaces the bundle's.
+if [ -x .gpu/seer ]; then cp .gpu/seer "$store/bundle/seer"; echo "[gpu] using the carried .gpu/seer"; fi
 
 # CUDA 13 runtime, cuBLAS and cuDNN 9 come from the nvidia-* wheels of the
 # machine's Python.
