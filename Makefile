@@ -9,7 +9,7 @@ STACK_ENV = eval "$$($(STACK) env)"
 DEMO_ARGS ?=
 TEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build demo test stack-up stack-down stack-status models bench bench-hotpath bench-e2e clean help
+.PHONY: all build demo test stack-up stack-down stack-status models gpu-bundle bench bench-hotpath bench-e2e clean help
 
 all: build
 
@@ -49,10 +49,14 @@ stack-down: ## stop the services the stack script started
 stack-status: ## show which services answer
 	$(STACK) status
 
-models: ## retrain the example model package (byte-for-byte reproducible)
+models: ## retrain the example model package (byte-for-byte reproducible) and export the GPU checks' MLP
 	$(STACK) install python
 	$(STACK_ENV); $$SEER_PYTHON deploy/examples/card-fraud/train.py
+	$(STACK_ENV); mkdir -p $$SEER_CACHE_DIR/models && $$SEER_PYTHON deploy/examples/mlp/export.py $$SEER_CACHE_DIR/models/mlp.onnx
 	git diff --stat -- deploy/examples/card-fraud
+
+gpu-bundle: ## pack the CUDA build of ONNX Runtime and seer for the GPU machine (.gpu/, see deploy/gpu)
+	deploy/gpu/bundle.sh
 
 clean: ## remove build outputs (keeps the .cache downloads)
 	rm -rf bin

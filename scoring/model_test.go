@@ -145,3 +145,121 @@ func mustFloat(t *testing.T, s string) float64 {
 	}
 	return f
 }
+
+// TestCUDAFallsBackToCPU: with the CPU-only ONNX Runtime library,
+// scoring.device cuda:0 runs on the CPU with a warning that says so, and
+// Device reports the CPU — never a silent fallback.
+func TestCUDAFallsBackToCPU(t *testing.T) {
+	if err := InitRuntime(testenv.OnnxRuntime(t)); err != nil {
+		t.Fatal(err)
+	}
+	schema, err := schemas.LoadInputSchema("card_transactions.v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := schemas.LoadManifest(testenv.ExamplePackage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Device = "cuda:0"
+	var logs strings.Builder
+	mod, err := Open(cfg, m, schema, schemas.RouteProduction, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mod.Close()
+	if mod.Device() != "cpu" {
+		t.Errorf("Device() = %q with a CPU-only library, want cpu", mod.Device())
+	}
+	if !strings.Contains(logs.String(), "FALLING BACK TO CPU") || !strings.Contains(logs.String(), "requested=cuda:0") {
+		t.Errorf("no loud fallback warning; log:\n%s", logs.String())
+	}
+	raw, err := OpenRaw(m.ArtifactPath(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if raw.Device() != "cpu" {
+		t.Errorf("RawSession.Device() = %q, want cpu", raw.Device())
+	}
+}
+
+// TestMaxBatchSplitsRuns: scoring in runs of at most max_batch rows gives
+// every item the score one run over the whole batch gives.
+func TestMaxBatchSplitsRuns(t *testing.T) {
+	whole, schema := openExample(t)
+	m := whole.Manifest
+	cfg := DefaultConfig()
+	cfg.MaxBatch = 3
+	split, err := Open(cfg, m, schema, schemas.RouteProduction, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer split.Close()
+	mk := func() []schemas.Item {
+		items := make([]schemas.Item, 11)
+		for i := range items {
+			ev, derr := schema.Decode([]byte("u"), []byte(`{"user_id":"u","event_time":"2026-01-01T00:00:00Z","amount":`+strconv.Itoa(10+i*97)+`,"merchant_category":"grocery","hour":`+strconv.Itoa(i)+`}`), schemas.Source{Offset: int64(i)})
+			if derr != nil {
+				t.Fatal(derr)
+			}
+			items[i].Event = ev
+			if i%4 == 1 { // rejected items are skipped and do not count
+				items[i].Reject = &schemas.DecodeError{Reason: schemas.ReasonWrongType}
+			}
+		}
+		return items
+	}
+	a, b := mk(), mk()
+	if err := whole.Score(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	if err := split.Score(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	for i := range a {
+		if a[i].Reject != nil {
+			if !b[i].ScoredTime.IsZero() {
+				t.Errorf("rejected item %d was scored", i)
+			}
+			continue
+		}
+		if b[i].ScoredTime.IsZero() || a[i].Score != b[i].Score {
+			t.Errorf("item %d: score %v in runs of 3, %v in one run", i, b[i].Score, a[i].Score)
+		}
+	}
+}
+
+// TestBenchOnCPU: the raw session reads the example model's shape, the
+// same input gives the same outputs twice, and Bench reports its runs.
+func TestBenchOnCPU(t *testing.T) {
+	mod, _ := openExample(t)
+	raw, err := OpenRaw(mod.Manifest.ArtifactPath(), DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if raw.Width() != len(mod.Manifest.Inputs) {
+		t.Fatalf("Width() = %d, manifest has %d inputs", raw.Width(), len(mod.Manifest.Inputs))
+	}
+	in := RandomInput(16, raw.Width(), 7)
+	a, err := raw.Run(16, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := raw.Run(16, in)
+	if len(a) == 0 || MaxAbsDiff(a, b) != 0 {
+		t.Errorf("two runs on one input: %d outputs, max difference %v", len(a), MaxAbsDiff(a, b))
+	}
+	if d := MaxAbsDiff(a, a[:len(a)-1]); !math.IsInf(d, 1) {
+		t.Errorf("MaxAbsDiff of different lengths = %v, want +Inf", d)
+	}
+	if _, err := raw.Run(16, in[:5]); err == nil {
+		t.Error("Run accepted an input of the wrong size")
+	}
+	r, err := Bench(raw, 64, 0)
+	if err != nil || r.Runs < 5 || r.Batch != 64 || r.Device != "cpu" || r.PredictionsPerSec <= 0 {
+		t.Errorf("Bench = %+v, %v", r, err)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/seer-ml/seer/drift"
@@ -44,6 +45,7 @@ func TestDependencyOutages(t *testing.T) {
 	cfg.Kafka.SessionTimeout = 6 * time.Second
 	cfg.Kafka.RetryBackoffMax = 500 * time.Millisecond
 	cfg.Kafka.LagInterval = 200 * time.Millisecond
+	cfg.Scoring.Device = "cuda:0" // no GPU here: serve falls back to the CPU and says so
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	reg := prometheus.NewRegistry()
@@ -52,6 +54,16 @@ func TestDependencyOutages(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cleanupApp(cfg, a) })
+	if n, err := testutil.GatherAndCount(reg, "seer_scoring_device"); err != nil || n != 1 {
+		t.Fatalf("seer_scoring_device series: %d, %v", n, err)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP seer_scoring_device The device scoring runs on (value 1): requested is scoring.device, actual differs when the CUDA provider was unavailable and scoring fell back to the CPU.
+# TYPE seer_scoring_device gauge
+seer_scoring_device{actual="cpu",requested="cuda:0"} 1
+`), "seer_scoring_device"); err != nil {
+		t.Errorf("the CPU fallback is not reported: %v", err)
+	}
 	gen, _ := loadFeatures(ctx, t, a)
 	var built atomic.Pointer[app]
 	built.Store(a)

@@ -61,6 +61,11 @@ func buildApp(ctx context.Context, cfg Config, logger *slog.Logger, reg promethe
 			[]string{"model", "version", "route", "sha256"})
 		reg.MustRegister(info)
 		info.WithLabelValues(a.manifest.Name, a.manifest.Version, string(a.model.Route), a.manifest.Artifact.SHA256).Set(1)
+		device := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "seer_scoring_device",
+			Help: "The device scoring runs on (value 1): requested is scoring.device, actual differs when the CUDA provider was unavailable and scoring fell back to the CPU."},
+			[]string{"requested", "actual"})
+		reg.MustRegister(device)
+		device.WithLabelValues(cfg.Scoring.Device, a.model.Device()).Set(1)
 	}
 	logger.Info("model loaded", "component", "scoring", "model", a.manifest.Name, "version", a.manifest.Version, "sha256", a.manifest.Artifact.SHA256)
 
