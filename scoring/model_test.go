@@ -15,7 +15,9 @@ import (
 	"github.com/seer-ml/seer/schemas"
 )
 
-func openExample(t *testing.T) (*Model, *schemas.InputSchema) {
+// loadExample initializes the runtime and loads the example package and
+// its input schema.
+func loadExample(t *testing.T) (*schemas.Manifest, *schemas.InputSchema) {
 	t.Helper()
 	if err := InitRuntime(testenv.OnnxRuntime(t)); err != nil {
 		t.Fatal(err)
@@ -28,6 +30,12 @@ func openExample(t *testing.T) (*Model, *schemas.InputSchema) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m, schema
+}
+
+func openExample(t *testing.T) (*Model, *schemas.InputSchema) {
+	t.Helper()
+	m, schema := loadExample(t)
 	mod, err := Open(DefaultConfig(), m, schema, schemas.RouteProduction, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -150,17 +158,7 @@ func mustFloat(t *testing.T, s string) float64 {
 // scoring.device cuda:0 runs on the CPU with a warning that says so, and
 // Device reports the CPU — never a silent fallback.
 func TestCUDAFallsBackToCPU(t *testing.T) {
-	if err := InitRuntime(testenv.OnnxRuntime(t)); err != nil {
-		t.Fatal(err)
-	}
-	schema, err := schemas.LoadInputSchema("card_transactions.v1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := schemas.LoadManifest(testenv.ExamplePackage(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, schema := loadExample(t)
 	cfg := DefaultConfig()
 	cfg.Device = "cuda:0"
 	var logs strings.Builder
