@@ -49,11 +49,13 @@ stack-down: ## stop the services the stack script started
 stack-status: ## show which services answer
 	$(STACK) status
 
-models: ## retrain the example model package (byte-for-byte reproducible) and export the GPU checks' MLP
+models: ## retrain the example model packages (1.0.0, a better 1.1.0, a bad 1.2.0-rc.1; byte-for-byte reproducible) and export the GPU checks' MLP
 	$(STACK) install python
 	$(STACK_ENV); $$SEER_PYTHON deploy/examples/card-fraud/train.py
+	$(STACK_ENV); $$SEER_PYTHON deploy/examples/card-fraud/train.py --out deploy/examples/card-fraud-1.1.0 --version 1.1.0 --trees 400 --depth 1
+	$(STACK_ENV); $$SEER_PYTHON deploy/examples/card-fraud/train.py --out deploy/examples/card-fraud-1.2.0-rc.1 --version 1.2.0-rc.1 --shuffle-labels
 	$(STACK_ENV); mkdir -p $$SEER_CACHE_DIR/models && $$SEER_PYTHON deploy/examples/mlp/export.py $$SEER_CACHE_DIR/models/mlp.onnx
-	git diff --stat -- deploy/examples/card-fraud
+	git status --short -- deploy/examples
 
 gpu-bundle: ## pack the CUDA build of ONNX Runtime and seer for the GPU machine (.gpu/, see deploy/gpu)
 	deploy/gpu/bundle.sh

@@ -29,17 +29,18 @@ const (
 
 // Manifest is a model package's model.yaml.
 type Manifest struct {
-	Name        string   `yaml:"name"`
-	Version     string   `yaml:"version"`
-	Owner       string   `yaml:"owner"`
-	Description string   `yaml:"description"`
-	Artifact    Artifact `yaml:"artifact"`
-	Lineage     Lineage  `yaml:"lineage"`
-	Inputs      []Input  `yaml:"inputs"`
-	Outputs     []Output `yaml:"outputs"`
-	Threshold   *float64 `yaml:"threshold"`
-	Profile     Profile  `yaml:"profile"`
-	Dir         string   `yaml:"-"` // the package folder, set by LoadManifest
+	Name        string      `yaml:"name"`
+	Version     string      `yaml:"version"`
+	Owner       string      `yaml:"owner"`
+	Description string      `yaml:"description"`
+	Artifact    Artifact    `yaml:"artifact"`
+	Lineage     Lineage     `yaml:"lineage"`
+	Inputs      []Input     `yaml:"inputs"`
+	Outputs     []Output    `yaml:"outputs"`
+	Threshold   *float64    `yaml:"threshold"`
+	Evaluation  *Evaluation `yaml:"evaluation"` // metrics on held-out data; registration requires them
+	Profile     Profile     `yaml:"profile"`
+	Dir         string      `yaml:"-"` // the package folder, set by LoadManifest
 }
 
 // Artifact names the ONNX file, its hash and its input tensor.
@@ -56,6 +57,17 @@ type Lineage struct {
 	Code       string            `yaml:"code"`
 	CodeSHA256 string            `yaml:"code_sha256"`
 	Frameworks map[string]string `yaml:"frameworks"`
+	Params     map[string]any    `yaml:"params"` // training hyperparameters
+}
+
+// Evaluation holds a model's metrics on held-out data, which registration
+// gates and rollouts compare against.
+type Evaluation struct {
+	Dataset      string  `yaml:"dataset"`
+	Rows         int64   `yaml:"rows"`
+	AUC          float64 `yaml:"auc"`
+	Brier        float64 `yaml:"brier"`
+	PositiveRate float64 `yaml:"positive_rate"`
 }
 
 // Input is one model input and where its value comes from.

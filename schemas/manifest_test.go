@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -146,4 +147,61 @@ func TestMigrations(t *testing.T) {
 	if _, err := Migrations("bad-name"); err == nil {
 		t.Error("Migrations accepted database name bad-name")
 	}
+}
+
+func TestParseExamples(t *testing.T) {
+	good := `{"event":{"user_id":"u1"},"features":{"v":{"a":1.5,"b":"x"}},"outputs":{"score":0.25},"label":1}
+
+{"event":{"user_id":"u2"},"outputs":{"score":0.5}}
+`
+	exs, err := ParseExamples(strings.NewReader(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(exs) != 2 || exs[0].Line != 1 || exs[1].Line != 3 || *exs[0].Label != 1 || exs[1].Label != nil || exs[1].Outputs["score"] != 0.5 {
+		t.Fatalf("examples = %+v", exs)
+	}
+	if v, err := exs[0].FeatureValue("v", "a"); err != nil || v.Kind != KindNumber || v.Num != 1.5 {
+		t.Errorf("numeric feature = %+v, %v", v, err)
+	}
+	if v, err := exs[0].FeatureValue("v", "b"); err != nil || v.Kind != KindString || v.Str != "x" {
+		t.Errorf("string feature = %+v, %v", v, err)
+	}
+	if v, err := exs[1].FeatureValue("v", "a"); err != nil || v.Kind != KindAbsent {
+		t.Errorf("missing feature = %+v, %v", v, err)
+	}
+	f := func(body, want string) {
+		t.Helper()
+		if _, err := ParseExamples(strings.NewReader(body)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseExamples(%q) error = %v, want it to mention %q", body, err, want)
+		}
+	}
+	f("{\"event\":{},\"outputs\":{\"score\":1}}\n{\"event\":{},\"outputs\":{\"score\":1},\"extra\":1}", "line 2")
+	f(`{"event":[1],"outputs":{"score":1}}`, "event: want a JSON object")
+	f(`{"event":{}}`, "outputs: at least one")
+	f(`{"event":{},"outputs":{"score":1}} {"x":1}`, "more than one JSON value")
+	f(`{"event":{},"outputs":{"score":"high"}}`, "line 1")
+}
+
+// FuzzParseExamples: the examples decoder never panics, and what it
+// accepts has an event object and finite outputs on the lines it names.
+func FuzzParseExamples(f *testing.F) {
+	f.Add([]byte(`{"event":{"user_id":"u1"},"features":{"v":{"a":1}},"outputs":{"score":0.25},"label":0}`))
+	f.Add([]byte("\n\n{\"event\":{},\"outputs\":{\"s\":1e308}}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		exs, err := ParseExamples(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		for _, ex := range exs {
+			if ex.Line < 1 || len(ex.Event) == 0 || ex.Event[0] != '{' || len(ex.Outputs) == 0 {
+				t.Fatalf("accepted a bad example: %+v", ex)
+			}
+			for v, fs := range ex.Features {
+				for name := range fs {
+					ex.FeatureValue(v, name) // must not panic
+				}
+			}
+		}
+	})
 }

@@ -261,3 +261,56 @@ func TestBenchOnCPU(t *testing.T) {
 		t.Errorf("Bench = %+v, %v", r, err)
 	}
 }
+
+// TestExamplesReproduce: each example package's held-out examples give
+// their expected outputs within 1e-5 through seer's own decode, feature
+// binding and ONNX Runtime; a changed expectation is refused, naming the
+// example's line.
+func TestExamplesReproduce(t *testing.T) {
+	_, schema := loadExample(t)
+	for _, dir := range []string{"card-fraud", "card-fraud-1.1.0", "card-fraud-1.2.0-rc.1"} {
+		pkg := filepath.Join(testenv.RepoRoot(t), "deploy", "examples", dir)
+		m, err := schemas.LoadManifest(pkg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exs, err := schemas.LoadExamples(pkg)
+		if err != nil || len(exs) < 100 {
+			t.Fatalf("%s: %d examples, %v", dir, len(exs), err)
+		}
+		mod, err := Open(DefaultConfig(), m, schema, schemas.RouteProduction, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mod.Close()
+		if err := mod.CheckExamples(context.Background(), schema, exs); err != nil {
+			t.Errorf("%s: %v", dir, err)
+		}
+		if m.Evaluation == nil || m.Evaluation.AUC <= 0 || m.Evaluation.Rows == 0 {
+			t.Errorf("%s: no evaluation metrics: %+v", dir, m.Evaluation)
+		}
+		exs[7].Outputs["score"] += 1e-3
+		if err := mod.CheckExamples(context.Background(), schema, exs); err == nil || !strings.Contains(err.Error(), "line 8") {
+			t.Errorf("%s: a changed expected output: err = %v, want it to name line 8", dir, err)
+		}
+	}
+}
+
+// TestCandidatesAreOrdered: 1.1.0 is better than 1.0.0 on held-out data,
+// and the shuffled-label candidate is worse than chance would excuse.
+func TestCandidatesAreOrdered(t *testing.T) {
+	eval := func(dir string) *schemas.Evaluation {
+		m, err := schemas.LoadManifest(filepath.Join(testenv.RepoRoot(t), "deploy", "examples", dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Evaluation
+	}
+	v1, v11, bad := eval("card-fraud"), eval("card-fraud-1.1.0"), eval("card-fraud-1.2.0-rc.1")
+	if !(v11.AUC > v1.AUC && v11.Brier < v1.Brier) {
+		t.Errorf("1.1.0 (AUC %v, Brier %v) is not better than 1.0.0 (AUC %v, Brier %v)", v11.AUC, v11.Brier, v1.AUC, v1.Brier)
+	}
+	if bad.AUC > 0.6 {
+		t.Errorf("the shuffled-label candidate has AUC %v; it should be near or below chance", bad.AUC)
+	}
+}

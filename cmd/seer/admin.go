@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -137,8 +138,10 @@ outputs, threshold, sha256 and a reference profile).`,
 required metadata; the sha256 of the ONNX file matches; the ONNX input and
 output tensors match the declared inputs and outputs; every event.<field>
 input exists in the input schema (--schema) with a fitting type; every input
-has a reference profile. It needs the ONNX Runtime library (onnxruntime_lib
-or SEER_ONNXRUNTIME_LIB). Each problem is reported with the field it concerns.`,
+has a reference profile; and the held-out examples (examples.jsonl) give
+their expected outputs within 1e-5 when scored as serve scores events. It
+needs the ONNX Runtime library (onnxruntime_lib or SEER_ONNXRUNTIME_LIB).
+Each problem is reported with the field or example line it concerns.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, _, err := g.load()
@@ -157,15 +160,16 @@ or SEER_ONNXRUNTIME_LIB). Each problem is reported with the field it concerns.`,
 			}
 			failed := 0
 			for _, dir := range args {
-				if err := validatePackage(dir, schema); err != nil {
+				n, err := validatePackage(cmd.Context(), cfg.Scoring, dir, schema)
+				if err != nil {
 					failed++
 					fmt.Fprintf(g.stdout, "FAIL %s\n  %s\n", dir, strings.ReplaceAll(err.Error(), "\n", "\n  "))
 					continue
 				}
 				m, _ := schemas.LoadManifest(dir)
 				views, _ := m.FeatureViews()
-				fmt.Fprintf(g.stdout, "ok   %s: %s %s by %s, %d inputs (feature views %v), sha256 %s\n",
-					dir, m.Name, m.Version, m.Owner, len(m.Inputs), views, m.Artifact.SHA256[:12])
+				fmt.Fprintf(g.stdout, "ok   %s: %s %s by %s, %d inputs (feature views %v), sha256 %s, %d examples reproduce\n",
+					dir, m.Name, m.Version, m.Owner, len(m.Inputs), views, m.Artifact.SHA256[:12], n)
 			}
 			if failed > 0 {
 				return fmt.Errorf("%d of %d model packages failed validation", failed, len(args))
@@ -178,17 +182,28 @@ or SEER_ONNXRUNTIME_LIB). Each problem is reported with the field it concerns.`,
 	return cmd
 }
 
-func validatePackage(dir string, schema *schemas.InputSchema) error {
+// validatePackage runs every check of `seer models validate` on dir and
+// returns how many examples reproduced.
+func validatePackage(ctx context.Context, cfg scoring.Config, dir string, schema *schemas.InputSchema) (int, error) {
 	m, err := schemas.LoadManifest(dir)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := m.Verify(); err != nil {
-		return err
+		return 0, err
 	}
 	if err := m.CheckAgainstSchema(schema); err != nil {
-		return err
+		return 0, err
 	}
-	_, err = scoring.CheckSignature(m)
-	return err
+	exs, err := schemas.LoadExamples(dir)
+	if err != nil {
+		return 0, err
+	}
+	cfg.Device = "cpu"
+	mod, err := scoring.Open(cfg, m, schema, schemas.RouteProduction, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return 0, err
+	}
+	defer mod.Close()
+	return len(exs), mod.CheckExamples(ctx, schema, exs)
 }
