@@ -125,10 +125,12 @@ func formatOf(path string) string {
 func newModelsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "models",
-		Short: "Validate and inspect model packages",
-		Long: `models works on model packages: a folder with model.onnx and model.yaml
+		Short: "Validate, sign, verify and benchmark model packages",
+		Long: `models works on model packages: a folder with model.onnx, model.yaml
 (name, version, owner, lineage, inputs with sources/dtypes/defaults/bounds,
-outputs, threshold, sha256 and a reference profile).`,
+outputs, threshold, sha256, evaluation metrics and a reference profile),
+examples.jsonl (held-out examples with their expected outputs) and, once
+signed, signature.json.`,
 	}
 	var schemaRef string
 	validate := &cobra.Command{
@@ -178,7 +180,7 @@ Each problem is reported with the field or example line it concerns.`,
 		},
 	}
 	validate.Flags().StringVar(&schemaRef, "schema", "", "input schema (embedded name or file; default: kafka.input_schema)")
-	cmd.AddCommand(validate, newModelsBenchCmd(g))
+	cmd.AddCommand(validate, newModelsBenchCmd(g), newModelsKeygenCmd(g), newModelsSignCmd(g), newModelsVerifyCmd(g))
 	return cmd
 }
 
