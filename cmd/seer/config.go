@@ -18,6 +18,7 @@ import (
 	"github.com/seer-ml/seer/featurestore"
 	"github.com/seer-ml/seer/schemas"
 	"github.com/seer-ml/seer/scoring"
+	"github.com/seer-ml/seer/scoring/registry"
 	"github.com/seer-ml/seer/stream"
 )
 
@@ -38,6 +39,7 @@ type Config struct {
 	ClickHouse     drift.Config        `yaml:"clickhouse"`
 	Scoring        scoring.Config      `yaml:"scoring"`
 	Monitor        monitor.Config      `yaml:"monitor"`
+	Registry       registry.Config     `yaml:"registry"`
 }
 
 // DefaultConfig is what seer runs with when no file is given: everything on
@@ -54,6 +56,7 @@ func DefaultConfig() Config {
 		ClickHouse:     drift.DefaultConfig(),
 		Scoring:        scoring.DefaultConfig(),
 		Monitor:        monitor.DefaultConfig(),
+		Registry:       registry.DefaultConfig(),
 	}
 }
 
@@ -112,6 +115,13 @@ func LoadConfig(path string, environ []string) (Config, error) {
 	}
 	if err := cfg.resolveSpoolDir(); err != nil {
 		return cfg, err
+	}
+	if cfg.Registry.Store == "" {
+		dir, err := filepath.Abs(filepath.Join(".cache", "artifacts"))
+		if err != nil {
+			return cfg, fmt.Errorf("registry.store: %w", err)
+		}
+		cfg.Registry.Store = "file://" + filepath.ToSlash(dir) + "?create_dir=1"
 	}
 	return cfg, cfg.Validate()
 }
@@ -190,7 +200,7 @@ func (c *Config) Validate() error {
 	if c.HTTP == "" {
 		errs = append(errs, errors.New("http: required (host:port for /metrics, /healthz, /readyz)"))
 	}
-	errs = append(errs, c.Kafka.Validate(), c.Redis.Validate(), c.ClickHouse.Validate(), c.Scoring.Validate(), c.Monitor.Validate())
+	errs = append(errs, c.Kafka.Validate(), c.Redis.Validate(), c.ClickHouse.Validate(), c.Scoring.Validate(), c.Monitor.Validate(), c.Registry.Validate())
 	return errors.Join(errs...)
 }
 

@@ -229,19 +229,24 @@ func hashFiles(dir string) (map[string]string, error) {
 		case rel == SignatureFile:
 			return nil
 		}
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		h := sha256.New()
-		if _, err := io.Copy(h, f); err != nil {
-			return err
-		}
-		out[rel] = hex.EncodeToString(h.Sum(nil))
-		return nil
+		sum, err := fileSHA256(path)
+		out[rel] = sum
+		return err
 	})
 	return out, err
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Sign writes dir/signature.json: a statement listing every file of the

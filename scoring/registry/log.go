@@ -1,0 +1,144 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Log reads and appends registry events on a Kafka topic of one partition,
+// so that every event has one place in one order. The topic keeps its
+// records forever: it is the source of truth. A Log is safe for
+// concurrent use.
+type Log struct {
+	opts  []kgo.Opt // what every seer client shares (seed brokers, TLS, SASL…)
+	topic string
+	cl    *kgo.Client
+
+	beforeAppend func() // tests: a concurrent writer acts between read and append
+}
+
+// NewLog returns a log on topic; opts are the shared client options.
+func NewLog(opts []kgo.Opt, topic string) (*Log, error) {
+	cl, err := kgo.NewClient(append(slices.Clone(opts), kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(kgo.AllISRAcks()))...)
+	if err != nil {
+		return nil, err
+	}
+	return &Log{opts: opts, topic: topic, cl: cl}, nil
+}
+
+// Close releases the client.
+func (l *Log) Close() { l.cl.Close() }
+
+// Ensure creates the topic — one partition, infinite retention — when the
+// broker lacks it.
+func (l *Log) Ensure(ctx context.Context) error {
+	retention := "-1"
+	resp, err := kadm.NewClient(l.cl).CreateTopic(ctx, 1, -1, map[string]*string{"retention.ms": &retention, "retention.bytes": &retention}, l.topic)
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("creating registry topic %s: %w", l.topic, err)
+	}
+	if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("creating registry topic %s: %w", l.topic, resp.Err)
+	}
+	return nil
+}
+
+// Append writes e, keyed by its model, and waits for the broker.
+func (l *Log) Append(ctx context.Context, e Event) error {
+	v, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if err := l.cl.ProduceSync(ctx, &kgo.Record{Key: []byte(e.Model), Value: v}).FirstErr(); err != nil {
+		return fmt.Errorf("appending %s to %s: %w", e.Type, l.topic, err)
+	}
+	return nil
+}
+
+// Read folds every event from the start of the log to its current end.
+// Events that do not decode or do not apply are skipped (they are part of
+// the log's history, not of the state); skipped says why, per offset.
+func (l *Log) Read(ctx context.Context) (st *State, skipped []error, err error) {
+	ends, err := kadm.NewClient(l.cl).ListEndOffsets(ctx, l.topic)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the end of %s: %w", l.topic, err)
+	}
+	end, ok := ends.Lookup(l.topic, 0)
+	if !ok || end.Err != nil {
+		return nil, nil, fmt.Errorf("registry topic %s: partition 0 not found (run seer models register once, or create it): %v", l.topic, end.Err)
+	}
+	st = NewState()
+	if end.Offset == 0 {
+		return st, nil, nil
+	}
+	rd, err := kgo.NewClient(append(slices.Clone(l.opts),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{l.topic: {0: kgo.NewOffset().AtStart()}}))...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rd.Close()
+	for next := int64(0); next < end.Offset; {
+		fs := rd.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		if err := fs.Err0(); err != nil {
+			return nil, nil, fmt.Errorf("reading %s: %w", l.topic, err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			next = r.Offset + 1
+			if r.Offset >= end.Offset {
+				return
+			}
+			e, err := DecodeEvent(r.Value)
+			if err == nil {
+				err = st.Apply(e)
+			}
+			if err != nil {
+				skipped = append(skipped, fmt.Errorf("offset %d: %w", r.Offset, err))
+			}
+		})
+	}
+	return st, skipped, nil
+}
+
+// SetAlias points alias at version with optimistic concurrency: the event
+// records the version the alias pointed at when this move was asked, so of
+// two concurrent moves only the first in the log applies. The loser gets
+// an error naming the version that won.
+func (l *Log) SetAlias(ctx context.Context, model, alias, version, actor, reason string) (Event, error) {
+	st, _, err := l.Read(ctx)
+	if err != nil {
+		return Event{}, err
+	}
+	e := Event{ID: newID(), Type: AliasSet, Model: model, Version: version, Alias: alias, Actor: actor, Reason: reason, Time: time.Now().UTC()}
+	if m := st.Models[model]; m != nil {
+		e.Previous = m.Aliases[alias]
+	}
+	if err := st.Apply(e); err != nil { // checks the version exists
+		return Event{}, err
+	}
+	if l.beforeAppend != nil {
+		l.beforeAppend()
+	}
+	if err := l.Append(ctx, e); err != nil {
+		return Event{}, err
+	}
+	after, _, err := l.Read(ctx)
+	if err != nil {
+		return Event{}, err
+	}
+	if !after.Applied(e.ID) {
+		return Event{}, fmt.Errorf("alias %s of %s was moved to %s by another request first; your move to %s was not applied",
+			alias, model, after.Models[model].Aliases[alias], version)
+	}
+	return e, nil
+}

@@ -1,0 +1,231 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+	"github.com/segmentio/ksuid"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/seer-ml/seer/internal/testenv"
+	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/scoring"
+)
+
+// testRegistry opens a log on a fresh topic of the real broker and a store
+// in a temporary folder, with gates for the example input schema.
+func testRegistry(t *testing.T) (*Log, *Store, Gates) {
+	t.Helper()
+	brokers := testenv.Kafka(t)
+	if err := scoring.InitRuntime(testenv.OnnxRuntime(t)); err != nil {
+		t.Fatal(err)
+	}
+	topic := "seertest-registry-" + ksuid.New().String()
+	log, err := NewLog([]kgo.Opt{kgo.SeedBrokers(brokers)}, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := log.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		kadm.NewClient(log.cl).DeleteTopics(context.Background(), topic)
+		log.Close()
+	})
+	store, err := OpenStore(ctx, "file://"+t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	schema, err := schemas.LoadInputSchema("card_transactions.v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return log, store, Gates{Schema: schema, Scoring: scoring.DefaultConfig()}
+}
+
+func examplePkg(t *testing.T, name string) string {
+	return filepath.Join(testenv.RepoRoot(t), "deploy", "examples", name)
+}
+
+// copyDir copies a package folder.
+func copyDir(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		data, _ := os.ReadFile(filepath.Join(src, e.Name()))
+		os.WriteFile(filepath.Join(dst, e.Name()), data, 0o644)
+	}
+	return dst
+}
+
+// TestRegisterAliasHistory on the real broker: registration is idempotent
+// for the same package and refused for another under the same version;
+// alias moves are recorded with their previous version; the state folds
+// back from the log; a stored package comes back intact.
+func TestRegisterAliasHistory(t *testing.T) {
+	log, store, gates := testRegistry(t)
+	ctx := context.Background()
+	v1, already, err := Register(ctx, log, store, gates, examplePkg(t, "card-fraud"), "alice", "first release")
+	if err != nil || already {
+		t.Fatalf("Register 1.0.0 = already %v, %v", already, err)
+	}
+	if _, already, err := Register(ctx, log, store, gates, examplePkg(t, "card-fraud"), "alice", "again"); err != nil || !already {
+		t.Errorf("registering the same package again: already %v, %v; want a no-op", already, err)
+	}
+	if _, _, err := Register(ctx, log, store, gates, examplePkg(t, "card-fraud-1.1.0"), "bob", "more trees"); err != nil {
+		t.Fatal(err)
+	}
+	other := copyDir(t, examplePkg(t, "card-fraud-1.2.0-rc.1"))
+	y, _ := os.ReadFile(filepath.Join(other, "model.yaml"))
+	os.WriteFile(filepath.Join(other, "model.yaml"), bytes.Replace(y, []byte("version: 1.2.0-rc.1"), []byte("version: 1.0.0"), 1), 0o644)
+	if _, _, err := Register(ctx, log, store, gates, other, "mallory", "overwrite"); err == nil || !strings.Contains(err.Error(), "immutable") {
+		t.Errorf("another package under 1.0.0: err = %v, want a refusal (versions are immutable)", err)
+	}
+	if _, err := log.SetAlias(ctx, "card-fraud", "champion", "1.0.0", "alice", "first champion"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := log.SetAlias(ctx, "card-fraud", "champion", "1.1.0", "bob", "better AUC"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := log.SetAlias(ctx, "card-fraud", "champion", "9.9.9", "bob", "typo"); err == nil {
+		t.Error("an alias moved to a version that does not exist")
+	}
+	st, skipped, err := log.Read(ctx)
+	if err != nil || len(skipped) != 0 {
+		t.Fatalf("Read: %v, skipped %v", err, skipped)
+	}
+	m := st.Models["card-fraud"]
+	if len(m.Versions) != 2 || m.Aliases["champion"] != "1.1.0" {
+		t.Fatalf("state: versions %d, aliases %v", len(m.Versions), m.Aliases)
+	}
+	if len(m.History) != 2 || m.History[0].Previous != "" || m.History[1].Previous != "1.0.0" || m.History[1].Actor != "bob" || m.History[1].Reason != "better AUC" {
+		t.Errorf("history %+v", m.History)
+	}
+	if e, err := st.Resolve("card-fraud", "@champion"); err != nil || e.Version != "1.1.0" {
+		t.Errorf("Resolve(@champion) = %v, %v", e, err)
+	}
+	dst := t.TempDir()
+	if err := store.Fetch(ctx, v1.Artifact, dst, v1.Package.Files); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := schemas.LoadManifest(dst); err != nil {
+		t.Errorf("fetched package: %v", err)
+	}
+}
+
+// TestConcurrentAliasMoves: a move that lost the race — another was
+// appended between its read and its append — is not applied, and its
+// caller learns which version won.
+func TestConcurrentAliasMoves(t *testing.T) {
+	log, store, gates := testRegistry(t)
+	ctx := context.Background()
+	for _, p := range []string{"card-fraud", "card-fraud-1.1.0", "card-fraud-1.2.0-rc.1"} {
+		if _, _, err := Register(ctx, log, store, gates, examplePkg(t, p), "ci", "release"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := log.SetAlias(ctx, "card-fraud", "champion", "1.0.0", "ci", "first"); err != nil {
+		t.Fatal(err)
+	}
+	log.beforeAppend = func() {
+		log.beforeAppend = nil
+		if _, err := log.SetAlias(ctx, "card-fraud", "champion", "1.1.0", "bob", "better"); err != nil {
+			t.Errorf("the winning move: %v", err)
+		}
+	}
+	_, err := log.SetAlias(ctx, "card-fraud", "champion", "1.2.0-rc.1", "carol", "try the candidate")
+	if err == nil || !strings.Contains(err.Error(), "moved to 1.1.0 by another request") {
+		t.Fatalf("the losing move: err = %v, want it to name 1.1.0 as the winner", err)
+	}
+	st, _, _ := log.Read(ctx)
+	if got := st.Models["card-fraud"].Aliases["champion"]; got != "1.1.0" {
+		t.Errorf("champion = %s after the race, want 1.1.0", got)
+	}
+}
+
+// TestGatesReportEveryFailure: a package that fails several gates is
+// refused with every failure named, and a signed package changed after
+// signing is refused by the signature gate.
+func TestGatesReportEveryFailure(t *testing.T) {
+	_, _, gates := testRegistry(t)
+	ctx := context.Background()
+	dir := copyDir(t, examplePkg(t, "card-fraud-1.1.0"))
+	y, _ := os.ReadFile(filepath.Join(dir, "model.yaml"))
+	y = bytes.Replace(y, []byte("auc: 0.811595"), []byte("auc: 0"), 1)
+	os.WriteFile(filepath.Join(dir, "model.yaml"), y, 0o644)
+	ex, _ := os.ReadFile(filepath.Join(dir, "examples.jsonl"))
+	os.WriteFile(filepath.Join(dir, "examples.jsonl"), bytes.Replace(ex, []byte(`"score": 0.`), []byte(`"score": 0.9`), 1), 0o644)
+	strict := gates
+	priv, pub, _ := GenerateKey("ed25519")
+	kdir := t.TempDir()
+	os.WriteFile(filepath.Join(kdir, "k.pub"), pub, 0o644)
+	os.WriteFile(filepath.Join(kdir, "k.key"), priv, 0o600)
+	v, _ := LoadPublicKey(filepath.Join(kdir, "k.pub"))
+	strict.RequireSignature, strict.TrustedKeys = true, []dsse.Verifier{v}
+	_, _, err := strict.Check(ctx, dir)
+	for _, want := range []string{"gate manifest: incomplete: [evaluation", "gate examples:", "gate signature: package is not signed"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %q", err, want)
+		}
+	}
+	signed := copyDir(t, examplePkg(t, "card-fraud-1.1.0"))
+	signer, _ := LoadPrivateKey(filepath.Join(kdir, "k.key"))
+	if _, err := Sign(ctx, signed, "card-fraud", "1.1.0", signer); err != nil {
+		t.Fatal(err)
+	}
+	if _, facts, err := strict.Check(ctx, signed); err != nil || facts.SignedBy == "" {
+		t.Fatalf("a signed, untouched package: %v (facts %+v)", err, facts)
+	}
+	os.WriteFile(filepath.Join(signed, "README"), []byte("added after signing"), 0o644)
+	if _, _, err := strict.Check(ctx, signed); err == nil || !strings.Contains(err.Error(), "gate signature") || !strings.Contains(err.Error(), "README") {
+		t.Errorf("a file added after signing: err = %v, want the signature gate to name README", err)
+	}
+}
+
+// FuzzDecodeEvent: the registry event decoder never panics, and what it
+// accepts has the fields its type needs.
+func FuzzDecodeEvent(f *testing.F) {
+	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC).Format(time.RFC3339)
+	f.Add([]byte(`{"id":"a","type":"alias_set","model":"m","version":"1","alias":"champion","previous":"","actor":"x","time":"` + now + `"}`))
+	f.Add([]byte(`{"id":"a","type":"version_registered","model":"m","version":"1","actor":"x","time":"` + now + `","digest":"d","package":{"owner":"o","onnx_sha256":"s","dataset":"d","code":"c","metrics":{},"files":{}}}`))
+	f.Add([]byte(`{"id":"a","type":"load_failed","model":"m","version":"1","actor":"x","time":"` + now + `","instance":"serve-1"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		e, err := DecodeEvent(data)
+		if err != nil {
+			return
+		}
+		if e.ID == "" || e.Model == "" || e.Version == "" || e.Actor == "" || e.Time.IsZero() {
+			t.Fatalf("accepted an event without its common fields: %+v", e)
+		}
+		switch e.Type {
+		case VersionRegistered:
+			if e.Digest == "" || e.Package == nil {
+				t.Fatalf("accepted %+v", e)
+			}
+		case AliasSet:
+			if e.Alias == "" {
+				t.Fatalf("accepted %+v", e)
+			}
+		case VersionLoaded, LoadFailed:
+			if e.Instance == "" {
+				t.Fatalf("accepted %+v", e)
+			}
+		default:
+			t.Fatalf("accepted type %q", e.Type)
+		}
+		NewState().Apply(e) // must not panic
+	})
+}
