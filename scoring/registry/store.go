@@ -50,7 +50,6 @@ func Digest(files map[string]string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-
 // Put copies the files of the package in dir to MODEL/DIGEST/ and returns
 // that prefix. Files already there (the same content) are kept.
 func (s *Store) Put(ctx context.Context, model, digest, dir string, files map[string]string) (string, error) {
