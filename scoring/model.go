@@ -24,7 +24,9 @@ import (
 
 // Config configures the scoring runtime.
 type Config struct {
-	Package        string     `yaml:"package"`          // model package folder (model.yaml + model.onnx)
+	Package        string     `yaml:"package"`          // model package folder (model.yaml + model.onnx), when not following the registry
+	Model          string     `yaml:"model"`            // follow this model in the registry (scoring.package is then ignored)
+	Alias          string     `yaml:"alias"`            // … and the version behind this alias
 	Device         string     `yaml:"device"`           // cpu or cuda:N
 	IntraOpThreads int        `yaml:"intra_op_threads"` // threads inside one Run
 	InterOpThreads int        `yaml:"inter_op_threads"`
@@ -48,14 +50,17 @@ type CUDAConfig struct {
 // On a GPU, larger batches pay: raise kafka.max_poll_records and leave
 // max_batch at 0, or cap it at what the GPU's memory holds.
 func DefaultConfig() Config {
-	return Config{Package: "deploy/examples/card-fraud", Device: "cpu", IntraOpThreads: 1, InterOpThreads: 1,
+	return Config{Package: "deploy/examples/card-fraud", Alias: "champion", Device: "cpu", IntraOpThreads: 1, InterOpThreads: 1,
 		CUDA: CUDAConfig{ArenaExtendStrategy: "kNextPowerOfTwo", CudnnConvAlgoSearch: "HEURISTIC"}}
 }
 
 // Validate names the first bad field.
 func (c *Config) Validate() error {
-	if c.Package == "" {
-		return errors.New("scoring.package: required")
+	if c.Package == "" && c.Model == "" {
+		return errors.New("scoring.package or scoring.model: one is required")
+	}
+	if c.Model != "" && c.Alias == "" {
+		return errors.New("scoring.alias: required with scoring.model")
 	}
 	if _, err := cudaDeviceID(c.Device); c.Device != "cpu" && err != nil {
 		return fmt.Errorf("scoring.device: %q is not cpu or cuda:N", c.Device)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +20,8 @@ import (
 	"github.com/seer-ml/seer/featurestore"
 	"github.com/seer-ml/seer/schemas"
 	"github.com/seer-ml/seer/scoring"
+	"github.com/seer-ml/seer/scoring/registry"
+	"github.com/seer-ml/seer/scoring/router"
 	"github.com/seer-ml/seer/stream"
 )
 
@@ -31,7 +35,10 @@ type app struct {
 	ch       driver.Conn
 	sink     *inferencelog.Sink
 	writer   *inferencelog.Writer
-	model    *scoring.Model
+	router   *router.Router
+	follower *router.Follower // nil when serving scoring.package
+	registry *registry.Log
+	artifact *registry.Store
 	pipeline *stream.Pipeline
 }
 
@@ -47,25 +54,48 @@ func buildApp(ctx context.Context, cfg Config, logger *slog.Logger, reg promethe
 	if a.schema, err = schemas.LoadInputSchema(cfg.Kafka.InputSchema); err != nil {
 		return nil, fmt.Errorf("kafka.input_schema: %w", err)
 	}
-	if a.manifest, err = schemas.LoadManifest(cfg.Scoring.Package); err != nil {
-		return nil, fmt.Errorf("scoring.package: %w", err)
-	}
 	if err = scoring.InitRuntime(cfg.OnnxRuntimeLib); err != nil {
 		return nil, err
 	}
-	if a.model, err = scoring.Open(cfg.Scoring, a.manifest, a.schema, schemas.RouteProduction, logger); err != nil {
-		return nil, fmt.Errorf("scoring.package %s: %w", cfg.Scoring.Package, err)
-	}
+	var info *prometheus.GaugeVec
+	loads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seer_scoring_loads_total",
+		Help: "Model versions loaded (outcome loaded) or refused (outcome failed) by this instance."}, []string{"model", "version", "outcome"})
 	if reg != nil {
-		info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "seer_scoring_model_info", Help: "The model version being served (value 1)."},
+		info = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "seer_scoring_model_info", Help: "The model version being served (value 1)."},
 			[]string{"model", "version", "route", "sha256"})
-		reg.MustRegister(info)
-		info.WithLabelValues(a.manifest.Name, a.manifest.Version, string(a.model.Route), a.manifest.Artifact.SHA256).Set(1)
+		reg.MustRegister(info, loads)
+	}
+	if cfg.Scoring.Model != "" {
+		if err = a.follow(ctx, cfg, logger, loads); err != nil {
+			return nil, err
+		}
+	} else {
+		var m *schemas.Manifest
+		if m, err = schemas.LoadManifest(cfg.Scoring.Package); err != nil {
+			return nil, fmt.Errorf("scoring.package: %w", err)
+		}
+		mod, err := scoring.Open(cfg.Scoring, m, a.schema, schemas.RouteProduction, logger)
+		if err != nil {
+			return nil, fmt.Errorf("scoring.package %s: %w", cfg.Scoring.Package, err)
+		}
+		a.router = router.New(mod, logger)
+		loads.WithLabelValues(m.Name, m.Version, "loaded").Inc()
+	}
+	a.manifest = a.router.Current().Manifest
+	showModel := func(mod *scoring.Model) {
+		if info != nil {
+			info.Reset()
+			info.WithLabelValues(mod.Manifest.Name, mod.Manifest.Version, string(mod.Route), mod.Manifest.Artifact.SHA256).Set(1)
+		}
+	}
+	showModel(a.router.Current())
+	a.router.OnSwap = showModel
+	if reg != nil {
 		device := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "seer_scoring_device",
 			Help: "The device scoring runs on (value 1): requested is scoring.device, actual differs when the CUDA provider was unavailable and scoring fell back to the CPU."},
 			[]string{"requested", "actual"})
 		reg.MustRegister(device)
-		device.WithLabelValues(cfg.Scoring.Device, a.model.Device()).Set(1)
+		device.WithLabelValues(cfg.Scoring.Device, a.router.Current().Device()).Set(1)
 	}
 	logger.Info("model loaded", "component", "scoring", "model", a.manifest.Name, "version", a.manifest.Version, "sha256", a.manifest.Artifact.SHA256)
 
@@ -87,23 +117,72 @@ func buildApp(ctx context.Context, cfg Config, logger *slog.Logger, reg promethe
 		return nil, fmt.Errorf("clickhouse.spool_dir: %w", err)
 	}
 
-	if a.pipeline, err = stream.New(cfg.Kafka, a.schema, a.store, a.model, a.writer, logger, reg, kafkaOpts(cfg.Kafka, "serve", logger, reg)...); err != nil {
+	if a.pipeline, err = stream.New(cfg.Kafka, a.schema, a.store, a.router, a.writer, logger, reg, kafkaOpts(cfg.Kafka, "serve", logger, reg)...); err != nil {
 		return nil, err
 	}
 	return a, nil
 }
 
-// Run runs the pipeline and the log writer until ctx ends. Stop order: the
-// pipeline stops polling and finishes its in-flight batches (their rows
-// reach the writer), then the writer flushes and stops.
+// follow makes serve follow scoring.model @ scoring.alias in the
+// registry: it starts only when the alias resolves to a version it can
+// load.
+func (a *app) follow(ctx context.Context, cfg Config, logger *slog.Logger, loads *prometheus.CounterVec) (err error) {
+	if a.registry, err = registry.NewLog(kafkaOpts(cfg.Kafka, "serve-registry", logger, nil), cfg.Registry.Topic); err != nil {
+		return err
+	}
+	if a.artifact, err = registry.OpenStore(ctx, cfg.Registry.Store); err != nil {
+		return err
+	}
+	keys, err := loadTrustedKeys(cfg.Registry.TrustedKeys)
+	if err != nil {
+		return err
+	}
+	dir, err := filepath.Abs(filepath.Join(".cache", "packages"))
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	a.follower = &router.Follower{Log: a.registry, Store: a.artifact, Model: cfg.Scoring.Model, Alias: cfg.Scoring.Alias,
+		Gates:    registry.Gates{Schema: a.schema, Scoring: cfg.Scoring, RequireSignature: cfg.Registry.RequireSignature, TrustedKeys: keys},
+		Instance: host + " " + cfg.HTTP + " " + cfg.Kafka.Group, Dir: dir, Logger: logger.With("component", "registry")}
+	a.router, err = a.follower.Start(ctx, func(version string, ok bool) {
+		outcome := "loaded"
+		if !ok {
+			outcome = "failed"
+		}
+		loads.WithLabelValues(cfg.Scoring.Model, version, outcome).Inc()
+	})
+	if err != nil {
+		return err
+	}
+	loads.WithLabelValues(cfg.Scoring.Model, a.router.Current().Manifest.Version, "loaded").Inc()
+	return nil
+}
+
+// Run runs the pipeline, the log writer and, when following the
+// registry, the follower until ctx ends. Stop order: the pipeline stops
+// polling and finishes its in-flight batches (their rows reach the
+// writer), then the writer flushes and stops; the follower stops with ctx.
 func (a *app) Run(ctx context.Context) error {
 	wctx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWriter()
 	werr := make(chan error, 1)
 	go func() { werr <- a.writer.Run(wctx) }()
+	fctx, stopFollower := context.WithCancel(ctx)
+	defer stopFollower()
+	ferr := make(chan error, 1)
+	if a.follower != nil {
+		go func() { ferr <- a.follower.Run(fctx) }()
+	} else {
+		ferr <- nil
+	}
 	perr := a.pipeline.Run(ctx)
+	stopFollower()
 	stopWriter()
-	return errors.Join(perr, <-werr)
+	return errors.Join(perr, <-werr, <-ferr)
 }
 
 // Ready checks, at once and each within timeout, that the pipeline has
@@ -165,8 +244,14 @@ func (a *app) Close() error {
 	if a.rdb != nil {
 		errs = append(errs, a.rdb.Close())
 	}
-	if a.model != nil {
-		errs = append(errs, a.model.Close())
+	if a.router != nil {
+		errs = append(errs, a.router.Close())
+	}
+	if a.artifact != nil {
+		errs = append(errs, a.artifact.Close())
+	}
+	if a.registry != nil {
+		a.registry.Close()
 	}
 	return errors.Join(errs...)
 }

@@ -119,7 +119,7 @@ func (l *Log) SetAlias(ctx context.Context, model, alias, version, actor, reason
 	if err != nil {
 		return Event{}, err
 	}
-	e := Event{ID: newID(), Type: AliasSet, Model: model, Version: version, Alias: alias, Actor: actor, Reason: reason, Time: time.Now().UTC()}
+	e := Event{ID: NewID(), Type: AliasSet, Model: model, Version: version, Alias: alias, Actor: actor, Reason: reason, Time: time.Now().UTC()}
 	if m := st.Models[model]; m != nil {
 		e.Previous = m.Aliases[alias]
 	}
@@ -141,4 +141,53 @@ func (l *Log) SetAlias(ctx context.Context, model, alias, version, actor, reason
 			alias, model, after.Models[model].Aliases[alias], version)
 	}
 	return e, nil
+}
+
+// Follow folds the log from its start and keeps following it until ctx
+// ends: once caught up with the end the log had when Follow began, and
+// after every later fetch that applied an event, it calls fn with the
+// state. fn runs on Follow's goroutine; an error from it ends Follow.
+func (l *Log) Follow(ctx context.Context, fn func(*State) error) error {
+	ends, err := kadm.NewClient(l.cl).ListEndOffsets(ctx, l.topic)
+	if err != nil {
+		return fmt.Errorf("reading the end of %s: %w", l.topic, err)
+	}
+	end, ok := ends.Lookup(l.topic, 0)
+	if !ok || end.Err != nil {
+		return fmt.Errorf("registry topic %s: partition 0 not found: %v", l.topic, end.Err)
+	}
+	rd, err := kgo.NewClient(append(slices.Clone(l.opts),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{l.topic: {0: kgo.NewOffset().AtStart()}}))...)
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	st := NewState()
+	caughtUp := end.Offset == 0
+	if caughtUp {
+		if err := fn(st); err != nil {
+			return err
+		}
+	}
+	for {
+		fs := rd.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		changed := false
+		fs.EachRecord(func(r *kgo.Record) {
+			e, err := DecodeEvent(r.Value)
+			if err == nil && st.Apply(e) == nil {
+				changed = true
+			}
+			if !caughtUp && r.Offset+1 >= end.Offset {
+				caughtUp, changed = true, true
+			}
+		})
+		if caughtUp && changed {
+			if err := fn(st); err != nil {
+				return err
+			}
+		}
+	}
 }

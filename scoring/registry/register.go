@@ -125,7 +125,7 @@ func Register(ctx context.Context, log *Log, store *Store, g Gates, dir, actor, 
 	if err != nil {
 		return Event{}, false, err
 	}
-	e = Event{ID: newID(), Type: VersionRegistered, Model: m.Name, Version: m.Version, Actor: actor, Reason: reason,
+	e = Event{ID: NewID(), Type: VersionRegistered, Model: m.Name, Version: m.Version, Actor: actor, Reason: reason,
 		Time: time.Now().UTC(), Digest: digest, Package: facts}
 	if mm := st.Models[m.Name]; mm != nil && mm.Versions[m.Version] != nil {
 		if mm.Versions[m.Version].Digest == digest {

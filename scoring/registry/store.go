@@ -17,7 +17,8 @@ import (
 	_ "gocloud.dev/blob/fileblob" // file:// buckets; s3://, gs:// and azblob:// register the same way
 )
 
-func newID() string { return ksuid.New().String() }
+// NewID returns a new event id (a ksuid).
+func NewID() string { return ksuid.New().String() }
 
 // Store is the artifact store: a gocloud.dev/blob bucket holding every
 // registered package under MODEL/DIGEST/FILE. Content addressing makes a

@@ -1,0 +1,162 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/scoring"
+	"github.com/seer-ml/seer/scoring/registry"
+)
+
+// Follower keeps a Router on the version behind one alias of a model in
+// the registry. For each new version it fetches the package from the
+// artifact store, verifies it (file hashes; the signature with the gates'
+// trusted keys, required when they say so), opens it, warms it up on its
+// examples (their outputs must match), and only then swaps it in. A load
+// that fails keeps the old version serving and appends a load_failed event
+// naming this instance and the reason; a load that succeeds appends
+// version_loaded.
+type Follower struct {
+	Log      *registry.Log
+	Store    *registry.Store
+	Gates    registry.Gates // schema, scoring config, trusted keys, signature policy
+	Model    string
+	Alias    string
+	Instance string // names this serve instance in load events
+	Dir      string // where fetched packages are kept, one folder per digest
+	Logger   *slog.Logger
+
+	router  *Router
+	version string              // the version in service
+	plan    map[string][]string // the feature plan the enricher was built with
+	failed  map[string]bool     // versions that failed to load, not retried
+	loaded  func(version string, ok bool)
+}
+
+// Start loads the version the alias points at now and returns a Router
+// serving it. serve starts only when this succeeds.
+func (f *Follower) Start(ctx context.Context, onLoad func(version string, ok bool)) (*Router, error) {
+	f.failed, f.loaded = map[string]bool{}, onLoad
+	st, _, err := f.Log.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e, err := st.Resolve(f.Model, "@"+f.Alias)
+	if err != nil {
+		return nil, fmt.Errorf("scoring.model %s, scoring.alias %s: %w", f.Model, f.Alias, err)
+	}
+	m, err := f.load(ctx, e)
+	if err != nil {
+		return nil, fmt.Errorf("loading %s %s (@%s): %w", f.Model, e.Version, f.Alias, err)
+	}
+	views, features := m.Manifest.FeatureViews()
+	f.plan = map[string][]string{}
+	for _, v := range views {
+		f.plan[v] = features[v]
+	}
+	f.router, f.version = New(m, f.Logger), e.Version
+	f.event(ctx, registry.VersionLoaded, e.Version, "started serving @"+f.Alias)
+	return f.router, nil
+}
+
+// Run follows the registry until ctx ends and swaps in every version the
+// alias moves to. It returns nil on cancel.
+func (f *Follower) Run(ctx context.Context) error {
+	err := f.Log.Follow(ctx, func(st *registry.State) error {
+		e, err := st.Resolve(f.Model, "@"+f.Alias)
+		if err != nil || e.Version == f.version || f.failed[e.Version] {
+			return nil
+		}
+		t0 := time.Now()
+		m, err := f.load(ctx, e)
+		if err != nil {
+			f.failed[e.Version] = true
+			f.Logger.Error("new version refused; the old one keeps serving", "model", f.Model, "version", e.Version, "serving", f.version, "err", err)
+			f.event(ctx, registry.LoadFailed, e.Version, err.Error())
+			if f.loaded != nil {
+				f.loaded(e.Version, false)
+			}
+			return nil
+		}
+		f.router.Swap(m)
+		f.version = e.Version
+		f.Logger.Info("new version in service", "model", f.Model, "version", e.Version, "alias", f.Alias, "load_took", time.Since(t0).Round(time.Millisecond))
+		f.event(ctx, registry.VersionLoaded, e.Version, "swapped in for @"+f.Alias)
+		if f.loaded != nil {
+			f.loaded(e.Version, true)
+		}
+		return nil
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (f *Follower) event(ctx context.Context, t registry.EventType, version, reason string) {
+	e := registry.Event{ID: registry.NewID(), Type: t, Model: f.Model, Version: version, Actor: f.Instance, Instance: f.Instance,
+		Reason: reason, Time: time.Now().UTC()}
+	if err := f.Log.Append(context.WithoutCancel(ctx), e); err != nil {
+		f.Logger.Warn("could not record a load event in the registry", "type", t, "err", err)
+	}
+}
+
+// load fetches, verifies, opens and warms up one registered version.
+func (f *Follower) load(ctx context.Context, e *registry.Event) (*scoring.Model, error) {
+	dir := filepath.Join(f.Dir, f.Model, e.Digest)
+	if _, err := os.Stat(filepath.Join(dir, schemas.ManifestFile)); err != nil {
+		tmp, err := os.MkdirTemp(f.Dir, ".fetch-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(tmp)
+		if err := f.Store.Fetch(ctx, e.Artifact, tmp, e.Package.Files); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.Rename(tmp, dir); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, err
+		}
+	}
+	if _, signed := e.Package.Files[registry.SignatureFile]; signed && len(f.Gates.TrustedKeys) > 0 {
+		if _, _, err := registry.Verify(ctx, dir, f.Gates.TrustedKeys...); err != nil {
+			return nil, err
+		}
+	} else if f.Gates.RequireSignature {
+		return nil, fmt.Errorf("%w: registry.require_signature is on", registry.ErrUnsigned)
+	}
+	m, err := schemas.LoadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	if f.plan != nil {
+		views, features := m.FeatureViews()
+		for _, v := range views {
+			if !slices.Equal(f.plan[v], features[v]) || len(views) != len(f.plan) {
+				return nil, fmt.Errorf("%s %s reads other features than the version serving (%v); restart serve to change features", m.Name, m.Version, views)
+			}
+		}
+	}
+	exs, err := schemas.LoadExamples(dir)
+	if err != nil {
+		return nil, err
+	}
+	mod, err := scoring.Open(f.Gates.Scoring, m, f.Gates.Schema, schemas.RouteProduction, f.Logger)
+	if err != nil {
+		return nil, err
+	}
+	if err := mod.CheckExamples(ctx, f.Gates.Schema, exs); err != nil {
+		mod.Close()
+		return nil, fmt.Errorf("warm-up: %w", err)
+	}
+	return mod, nil
+}
