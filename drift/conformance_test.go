@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/seer-ml/seer/drift/window"
 	"github.com/seer-ml/seer/internal/testenv"
 	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/scoring/registry"
 )
 
 // seerSQL is every DDL statement and query seer emits against ClickHouse
@@ -35,7 +37,7 @@ func seerSQL(t *testing.T, db string) []string {
 	}
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	stmts = append(stmts, window.New(nil, db, m).Queries(t0, t0.Add(time.Hour))...)
-	return append(stmts, notify.FiringQuery(db, m.Name, m.Version))
+	return append(stmts, notify.FiringQuery(db, m.Name, m.Version), strings.ReplaceAll(registry.LineageQuery, "seer.", db+"."))
 }
 
 // TestSQLRunsOnCurrentClickHouse runs all of seer's SQL in chDB, a current

@@ -17,6 +17,7 @@ import (
 	"github.com/seer-ml/seer/drift/window"
 	"github.com/seer-ml/seer/featurestore"
 	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/scoring/registry"
 	"github.com/seer-ml/seer/stream"
 )
 
@@ -99,6 +100,20 @@ func runMonitor(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	defer closeMon()
+	// The registry's ClickHouse mirror (model_versions, model_events).
+	reg, err := openRegistry(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	mctx, stopMirror := context.WithCancel(ctx)
+	mirrored := make(chan error, 1)
+	go func() {
+		mirrored <- reg.MirrorLoop(mctx, registry.Mirror{Conn: conn, Database: cfg.ClickHouse.Database}, func(err error) {
+			logger.Warn("mirroring the registry to ClickHouse failed; retrying with the next events", "err", err)
+		})
+	}()
+	defer func() { stopMirror(); <-mirrored }()
 	logger.Info("monitor starting", "model", m.Name, "version", m.Version, "window", cfg.Monitor.Window, "rules", len(cfg.Monitor.Rules))
 	return mon.Run(ctx)
 }

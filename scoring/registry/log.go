@@ -146,8 +146,9 @@ func (l *Log) SetAlias(ctx context.Context, model, alias, version, actor, reason
 // Follow folds the log from its start and keeps following it until ctx
 // ends: once caught up with the end the log had when Follow began, and
 // after every later fetch that applied an event, it calls fn with the
-// state. fn runs on Follow's goroutine; an error from it ends Follow.
-func (l *Log) Follow(ctx context.Context, fn func(*State) error) error {
+// state and the events applied since the last call. fn runs on Follow's
+// goroutine; an error from it ends Follow.
+func (l *Log) Follow(ctx context.Context, fn func(st *State, applied []Event) error) error {
 	ends, err := kadm.NewClient(l.cl).ListEndOffsets(ctx, l.topic)
 	if err != nil {
 		return fmt.Errorf("reading the end of %s: %w", l.topic, err)
@@ -163,9 +164,10 @@ func (l *Log) Follow(ctx context.Context, fn func(*State) error) error {
 	}
 	defer rd.Close()
 	st := NewState()
+	var applied []Event
 	caughtUp := end.Offset == 0
 	if caughtUp {
-		if err := fn(st); err != nil {
+		if err := fn(st, nil); err != nil {
 			return err
 		}
 	}
@@ -179,15 +181,17 @@ func (l *Log) Follow(ctx context.Context, fn func(*State) error) error {
 			e, err := DecodeEvent(r.Value)
 			if err == nil && st.Apply(e) == nil {
 				changed = true
+				applied = append(applied, e)
 			}
 			if !caughtUp && r.Offset+1 >= end.Offset {
 				caughtUp, changed = true, true
 			}
 		})
 		if caughtUp && changed {
-			if err := fn(st); err != nil {
+			if err := fn(st, applied); err != nil {
 				return err
 			}
+			applied = nil
 		}
 	}
 }

@@ -69,7 +69,7 @@ func (f *Follower) Start(ctx context.Context, onLoad func(version string, ok boo
 // Run follows the registry until ctx ends and swaps in every version the
 // alias moves to. It returns nil on cancel.
 func (f *Follower) Run(ctx context.Context) error {
-	err := f.Log.Follow(ctx, func(st *registry.State) error {
+	err := f.Log.Follow(ctx, func(st *registry.State, _ []registry.Event) error {
 		e, err := st.Resolve(f.Model, "@"+f.Alias)
 		if err != nil || e.Version == f.version || f.failed[e.Version] {
 			return nil
