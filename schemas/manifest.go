@@ -102,14 +102,14 @@ type Profile struct {
 // category in Frequencies, unlisted ones in Other.
 type ColumnProfile struct {
 	Kind        ProfileKind      `yaml:"kind"`
-	Edges       []float64        `yaml:"edges,flow"`
-	Counts      []int64          `yaml:"counts,flow"`
+	Edges       []float64        `yaml:"edges,flow,omitempty"`
+	Counts      []int64          `yaml:"counts,flow,omitempty"`
 	Underflow   int64            `yaml:"underflow"`
 	Overflow    int64            `yaml:"overflow"`
 	Missing     int64            `yaml:"missing"`
 	Mean        float64          `yaml:"mean"`
 	Std         float64          `yaml:"std"`
-	Frequencies map[string]int64 `yaml:"frequencies"`
+	Frequencies map[string]int64 `yaml:"frequencies,omitempty"`
 	Other       int64            `yaml:"other"`
 }
 

@@ -16,10 +16,11 @@ import (
 // manifest: for benchmarks and device checks of any such model. It is safe
 // for concurrent use, as a Model is.
 type RawSession struct {
-	session *ort.DynamicAdvancedSession
-	width   int
-	output  string
-	device  string
+	session   *ort.DynamicAdvancedSession
+	inputName string
+	width     int
+	output    string
+	device    string
 }
 
 // OpenRaw opens path on the device of cfg (falling back to cpu as Open
@@ -32,7 +33,7 @@ func OpenRaw(path string, cfg Config, logger *slog.Logger) (*RawSession, error) 
 	if len(ins) != 1 || ins[0].DataType != ort.TensorElementDataTypeFloat || len(ins[0].Dimensions) != 2 || ins[0].Dimensions[1] <= 0 {
 		return nil, fmt.Errorf("%s: want one float32 input of shape [rows, width], got %v", path, ins)
 	}
-	r := &RawSession{width: int(ins[0].Dimensions[1])}
+	r := &RawSession{width: int(ins[0].Dimensions[1]), inputName: ins[0].Name}
 	for _, o := range outs {
 		if o.DataType == ort.TensorElementDataTypeFloat && o.OrtValueType == ort.ONNXTypeTensor {
 			r.output = o.Name

@@ -180,7 +180,7 @@ Each problem is reported with the field or example line it concerns.`,
 		},
 	}
 	validate.Flags().StringVar(&schemaRef, "schema", "", "input schema (embedded name or file; default: kafka.input_schema)")
-	cmd.AddCommand(validate, newModelsBenchCmd(g), newModelsKeygenCmd(g), newModelsSignCmd(g), newModelsVerifyCmd(g))
+	cmd.AddCommand(validate, newModelsInitCmd(g), newModelsBenchCmd(g), newModelsKeygenCmd(g), newModelsSignCmd(g), newModelsVerifyCmd(g))
 	cmd.AddCommand(newRegistryCmds(g)...)
 	return cmd
 }

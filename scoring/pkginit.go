@@ -1,0 +1,330 @@
+package scoring
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/seer-ml/seer/schemas"
+)
+
+// Columns is a data set as named columns of raw text values ("" is
+// missing), as drift/report reads CSV, JSON Lines and Parquet.
+type Columns struct {
+	Names  []string
+	Values map[string][]string
+	Rows   int
+}
+
+// InitOptions describe a package for InitPackage to build.
+type InitOptions struct {
+	ONNX                       string               // the model file; copied into the package
+	Out                        string               // the package folder to write
+	Name, Version, Owner, Desc string               // manifest metadata
+	Inputs                     []schemas.Input      // the ONNX input columns in order, with their sources (the mapping file)
+	Output                     schemas.Output       // which output is the score ("" tensor: the first float32 output; index -1: its last column)
+	Threshold                  float64              // label = score >= threshold
+	Reference                  Columns              // the training (reference) data: the drift profile
+	Holdout                    *Columns             // held-out rows: examples and, with Label, evaluation metrics
+	Label                      string               // the holdout's label column (0/1)
+	Examples                   int                  // how many held-out rows become examples
+	Lineage                    schemas.Lineage      // dataset, code…
+	Bins                       int                  // numeric profile bins
+	Schema                     *schemas.InputSchema // the input topic's schema: examples fill its id, entity and time fields
+}
+
+// InitPackage builds a model package from an ONNX file, a mapping of its
+// input columns and data: it copies the model, computes the reference
+// profile, scores the held-out rows with ONNX Runtime for the examples and
+// the evaluation metrics, and writes model.yaml and examples.jsonl. It
+// needs InitRuntime. The result passes `seer models validate`.
+func InitPackage(ctx context.Context, o InitOptions) (*schemas.Manifest, error) {
+	onnx, err := os.ReadFile(o.ONNX)
+	if err != nil {
+		return nil, fmt.Errorf("--onnx: %w", err)
+	}
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(o.Out, "model.onnx"), onnx, 0o644); err != nil {
+		return nil, err
+	}
+	raw, err := OpenRaw(filepath.Join(o.Out, "model.onnx"), DefaultConfig(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	defer raw.Close()
+	if raw.Width() != len(o.Inputs) {
+		return nil, fmt.Errorf("mapping: %d inputs, the ONNX input has %d columns", len(o.Inputs), raw.Width())
+	}
+	if o.Output.Tensor == "" {
+		o.Output.Tensor = raw.output
+	}
+	sum := sha256.Sum256(onnx)
+	m := &schemas.Manifest{Name: o.Name, Version: o.Version, Owner: o.Owner, Description: o.Desc,
+		Artifact: schemas.Artifact{File: "model.onnx", SHA256: hex.EncodeToString(sum[:]), Input: raw.inputName, Dtype: "float32"},
+		Lineage:  o.Lineage, Inputs: o.Inputs, Threshold: &o.Threshold,
+		Profile: schemas.Profile{Rows: int64(o.Reference.Rows), Features: map[string]schemas.ColumnProfile{}, Outputs: map[string]schemas.ColumnProfile{}}}
+	for i := range o.Inputs {
+		in := &o.Inputs[i]
+		col, ok := o.Reference.Values[in.Name]
+		if !ok {
+			return nil, fmt.Errorf("inputs[%d] (%s): the reference data has no column %q (it has %v)", i, in.Name, in.Name, o.Reference.Names)
+		}
+		m.Profile.Features[in.Name], err = profileOf(in, col, o.Bins)
+		if err != nil {
+			return nil, fmt.Errorf("reference data, column %s: %w", in.Name, err)
+		}
+	}
+	scores, err := scoreColumns(raw, m, o.Reference, &o.Output)
+	if err != nil {
+		return nil, fmt.Errorf("scoring the reference data: %w", err)
+	}
+	m.Profile.Outputs[o.Output.Name] = schemas.NumericProfile(scores, o.Bins)
+	o.Output.Dtype = "float32"
+	m.Outputs = []schemas.Output{o.Output}
+
+	var examples []byte
+	if o.Holdout != nil {
+		hs, err := scoreColumns(raw, m, *o.Holdout, &o.Output)
+		if err != nil {
+			return nil, fmt.Errorf("scoring the held-out data: %w", err)
+		}
+		if o.Label != "" {
+			labels, ok := o.Holdout.Values[o.Label]
+			if !ok {
+				return nil, fmt.Errorf("--label: the held-out data has no column %q", o.Label)
+			}
+			if m.Evaluation, err = evaluate(hs, labels); err != nil {
+				return nil, fmt.Errorf("--label %s: %w", o.Label, err)
+			}
+			m.Evaluation.Dataset = o.Lineage.Dataset + " (held out)"
+		}
+		if examples, err = exampleLines(m, o.Schema, *o.Holdout, hs, o.Label, o.Examples); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("the package would be invalid: %w", err)
+	}
+	var y bytes.Buffer
+	y.WriteString("# Generated by seer models init.\n")
+	enc := yaml.NewEncoder(&y)
+	enc.SetIndent(2)
+	if err := enc.Encode(m); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(o.Out, schemas.ManifestFile), y.Bytes(), 0o644); err != nil {
+		return nil, err
+	}
+	if examples != nil {
+		if err := os.WriteFile(filepath.Join(o.Out, schemas.ExamplesFile), examples, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func profileOf(in *schemas.Input, col []string, bins int) (schemas.ColumnProfile, error) {
+	switch in.Dtype {
+	case schemas.DtypeCategory:
+		return schemas.CategoricalProfile(col, in.Categories), nil
+	case schemas.DtypeBool:
+		return schemas.CategoricalProfile(col, []string{"false", "true"}), nil
+	}
+	xs := make([]float64, len(col))
+	for r, s := range col {
+		if s == "" {
+			xs[r] = math.NaN()
+			continue
+		}
+		x, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return schemas.ColumnProfile{}, fmt.Errorf("row %d: %q is not a number", r+1, s)
+		}
+		xs[r] = x
+	}
+	return schemas.NumericProfile(xs, bins), nil
+}
+
+// valueOf reads one raw value as the decoder would give it for the input.
+func valueOf(in *schemas.Input, s string) schemas.Value {
+	switch {
+	case s == "":
+		return schemas.Value{}
+	case in.Dtype == schemas.DtypeCategory:
+		return schemas.Value{Kind: schemas.KindString, Str: s}
+	case in.Dtype == schemas.DtypeBool:
+		if b, err := strconv.ParseBool(s); err == nil && b {
+			return schemas.Value{Kind: schemas.KindNumber, Num: 1}
+		}
+		return schemas.Value{Kind: schemas.KindNumber, Num: 0}
+	}
+	x, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return schemas.Value{}
+	}
+	return schemas.Value{Kind: schemas.KindNumber, Num: x}
+}
+
+// scoreColumns encodes every row as serve does and scores it; out's
+// index -1 becomes the output's last column.
+func scoreColumns(raw *RawSession, m *schemas.Manifest, c Columns, out *schemas.Output) ([]float64, error) {
+	in := make([]float32, 0, c.Rows*len(m.Inputs))
+	for r := 0; r < c.Rows; r++ {
+		for i := range m.Inputs {
+			col, ok := c.Values[m.Inputs[i].Name]
+			if !ok {
+				return nil, fmt.Errorf("no column %q", m.Inputs[i].Name)
+			}
+			in = append(in, m.Inputs[i].Encode(valueOf(&m.Inputs[i], col[r])))
+		}
+	}
+	vals, err := raw.Run(c.Rows, in)
+	if err != nil {
+		return nil, err
+	}
+	w := len(vals) / max(c.Rows, 1)
+	if out.Index < 0 {
+		out.Index = w - 1
+	}
+	if out.Index >= w {
+		return nil, fmt.Errorf("output index %d is out of range for width %d", out.Index, w)
+	}
+	scores := make([]float64, c.Rows)
+	for r := range scores {
+		scores[r] = float64(vals[r*w+out.Index])
+	}
+	return scores, nil
+}
+
+// evaluate computes AUC (the rank statistic, ties averaged) and the Brier
+// score of scores against 0/1 labels.
+func evaluate(scores []float64, labels []string) (*schemas.Evaluation, error) {
+	ys := make([]float64, len(labels))
+	pos := 0.0
+	for i, s := range labels {
+		y, err := strconv.ParseFloat(s, 64)
+		if err != nil || (y != 0 && y != 1) {
+			return nil, fmt.Errorf("row %d: label %q is not 0 or 1", i+1, s)
+		}
+		ys[i], pos = y, pos+y
+	}
+	neg := float64(len(ys)) - pos
+	if pos == 0 || neg == 0 {
+		return nil, errors.New("the labels need both classes for an AUC")
+	}
+	idx := make([]int, len(scores))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return cmpFloat(scores[a], scores[b]) })
+	rankSum, brier := 0.0, 0.0
+	for i := 0; i < len(idx); {
+		j := i
+		for j < len(idx) && scores[idx[j]] == scores[idx[i]] {
+			j++
+		}
+		avg := float64(i+j+1) / 2 // ranks i+1 … j
+		for k := i; k < j; k++ {
+			if ys[idx[k]] == 1 {
+				rankSum += avg
+			}
+		}
+		i = j
+	}
+	for i, s := range scores {
+		brier += (s - ys[i]) * (s - ys[i])
+	}
+	auc := (rankSum - pos*(pos+1)/2) / (pos * neg)
+	return &schemas.Evaluation{Rows: int64(len(ys)), AUC: round6(auc), Brier: round6(brier / float64(len(ys))), PositiveRate: round6(pos / float64(len(ys)))}, nil
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func round6(x float64) float64 { return math.RoundToEven(x*1e6) / 1e6 }
+
+// exampleLines writes the first n held-out rows as examples: each input's
+// value under its source (event field or feature view), and the score.
+func exampleLines(m *schemas.Manifest, schema *schemas.InputSchema, c Columns, scores []float64, label string, n int) ([]byte, error) {
+	var b strings.Builder
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Format(time.RFC3339)
+	for r := 0; r < min(n, c.Rows); r++ {
+		event := map[string]any{}
+		// The fields an event needs that are no model input: its id,
+		// entity and time.
+		for _, f := range []string{schema.IDField, schema.EntityField} {
+			if f != "" {
+				event[f] = fmt.Sprintf("example-%04d", r)
+			}
+		}
+		if schema.TimeField != "" {
+			event[schema.TimeField] = t0
+		}
+		features := map[string]map[string]any{}
+		for i := range m.Inputs {
+			in := &m.Inputs[i]
+			src, err := schemas.ParseSource(in.Source)
+			if err != nil {
+				return nil, err
+			}
+			v := valueOf(in, c.Values[in.Name][r])
+			var jv any
+			switch {
+			case v.Kind == schemas.KindString:
+				jv = v.Str
+			case v.Kind == schemas.KindNumber && in.Dtype == schemas.DtypeBool && src.Kind == schemas.SourceEvent:
+				jv = v.Num == 1
+			case v.Kind == schemas.KindNumber:
+				jv = v.Num
+			}
+			if src.Kind == schemas.SourceEvent {
+				if jv != nil {
+					event[src.Field] = jv
+				}
+				continue
+			}
+			if features[src.View] == nil {
+				features[src.View] = map[string]any{}
+			}
+			if jv != nil {
+				features[src.View][src.Feature] = jv
+			}
+		}
+		ex := map[string]any{"event": event, "features": features, "outputs": map[string]float64{m.Outputs[0].Name: scores[r]}}
+		if label != "" {
+			if y, err := strconv.Atoi(c.Values[label][r]); err == nil {
+				ex["label"] = y
+			}
+		}
+		line, err := json.Marshal(ex)
+		if err != nil {
+			return nil, err
+		}
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	return []byte(b.String()), nil
+}
