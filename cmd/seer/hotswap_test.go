@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/seer-ml/seer/internal/testenv"
+	"github.com/seer-ml/seer/loadtest"
 	"github.com/seer-ml/seer/schemas"
 	"github.com/seer-ml/seer/scoring"
 	"github.com/seer-ml/seer/scoring/registry"
@@ -82,7 +82,6 @@ func TestHotSwapUnderLoad(t *testing.T) {
 		apps[1].Close()
 	})
 	gen, _ := loadFeatures(ctx, t, apps[0])
-	w := watchPredictions(t, cfg.Kafka.Brokers[0], cfg.Kafka.PredictionsTopic)
 	var preds sync.Map // event id → []schemas.Prediction
 	pcl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka.Brokers[0]), kgo.ConsumeTopics(cfg.Kafka.PredictionsTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
@@ -110,10 +109,8 @@ func TestHotSwapUnderLoad(t *testing.T) {
 	for _, a := range apps {
 		go func() { done <- a.Run(runCtx) }()
 	}
-	// A steady 250 events/s for 12 s; the alias moves at 4 s and at 8 s,
-	// from another goroutine, so that the rate does not wait for a move.
-	const rate, seconds = 250, 12
-	var ids []string
+	// seer loadtest's engine sends a steady 250 events/s for 12 s; the alias
+	// moves at 4 s and at 8 s.
 	var moved, movedBack time.Time
 	start := time.Now()
 	movesDone := make(chan error, 1)
@@ -129,14 +126,20 @@ func TestHotSwapUnderLoad(t *testing.T) {
 		_, err := reg.SetAlias(ctx, "card-fraud", "champion", "1.0.0", "ci", "back")
 		movesDone <- err
 	}()
-	for i := 0; i < rate*seconds; i += rate / 10 {
-		ids = append(ids, produceValid(ctx, t, admin, cfg.Kafka.InputTopic, gen, rate/10)...)
-		time.Sleep(time.Until(start.Add(time.Duration(i+rate/10) * time.Second / rate)))
+	rep, err := loadtest.Run(ctx, loadtest.RunConfig{
+		InputTopic: cfg.Kafka.InputTopic, PredictionsTopic: cfg.Kafka.PredictionsTopic, DLQTopic: cfg.Kafka.DLQTopic,
+		Profile:      loadtest.Profile{Kind: "constant", Rate: 250, Duration: 12 * time.Second},
+		DrainTimeout: time.Minute, ClientOpts: []kgo.Opt{kgo.SeedBrokers(cfg.Kafka.Brokers[0])},
+	}, gen)
+	if err != nil {
+		t.Fatalf("load: %v", err)
 	}
 	if err := <-movesDone; err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor(t, len(ids), time.Minute)
+	if rep.Missing != 0 || rep.DuplicatesOrFor != 0 || rep.Predicted != rep.Sent {
+		t.Errorf("load: sent %d, predicted %d, missing %d, duplicate %d; want exactly one prediction per event", rep.Sent, rep.Predicted, rep.Missing, rep.DuplicatesOrFor)
+	}
 	stop()
 	for range apps {
 		if err := <-done; err != nil {
@@ -175,38 +178,41 @@ func TestHotSwapUnderLoad(t *testing.T) {
 		return l
 	}
 	allOn11, allBack := last("1.1.0"), last("1.0.0")
-	var before, during []float64
-	for _, id := range ids {
-		v, _ := preds.Load(id)
-		list, _ := v.([]schemas.Prediction)
+	n := 0
+	preds.Range(func(k, v any) bool {
+		n++
+		list := v.([]schemas.Prediction)
 		if len(list) != 1 {
-			t.Errorf("event %s has %d predictions, want exactly 1", id, len(list))
-			continue
+			t.Errorf("event %s has %d predictions, want exactly 1", k, len(list))
+			return true
 		}
 		p := list[0]
 		switch {
 		case p.ScoredTime.Before(moved) && p.ModelVersion != "1.0.0":
-			t.Errorf("event %s scored by %s at %v, before the move to 1.1.0", id, p.ModelVersion, p.ScoredTime)
+			t.Errorf("event %s scored by %s at %v, before the move to 1.1.0", k, p.ModelVersion, p.ScoredTime)
 		case p.ScoredTime.After(allOn11) && p.ScoredTime.Before(movedBack) && p.ModelVersion != "1.1.0":
-			t.Errorf("event %s scored by %s at %v, after every instance swapped to 1.1.0", id, p.ModelVersion, p.ScoredTime)
+			t.Errorf("event %s scored by %s at %v, after every instance swapped to 1.1.0", k, p.ModelVersion, p.ScoredTime)
 		case p.ScoredTime.After(allBack) && p.ModelVersion != "1.0.0":
-			t.Errorf("event %s scored by %s at %v, after every instance swapped back", id, p.ModelVersion, p.ScoredTime)
+			t.Errorf("event %s scored by %s at %v, after every instance swapped back", k, p.ModelVersion, p.ScoredTime)
 		}
-		lat := p.ScoredTime.Sub(p.EventTime).Seconds() * 1000
-		switch {
-		case p.ScoredTime.Before(moved) && p.ScoredTime.After(moved.Add(-2*time.Second)):
-			before = append(before, lat)
-		case !p.ScoredTime.Before(moved) && p.ScoredTime.Before(allOn11.Add(time.Second)):
-			during = append(during, lat)
-		}
+		return true
+	})
+	if int64(n) != rep.Sent {
+		t.Errorf("%d events have predictions, %d were sent", n, rep.Sent)
 	}
-	p99 := func(xs []float64) float64 {
-		if len(xs) == 0 {
-			return 0
+	// p99 per second of the load (loadtest's windows): the seconds before
+	// the first move against the seconds in which the swaps happened.
+	var before, during float64
+	for _, w := range rep.Windows {
+		at := start.Add(time.Duration(w.ElapsedS * float64(time.Second)))
+		switch {
+		case at.Before(moved) && at.After(moved.Add(-1500*time.Millisecond)):
+			before = max(before, w.Latency.P99)
+		case !at.Before(moved) && at.Before(allOn11.Add(2*time.Second)), !at.Before(movedBack) && at.Before(allBack.Add(2*time.Second)):
+			during = max(during, w.Latency.P99)
 		}
-		slices.Sort(xs)
-		return xs[min(len(xs)-1, len(xs)*99/100)]
 	}
 	t.Logf("alias move → last instance serving 1.1.0: %v; back to 1.0.0: %v", allOn11.Sub(moved).Round(time.Millisecond), allBack.Sub(movedBack).Round(time.Millisecond))
-	t.Logf("event time → scored p99: %.1f ms in the 2 s before the move (%d events), %.1f ms from the move to 1 s after the last swap (%d events)", p99(before), len(before), p99(during), len(during))
+	t.Logf("loadtest: %d sent, %d predicted; per-second p99 (send → prediction): at most %.1f ms in the 2 s before the first move, at most %.1f ms in the seconds of the swaps; whole run p99 %.1f ms",
+		rep.Sent, rep.Predicted, before, during, rep.Latency.P99)
 }
