@@ -131,7 +131,10 @@ another package under an existing version is refused.`,
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List registered models, their versions and aliases",
-		Args:  cobra.NoArgs,
+		Long: `list folds the registry topic (registry.topic) and prints every registered
+model with its versions and where each alias points. -o json prints the
+same as a list of {model, versions, aliases}.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withLog(cmd, func(cfg Config, log *registry.Log) error {
 				st, err := readState(cmd.Context(), log)
@@ -166,7 +169,12 @@ another package under an existing version is refused.`,
 	show := &cobra.Command{
 		Use:   "show MODEL[:VERSION|@ALIAS]",
 		Short: "Show what a version is: owner, lineage, metrics, hash, signer",
-		Args:  cobra.ExactArgs(1),
+		Long: `show prints one registered version — named by MODEL:VERSION, MODEL@ALIAS,
+or MODEL for the newest — with its aliases, owner, description, who
+registered it and why, its digest and ONNX sha256, training data and code,
+held-out metrics, the key that signed it and where the artifact store keeps
+it. -o json prints its version_registered event.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withLog(cmd, func(cfg Config, log *registry.Log) error {
 				st, err := readState(cmd.Context(), log)
@@ -231,13 +239,20 @@ that won. seer serve instances that follow the alias switch to it.`,
 		},
 	}
 	aliasSet.Flags().StringVar(&reason, "reason", "", "why the alias moves (required)")
-	alias := &cobra.Command{Use: "alias", Short: "Move aliases (champion, challenger, …) between versions"}
+	alias := &cobra.Command{Use: "alias", Short: "Move aliases (champion, challenger, …) between versions",
+		Long: `alias works on a model's aliases: names such as champion or challenger that
+point at one registered version each, and that serve instances follow
+(scoring.model, scoring.alias). See alias set.`}
 	alias.AddCommand(aliasSet)
 
 	history := &cobra.Command{
 		Use:   "history MODEL",
 		Short: "Every alias move and load event of a model: who, when, why, from which version to which",
-		Args:  cobra.ExactArgs(1),
+		Long: `history lists, in log order, every alias move of MODEL (the alias, the
+version it pointed at before and after, who moved it and why) and every
+version a serve instance loaded or refused (with the instance and the
+reason). The registry topic keeps them forever. -o json prints the events.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withLog(cmd, func(cfg Config, log *registry.Log) error {
 				st, err := readState(cmd.Context(), log)
