@@ -57,6 +57,7 @@ type Route string
 const (
 	RouteProduction Route = "production"
 	RouteShadow     Route = "shadow"
+	RouteCanary     Route = "canary"
 )
 
 // FeatureState is the outcome of one feature view lookup for one event.
@@ -85,6 +86,12 @@ type Item struct {
 	Inputs       []float32 // the model's input vector, in manifest order
 	ScoredTime   time.Time
 	Reject       *DecodeError // set by a stage that sends the item to the DLQ
+
+	// Shadow is the same event as the shadow route scored it, when one
+	// ran: it shares Event and Features, and has its own prediction id,
+	// version, outputs and inputs. Its prediction never goes to the
+	// predictions topic, only to the shadow topic and the inference log.
+	Shadow *Item
 }
 
 // DeadLetter is the record of one event sent to the DLQ, as logged to

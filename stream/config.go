@@ -21,6 +21,7 @@ type Config struct {
 	InputSchema      string        `yaml:"input_schema"` // embedded name or file path
 	PredictionsTopic string        `yaml:"predictions_topic"`
 	DLQTopic         string        `yaml:"dlq_topic"`
+	ShadowTopic      string        `yaml:"shadow_topic"` // shadow predictions ("" for none; by convention <predictions_topic>.shadow)
 	Delivery         string        `yaml:"delivery"`         // at-least-once or exactly-once
 	TransactionalID  string        `yaml:"transactional_id"` // exactly-once: unique per serve instance
 	MaxPollRecords   int           `yaml:"max_poll_records"`
@@ -72,6 +73,8 @@ func (c *Config) Validate() error {
 		return errors.New("kafka.predictions_topic: required")
 	case c.DLQTopic == "":
 		return errors.New("kafka.dlq_topic: required")
+	case c.ShadowTopic != "" && (c.ShadowTopic == c.PredictionsTopic || c.ShadowTopic == c.InputTopic):
+		return fmt.Errorf("kafka.shadow_topic: %q must differ from the input and predictions topics", c.ShadowTopic)
 	case c.PredictionsTopic == c.InputTopic || c.DLQTopic == c.InputTopic:
 		return fmt.Errorf("kafka.predictions_topic/dlq_topic: must differ from input_topic %q", c.InputTopic)
 	case c.Delivery != AtLeastOnce && c.Delivery != ExactlyOnce:

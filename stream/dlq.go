@@ -10,7 +10,8 @@ import (
 )
 
 // outputs builds the prediction and DLQ records of a prepared batch, in
-// input order, and the dead-letter rows for the log.
+// input order, and the dead-letter rows for the log. A shadow route's
+// predictions go to the shadow topic only, when there is one.
 func (p *Pipeline) outputs(b *batch) ([]*kgo.Record, []schemas.DeadLetter) {
 	out := make([]*kgo.Record, 0, len(b.items))
 	var dls []schemas.DeadLetter
@@ -30,6 +31,11 @@ func (p *Pipeline) outputs(b *batch) ([]*kgo.Record, []schemas.DeadLetter) {
 		buf = schemas.AppendPrediction(buf, it)
 		preds[i] = kgo.Record{Topic: p.cfg.PredictionsTopic, Key: b.recs[i].Key, Value: buf[start:len(buf):len(buf)], Timestamp: it.ScoredTime}
 		out = append(out, &preds[i])
+		if it.Shadow != nil && p.cfg.ShadowTopic != "" {
+			start = len(buf)
+			buf = schemas.AppendPrediction(buf, it.Shadow)
+			out = append(out, &kgo.Record{Topic: p.cfg.ShadowTopic, Key: b.recs[i].Key, Value: buf[start:len(buf):len(buf)], Timestamp: it.Shadow.ScoredTime})
+		}
 	}
 	return out, dls
 }

@@ -316,3 +316,72 @@ func TestStartupFailsWithoutBroker(t *testing.T) {
 		}
 	}
 }
+
+// shadowStages scores like fakeStages and adds a shadow prediction (score
+// × 2) to every scored item.
+type shadowStages struct{ *fakeStages }
+
+func (s shadowStages) Score(ctx context.Context, items []schemas.Item) error {
+	if err := s.fakeStages.Score(ctx, items); err != nil {
+		return err
+	}
+	for i := range items {
+		if items[i].Reject != nil {
+			continue
+		}
+		sh := items[i]
+		sh.Route, sh.ModelVersion, sh.Score = schemas.RouteShadow, "2", items[i].Score*2
+		sh.PredictionID = schemas.StableKSUID(sh.Event.Time, sh.Event.ID, "m", "2", "shadow")
+		items[i].Shadow = &sh
+	}
+	return nil
+}
+
+// TestShadowPredictionsGoToTheirTopic: each event has exactly one
+// prediction on the predictions topic, from production, and its shadow
+// prediction goes to the shadow topic only.
+func TestShadowPredictionsGoToTheirTopic(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(3, "out.shadow"))
+	brokers := c.ListenAddrs()
+	const n = 120
+	produceEvents(t, brokers, n, nil)
+	st := &fakeStages{logged: map[string]schemas.Item{}}
+	cfg := testConfig(brokers)
+	cfg.ShadowTopic = "out.shadow"
+	schema, err := schemas.LoadInputSchema("card_transactions.v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := shadowStages{st}
+	p, err := New(cfg, schema, st, sh, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	preds := consumeAll(t, brokers, "out", n)
+	shadows := consumeAll(t, brokers, "out.shadow", n)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	prodIDs, shadowIDs := map[string]bool{}, map[string]bool{}
+	for _, r := range preds {
+		pr := decodePrediction(t, r.Value)
+		if pr.Route != schemas.RouteProduction || prodIDs[pr.EventID] {
+			t.Errorf("predictions topic: event %s route %s (seen before: %v)", pr.EventID, pr.Route, prodIDs[pr.EventID])
+		}
+		prodIDs[pr.EventID] = true
+	}
+	for _, r := range shadows {
+		pr := decodePrediction(t, r.Value)
+		if pr.Route != schemas.RouteShadow || pr.ModelVersion != "2" || shadowIDs[pr.EventID] {
+			t.Errorf("shadow topic: event %s route %s version %s", pr.EventID, pr.Route, pr.ModelVersion)
+		}
+		shadowIDs[pr.EventID] = true
+	}
+	if len(prodIDs) != n || len(shadowIDs) != n {
+		t.Errorf("%d events with a production prediction and %d with a shadow one, want %d each", len(prodIDs), len(shadowIDs), n)
+	}
+}

@@ -53,25 +53,25 @@ type LogRow struct {
 	SourceOffset    int64     `json:"o"`
 }
 
-// AppendRows appends the log rows of the scored items (Reject == nil) to
-// dst. The rows' slices share a few backing arrays per call, not one
+// AppendRows appends the log rows of the scored items (Reject == nil),
+// and of their shadow predictions, to dst. The rows' slices share a few backing arrays per call, not one
 // allocation per row and column.
 func AppendRows(dst []LogRow, items []schemas.Item) []LogRow {
 	var nIn, nFeat int
 	for i := range items {
-		if items[i].Reject == nil {
-			nIn += len(items[i].Inputs)
-			nFeat += len(items[i].Features)
+		if it := &items[i]; it.Reject == nil {
+			nIn += len(it.Inputs)
+			nFeat += len(it.Features)
+			if it.Shadow != nil {
+				nIn += len(it.Shadow.Inputs)
+				nFeat += len(it.Shadow.Features)
+			}
 		}
 	}
 	values, strs, missing := make([]float64, 0, nIn), make([]string, 0, nIn), make([]uint8, 0, nIn)
 	views, ages := make([]string, 0, nFeat), make([]int64, 0, nFeat)
 	fMissing, fStale := make([]uint8, 0, nFeat), make([]uint8, 0, nFeat)
-	for i := range items {
-		it := &items[i]
-		if it.Reject != nil {
-			continue
-		}
+	add := func(it *schemas.Item) {
 		r := LogRow{
 			PredictionID: it.PredictionID, EventID: it.Event.ID, EntityID: it.Event.EntityID,
 			Model: it.Model, ModelVersion: it.ModelVersion, Route: string(it.Route),
@@ -106,6 +106,14 @@ func AppendRows(dst []LogRow, items []schemas.Item) []LogRow {
 		r.FeatureViews, r.FeatureAgeMs = views[start:end:end], ages[start:end:end]
 		r.FeatureMissing, r.FeatureStale = fMissing[start:end:end], fStale[start:end:end]
 		dst = append(dst, r)
+	}
+	for i := range items {
+		if it := &items[i]; it.Reject == nil {
+			add(it)
+			if it.Shadow != nil {
+				add(it.Shadow) // the shadow route's row: its own id, version and outputs
+			}
+		}
 	}
 	return dst
 }

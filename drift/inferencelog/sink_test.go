@@ -72,3 +72,20 @@ func TestSinkWritesAndDeduplicatesReplays(t *testing.T) {
 		t.Errorf("dead_letters invalid_json after replay = %d, want 1", got)
 	}
 }
+
+// TestShadowRows: a scored item with a shadow prediction gives two log
+// rows, production and shadow, with their own ids, versions and scores.
+func TestShadowRows(t *testing.T) {
+	it := schemas.Item{Event: schemas.Event{ID: "e1", EntityID: "u1"}, PredictionID: "p1", Model: "m", ModelVersion: "1",
+		Route: schemas.RouteProduction, Score: 0.25, Inputs: []float32{1, 2}, InputRaw: make([]schemas.Value, 2)}
+	sh := it
+	sh.PredictionID, sh.ModelVersion, sh.Route, sh.Score = "p2", "2", schemas.RouteShadow, 0.75
+	it.Shadow = &sh
+	rows := inferencelog.AppendRows(nil, []schemas.Item{it, {Reject: &schemas.DecodeError{}}})
+	if len(rows) != 2 {
+		t.Fatalf("%d rows, want 2", len(rows))
+	}
+	if rows[0].PredictionID != "p1" || rows[0].Route != "production" || rows[1].PredictionID != "p2" || rows[1].Route != "shadow" || rows[1].ModelVersion != "2" || rows[1].Score != 0.75 || rows[1].EventID != "e1" {
+		t.Errorf("rows %+v", rows)
+	}
+}

@@ -1,5 +1,7 @@
-// Package router implements stream.Scorer over the model version behind a
-// route, and swaps it without stopping the stream: a new version is
+// Package router implements stream.Scorer over routes — production, a
+// key-sticky canary for a share of the entities, and a shadow that scores
+// besides production — and swaps the production version without stopping
+// the stream: a new version is
 // loaded, verified and warmed up off the hot path (Follower), then put in
 // service with an atomic pointer between two batches — a batch is scored
 // by one version, never by a half-loaded one. The version it replaces
@@ -38,10 +40,12 @@ func (h *handle) close() error {
 
 // Router scores every batch with its current model.
 type Router struct {
-	cur  atomic.Pointer[handle]
-	mu   sync.Mutex // serializes Swap and Rollback
-	prev *handle
-	log  *slog.Logger
+	cur    atomic.Pointer[handle]
+	canary atomic.Pointer[canary]
+	shadow atomic.Pointer[shadow]
+	mu     sync.Mutex // serializes Swap and Rollback
+	prev   *handle
+	log    *slog.Logger
 
 	// OnSwap, when set, is called after every swap with the model now in
 	// service (metrics, events).
@@ -67,7 +71,7 @@ func (r *Router) Score(ctx context.Context, items []schemas.Item) error {
 			h.mu.RUnlock()
 			continue
 		}
-		err := h.m.Score(ctx, items)
+		err := r.scoreRoutes(ctx, h.m, items)
 		h.mu.RUnlock()
 		return err
 	}
@@ -120,6 +124,12 @@ func (r *Router) Close() error {
 	errs = append(errs, r.cur.Load().close())
 	if r.prev != nil {
 		errs = append(errs, r.prev.close())
+	}
+	if c := r.canary.Swap(nil); c != nil {
+		errs = append(errs, c.h.close())
+	}
+	if s := r.shadow.Swap(nil); s != nil {
+		errs = append(errs, s.h.close())
 	}
 	return errors.Join(errs...)
 }
