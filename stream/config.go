@@ -21,7 +21,7 @@ type Config struct {
 	InputSchema      string        `yaml:"input_schema"` // embedded name or file path
 	PredictionsTopic string        `yaml:"predictions_topic"`
 	DLQTopic         string        `yaml:"dlq_topic"`
-	ShadowTopic      string        `yaml:"shadow_topic"` // shadow predictions ("" for none; by convention <predictions_topic>.shadow)
+	ShadowTopic      string        `yaml:"shadow_topic"`     // shadow predictions ("" for none; by convention <predictions_topic>.shadow)
 	Delivery         string        `yaml:"delivery"`         // at-least-once or exactly-once
 	TransactionalID  string        `yaml:"transactional_id"` // exactly-once: unique per serve instance
 	MaxPollRecords   int           `yaml:"max_poll_records"`
