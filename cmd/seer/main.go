@@ -62,6 +62,7 @@ local defaults: every service on 127.0.0.1 and the example model package.`,
 		newMigrateCmd(g),
 		newFeaturesCmd(g),
 		newModelsCmd(g),
+		newRolloutCmd(g),
 		newLoadtestCmd(g),
 		newDriftCmd(g),
 	)

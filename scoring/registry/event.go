@@ -17,6 +17,12 @@ const (
 	AliasSet          EventType = "alias_set"          // an alias was pointed at a version
 	VersionLoaded     EventType = "version_loaded"     // a serve instance loaded a version
 	LoadFailed        EventType = "load_failed"        // a serve instance refused or failed to load a version
+
+	RolloutStarted    EventType = "rollout_started"     // a candidate version's rollout began at its first step
+	RolloutStepped    EventType = "rollout_stepped"     // the rollout moved to its next step
+	RolloutPaused     EventType = "rollout_paused"      // the rollout stopped at its step (too few samples, or by hand)
+	RolloutPromoted   EventType = "rollout_promoted"    // the candidate became the alias's version
+	RolloutRolledBack EventType = "rollout_rolled_back" // the candidate was taken off every route
 )
 
 // Event is one record of the registry log (the topic registry.topic),
@@ -46,6 +52,16 @@ type Event struct {
 
 	// version_loaded, load_failed: the serve instance.
 	Instance string `json:"instance,omitempty"`
+
+	// rollout_*: the rollout, its steps ("shadow" or a canary weight in
+	// percent), the step it is at, how long each step is held, and the
+	// gate and figures that decided a step, a pause or a rollback.
+	Rollout      string             `json:"rollout,omitempty"`
+	Steps        []string           `json:"steps,omitempty"`
+	Step         int                `json:"step,omitempty"`
+	StepDuration string             `json:"step_duration,omitempty"`
+	Gate         string             `json:"gate,omitempty"`
+	Figures      map[string]float64 `json:"figures,omitempty"`
 }
 
 // PackageFacts is what a registered version is: its owner, lineage,
@@ -104,8 +120,17 @@ func DecodeEvent(data []byte) (Event, error) {
 		if err := need("instance", e.Instance); err != nil {
 			return e, err
 		}
+	case RolloutStarted, RolloutStepped, RolloutPaused, RolloutPromoted, RolloutRolledBack:
+		if err := need("rollout", e.Rollout); err != nil {
+			return e, err
+		}
+		if e.Type == RolloutStarted {
+			if err := ParseSteps(e.Steps); err != nil {
+				return e, fmt.Errorf("registry event %s (%s): steps: %w", e.ID, e.Type, err)
+			}
+		}
 	default:
-		return e, fmt.Errorf("registry event %s: type: %q is not one of version_registered, alias_set, version_loaded, load_failed", e.ID, e.Type)
+		return e, fmt.Errorf("registry event %s: type: %q is not a registry event type", e.ID, e.Type)
 	}
 	return e, nil
 }

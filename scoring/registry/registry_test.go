@@ -204,6 +204,7 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Add([]byte(`{"id":"a","type":"alias_set","model":"m","version":"1","alias":"champion","previous":"","actor":"x","time":"` + now + `"}`))
 	f.Add([]byte(`{"id":"a","type":"version_registered","model":"m","version":"1","actor":"x","time":"` + now + `","digest":"d","package":{"owner":"o","onnx_sha256":"s","dataset":"d","code":"c","metrics":{},"files":{}}}`))
 	f.Add([]byte(`{"id":"a","type":"load_failed","model":"m","version":"1","actor":"x","time":"` + now + `","instance":"serve-1"}`))
+	f.Add([]byte(`{"id":"a","type":"rollout_started","model":"m","version":"1","actor":"x","time":"` + now + `","rollout":"r","steps":["shadow","5","100"],"step_duration":"1m","alias":"champion"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := DecodeEvent(data)
 		if err != nil {
@@ -223,6 +224,10 @@ func FuzzDecodeEvent(f *testing.F) {
 			}
 		case VersionLoaded, LoadFailed:
 			if e.Instance == "" {
+				t.Fatalf("accepted %+v", e)
+			}
+		case RolloutStarted, RolloutStepped, RolloutPaused, RolloutPromoted, RolloutRolledBack:
+			if e.Rollout == "" || (e.Type == RolloutStarted && ParseSteps(e.Steps) != nil) {
 				t.Fatalf("accepted %+v", e)
 			}
 		default:

@@ -19,7 +19,8 @@ type Model struct {
 	Name     string
 	Versions map[string]*Event // version → its version_registered event
 	Aliases  map[string]string // alias → version
-	History  []Event           // every applied alias move and every load event, in log order
+	History  []Event           // every applied alias move, load and rollout event, in log order
+	Rollout  *Rollout          // the latest rollout, in progress or ended
 }
 
 // NewState is the empty registry.
@@ -63,6 +64,11 @@ func (s *State) Apply(e Event) error {
 		m.Aliases[e.Alias] = e.Version
 		m.History = append(m.History, e)
 	case VersionLoaded, LoadFailed:
+		m.History = append(m.History, e)
+	case RolloutStarted, RolloutStepped, RolloutPaused, RolloutPromoted, RolloutRolledBack:
+		if err := m.applyRollout(e); err != nil {
+			return err
+		}
 		m.History = append(m.History, e)
 	}
 	s.applied[e.ID] = true

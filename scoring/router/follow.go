@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/seer-ml/seer/schemas"
@@ -36,6 +37,7 @@ type Follower struct {
 	router  *Router
 	version string              // the version in service
 	plan    map[string][]string // the feature plan the enricher was built with
+	rollout string              // "ID/step" of the rollout step the routes serve; "" for none
 	failed  map[string]bool     // versions that failed to load, not retried
 	loaded  func(version string, ok bool)
 }
@@ -52,7 +54,7 @@ func (f *Follower) Start(ctx context.Context, onLoad func(version string, ok boo
 	if err != nil {
 		return nil, fmt.Errorf("scoring.model %s, scoring.alias %s: %w", f.Model, f.Alias, err)
 	}
-	m, err := f.load(ctx, e)
+	m, err := f.load(ctx, e, schemas.RouteProduction)
 	if err != nil {
 		return nil, fmt.Errorf("loading %s %s (@%s): %w", f.Model, e.Version, f.Alias, err)
 	}
@@ -63,6 +65,7 @@ func (f *Follower) Start(ctx context.Context, onLoad func(version string, ok boo
 	}
 	f.router, f.version = New(m, f.Logger), e.Version
 	f.event(ctx, registry.VersionLoaded, e.Version, "started serving @"+f.Alias)
+	f.followRollout(ctx, st) // a restart mid-rollout resumes the same split
 	return f.router, nil
 }
 
@@ -70,12 +73,13 @@ func (f *Follower) Start(ctx context.Context, onLoad func(version string, ok boo
 // alias moves to. It returns nil on cancel.
 func (f *Follower) Run(ctx context.Context) error {
 	err := f.Log.Follow(ctx, func(st *registry.State, _ []registry.Event) error {
+		defer f.followRollout(ctx, st)
 		e, err := st.Resolve(f.Model, "@"+f.Alias)
 		if err != nil || e.Version == f.version || f.failed[e.Version] {
 			return nil
 		}
 		t0 := time.Now()
-		m, err := f.load(ctx, e)
+		m, err := f.load(ctx, e, schemas.RouteProduction)
 		if err != nil {
 			f.failed[e.Version] = true
 			f.Logger.Error("new version refused; the old one keeps serving", "model", f.Model, "version", e.Version, "serving", f.version, "err", err)
@@ -108,8 +112,56 @@ func (f *Follower) event(ctx context.Context, t registry.EventType, version, rea
 	}
 }
 
-// load fetches, verifies, opens and warms up one registered version.
-func (f *Follower) load(ctx context.Context, e *registry.Event) (*scoring.Model, error) {
+// followRollout points the canary and shadow routes at the candidate of
+// the rollout in progress behind the alias, as its current step says, and
+// clears them when the rollout ends. A candidate that does not load is
+// refused (load_failed) and its step gets no traffic here.
+func (f *Follower) followRollout(ctx context.Context, st *registry.State) {
+	var r *registry.Rollout
+	var m *registry.Model
+	if m = st.Models[f.Model]; m != nil {
+		r = m.Rollout
+	}
+	if r == nil || !r.Active() || r.Alias != f.Alias {
+		if f.rollout != "" {
+			f.router.SetCanary(nil, "", 0)
+			f.router.SetShadow(nil, "", 0)
+			f.Logger.Info("rollout ended; every event on production", "model", f.Model)
+			f.rollout = ""
+		}
+		return
+	}
+	key := r.ID + "/" + strconv.Itoa(r.Step)
+	if key == f.rollout || f.failed[key] {
+		return
+	}
+	shadow, weight := r.Route()
+	route := schemas.RouteCanary
+	if shadow {
+		route = schemas.RouteShadow
+	}
+	mod, err := f.load(ctx, m.Versions[r.Candidate], route)
+	if err != nil {
+		f.failed[key] = true
+		f.Logger.Error("rollout candidate refused; production keeps every event", "model", f.Model, "version", r.Candidate, "err", err)
+		f.event(ctx, registry.LoadFailed, r.Candidate, fmt.Sprintf("candidate of rollout %s, step %s: %v", r.ID, r.Steps[r.Step], err))
+		return
+	}
+	if shadow {
+		f.router.SetCanary(nil, "", 0)
+		f.router.SetShadow(mod, r.ID, 100)
+	} else {
+		f.router.SetShadow(nil, "", 0)
+		f.router.SetCanary(mod, r.ID, weight)
+	}
+	f.rollout = key
+	f.Logger.Info("rollout step in service", "model", f.Model, "candidate", r.Candidate, "step", r.Steps[r.Step])
+	f.event(ctx, registry.VersionLoaded, r.Candidate, fmt.Sprintf("candidate of rollout %s, step %s", r.ID, r.Steps[r.Step]))
+}
+
+// load fetches, verifies, opens (for route) and warms up one registered
+// version.
+func (f *Follower) load(ctx context.Context, e *registry.Event, route schemas.Route) (*scoring.Model, error) {
 	dir := filepath.Join(f.Dir, f.Model, e.Digest)
 	if _, err := os.Stat(filepath.Join(dir, schemas.ManifestFile)); err != nil {
 		tmp, err := os.MkdirTemp(f.Dir, ".fetch-")
@@ -150,7 +202,7 @@ func (f *Follower) load(ctx context.Context, e *registry.Event) (*scoring.Model,
 	if err != nil {
 		return nil, err
 	}
-	mod, err := scoring.Open(f.Gates.Scoring, m, f.Gates.Schema, schemas.RouteProduction, f.Logger)
+	mod, err := scoring.Open(f.Gates.Scoring, m, f.Gates.Schema, route, f.Logger)
 	if err != nil {
 		return nil, err
 	}

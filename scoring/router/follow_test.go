@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -119,4 +120,146 @@ func TestFollowerRefusesABadVersion(t *testing.T) {
 	if failed == nil || failed.Instance != "test-instance" || failed.Version != "1.2.0-rc.1" || !strings.Contains(failed.Reason, "changed") {
 		t.Errorf("load_failed event = %+v; want one naming the instance, the version and the changed file", failed)
 	}
+}
+
+// TestFollowerFollowsRollout on the real broker: serve's routes follow a
+// rollout — shadow, then a 30% canary, the same split after a restart —
+// and its end: an abort clears the routes, a promotion moves production
+// to the candidate.
+func TestFollowerFollowsRollout(t *testing.T) {
+	if err := scoring.InitRuntime(testenv.OnnxRuntime(t)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	topic := "seertest-rollout-" + ksuid.New().String()
+	log, err := registry.NewLog([]kgo.Opt{kgo.SeedBrokers(testenv.Kafka(t))}, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := log.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	adm, _ := kgo.NewClient(kgo.SeedBrokers(testenv.Kafka(t)))
+	t.Cleanup(func() { kadm.NewClient(adm).DeleteTopics(context.Background(), topic); adm.Close(); log.Close() })
+	store, err := registry.OpenStore(ctx, "file://"+t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	schema, _ := schemas.LoadInputSchema("card_transactions.v1")
+	gates := registry.Gates{Schema: schema, Scoring: scoring.DefaultConfig()}
+	for _, p := range []string{"card-fraud", "card-fraud-1.1.0"} {
+		if _, _, err := registry.Register(ctx, log, store, gates, filepath.Join(testenv.RepoRoot(t), "deploy", "examples", p), "ci", "release"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := log.SetAlias(ctx, "card-fraud", "champion", "1.0.0", "ci", "first"); err != nil {
+		t.Fatal(err)
+	}
+	newFollower := func() (*Follower, *Router, func()) {
+		f := &Follower{Log: log, Store: store, Gates: gates, Model: "card-fraud", Alias: "champion", Instance: "test",
+			Dir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		r, err := f.Start(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- f.Run(fctx) }()
+		return f, r, func() {
+			stop()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+			r.Close()
+		}
+	}
+	_, r, stop := newFollower()
+	items := func() []schemas.Item {
+		out := make([]schemas.Item, 200)
+		for i := range out {
+			ev, derr := schema.Decode([]byte(fmt.Sprintf("user-%d", i)), []byte(`{"user_id":"u","event_time":"2026-01-01T00:00:00Z","amount":120,"merchant_category":"online","hour":2}`), schemas.Source{Offset: int64(i)})
+			if derr != nil {
+				t.Fatal(derr)
+			}
+			out[i].Event = ev
+		}
+		if err := r.Score(ctx, out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	waitFor := func(what string, ok func([]schemas.Item) bool) []schemas.Item {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if its := items(); ok(its) {
+				return its
+			}
+		}
+		t.Fatalf("routes never showed %s", what)
+		return nil
+	}
+	start, err := log.StartRollout(ctx, "card-fraud", "1.1.0", "champion", []string{"shadow", "30"}, time.Minute, "ci", "try 1.1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the shadow step", func(its []schemas.Item) bool {
+		return its[0].Shadow != nil && its[0].Shadow.ModelVersion == "1.1.0" && its[0].Route == schemas.RouteProduction
+	})
+	if _, err := log.StepRollout(ctx, "card-fraud", registry.RolloutStepped, "ci", "shadow agrees", "agreement", map[string]float64{"label_agreement": 0.99}); err != nil {
+		t.Fatal(err)
+	}
+	split := func(its []schemas.Item) map[string]schemas.Route {
+		m := map[string]schemas.Route{}
+		for _, it := range its {
+			m[it.Event.EntityID] = it.Route
+		}
+		return m
+	}
+	canary := waitFor("the canary step", func(its []schemas.Item) bool {
+		return its[0].Shadow == nil && split(its) != nil && countRoute(its, schemas.RouteCanary) > 0
+	})
+	for _, it := range canary {
+		if want := InCanary(start.Rollout, it.Event.EntityID, 30); (it.Route == schemas.RouteCanary) != want || (want && it.ModelVersion != "1.1.0") {
+			t.Fatalf("entity %s on %s %s; in the canary share: %v", it.Event.EntityID, it.Route, it.ModelVersion, want)
+		}
+	}
+	stop()
+	// A restart mid-rollout resumes the same split at once.
+	_, r, stop = newFollower()
+	again := items()
+	if got, want := split(again), split(canary); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("after a restart the split changed")
+	}
+	if _, err := log.EndRollout(ctx, "card-fraud", registry.RolloutRolledBack, "ci", "abort", "manual", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the end of the rollout", func(its []schemas.Item) bool {
+		return countRoute(its, schemas.RouteProduction) == len(its) && its[0].Shadow == nil
+	})
+	if _, err := log.StartRollout(ctx, "card-fraud", "1.1.0", "champion", []string{"50"}, time.Minute, "ci", "again"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := log.EndRollout(ctx, "card-fraud", registry.RolloutPromoted, "ci", "looks good", "manual", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the promotion", func(its []schemas.Item) bool {
+		return countRoute(its, schemas.RouteProduction) == len(its) && its[0].ModelVersion == "1.1.0"
+	})
+	stop()
+	st, _, _ := log.Read(ctx)
+	if got := st.Models["card-fraud"].Aliases["champion"]; got != "1.1.0" {
+		t.Errorf("champion = %s after the promotion", got)
+	}
+}
+
+func countRoute(its []schemas.Item, route schemas.Route) int {
+	n := 0
+	for _, it := range its {
+		if it.Route == route {
+			n++
+		}
+	}
+	return n
 }
