@@ -12,6 +12,7 @@ import (
 
 	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/drift/internal/chtest"
+	"github.com/seer-ml/seer/drift/judge"
 	"github.com/seer-ml/seer/drift/notify"
 	"github.com/seer-ml/seer/drift/window"
 	"github.com/seer-ml/seer/internal/testenv"
@@ -37,6 +38,8 @@ func seerSQL(t *testing.T, db string) []string {
 	}
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	stmts = append(stmts, window.New(nil, db, m).Queries(t0, t0.Add(time.Hour))...)
+	jd := judge.Judge{Database: db}
+	stmts = append(stmts, jd.ShadowQuery(m.Name, "1.0.0", "1.1.0", t0, t0.Add(time.Hour)), jd.CanaryQuery(m.Name, "1.1.0", m.Profile.Outputs["score"].Edges, t0, t0.Add(time.Hour)))
 	return append(stmts, notify.FiringQuery(db, m.Name, m.Version), strings.ReplaceAll(registry.LineageQuery, "seer.", db+"."))
 }
 
