@@ -87,8 +87,8 @@ func (j Judge) ShadowQuery(model, production, candidate string, from, to time.Ti
 			j.Database, quote(model), quote(version), route, from.UnixMilli(), to.UnixMilli())
 	}
 	return fmt.Sprintf(`SELECT count(), avg(label = s_label), quantile(0.95)(abs(score - s_score)), corr(toFloat64(score), toFloat64(s_score))
-FROM (SELECT event_id, label, score %s)
-ALL INNER JOIN (SELECT event_id, label AS s_label, score AS s_score %s) USING event_id`, where(production, "production"), where(candidate, "shadow"))
+FROM (SELECT event_id, label, score %s) AS p
+ALL INNER JOIN (SELECT event_id, label AS s_label, score AS s_score %s) AS s USING event_id`, where(production, "production"), where(candidate, "shadow"))
 }
 
 // Shadow judges a shadow step.
