@@ -14,11 +14,13 @@ import (
 	"time"
 
 	"github.com/seer-ml/seer/drift"
+	"github.com/seer-ml/seer/drift/judge"
 	"github.com/seer-ml/seer/drift/monitor"
 	"github.com/seer-ml/seer/featurestore"
 	"github.com/seer-ml/seer/schemas"
 	"github.com/seer-ml/seer/scoring"
 	"github.com/seer-ml/seer/scoring/registry"
+	"github.com/seer-ml/seer/scoring/rollout"
 	"github.com/seer-ml/seer/stream"
 )
 
@@ -40,6 +42,8 @@ type Config struct {
 	Scoring        scoring.Config      `yaml:"scoring"`
 	Monitor        monitor.Config      `yaml:"monitor"`
 	Registry       registry.Config     `yaml:"registry"`
+	Rollout        rollout.Config      `yaml:"rollout"`
+	RolloutGates   judge.Config        `yaml:"rollout_gates"`
 }
 
 // DefaultConfig is what seer runs with when no file is given: everything on
@@ -57,6 +61,8 @@ func DefaultConfig() Config {
 		Scoring:        scoring.DefaultConfig(),
 		Monitor:        monitor.DefaultConfig(),
 		Registry:       registry.DefaultConfig(),
+		Rollout:        rollout.DefaultConfig(),
+		RolloutGates:   judge.DefaultConfig(),
 	}
 }
 
@@ -200,7 +206,7 @@ func (c *Config) Validate() error {
 	if c.HTTP == "" {
 		errs = append(errs, errors.New("http: required (host:port for /metrics, /healthz, /readyz)"))
 	}
-	errs = append(errs, c.Kafka.Validate(), c.Redis.Validate(), c.ClickHouse.Validate(), c.Scoring.Validate(), c.Monitor.Validate(), c.Registry.Validate())
+	errs = append(errs, c.Kafka.Validate(), c.Redis.Validate(), c.ClickHouse.Validate(), c.Scoring.Validate(), c.Monitor.Validate(), c.Registry.Validate(), c.Rollout.Validate(), c.RolloutGates.Validate())
 	return errors.Join(errs...)
 }
 

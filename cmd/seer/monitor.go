@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/segmentio/ksuid"
@@ -12,12 +13,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/seer-ml/seer/drift"
+	"github.com/seer-ml/seer/drift/alert"
+	"github.com/seer-ml/seer/drift/judge"
 	"github.com/seer-ml/seer/drift/monitor"
 	"github.com/seer-ml/seer/drift/notify"
 	"github.com/seer-ml/seer/drift/window"
 	"github.com/seer-ml/seer/featurestore"
 	"github.com/seer-ml/seer/schemas"
 	"github.com/seer-ml/seer/scoring/registry"
+	"github.com/seer-ml/seer/scoring/rollout"
 	"github.com/seer-ml/seer/stream"
 )
 
@@ -114,6 +118,30 @@ func runMonitor(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		})
 	}()
 	defer func() { stopMirror(); <-mirrored }()
+
+	// The rollout judge: one active instance, behind a lease of its own.
+	store, err := registry.OpenStore(ctx, cfg.Registry.Store)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	dir, err := filepath.Abs(filepath.Join(".cache", "packages"))
+	if err != nil {
+		return err
+	}
+	rlease := monitor.NewLease(rdb, cfg.Redis.KeyPrefix, "rollout:"+m.Name, host+"-"+ksuid.New().String(), cfg.Monitor.LeaseTTL)
+	defer rlease.Release(context.WithoutCancel(ctx))
+	ctl := &rollout.Controller{Log: reg, Model: m.Name, Actor: "seer-monitor@" + host, Config: cfg.Rollout, Now: time.Now,
+		Logger: logger.With("component", "rollout"),
+		Judge:  rolloutJudge{j: judge.Judge{Conn: conn, Database: cfg.ClickHouse.Database, Config: cfg.RolloutGates}, log: reg, store: store, dir: dir},
+		Leader: func(ctx context.Context) bool { held, _, err := rlease.Hold(ctx); return err == nil && held },
+		OnEnd: func(e registry.Event) {
+			sendAll(ctx, sinks, []alert.Alert{rolloutAlert(e)}, func(err error) { logger.Error("rollout alert sink failed", "err", err) })
+		}}
+	rctx, stopRollout := context.WithCancel(ctx)
+	rolled := make(chan error, 1)
+	go func() { rolled <- ctl.Run(rctx) }()
+	defer func() { stopRollout(); <-rolled }()
 	logger.Info("monitor starting", "model", m.Name, "version", m.Version, "window", cfg.Monitor.Window, "rules", len(cfg.Monitor.Rules))
 	return mon.Run(ctx)
 }

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/seer-ml/seer/drift/alert"
+	"github.com/seer-ml/seer/drift/judge"
+	"github.com/seer-ml/seer/drift/notify"
+	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/scoring/registry"
+	"github.com/seer-ml/seer/scoring/rollout"
+)
+
+// rolloutJudge adapts drift/judge (ClickHouse) to scoring/rollout: a
+// shadow step is judged on the same events as production, a canary step
+// on the candidate's drift against its own reference profile, read from
+// its package in the artifact store.
+type rolloutJudge struct {
+	j     judge.Judge
+	log   *registry.Log
+	store *registry.Store
+	dir   string
+}
+
+func (a rolloutJudge) Judge(ctx context.Context, model string, r *registry.Rollout, from, to time.Time) (rollout.Judgement, error) {
+	var res judge.Result
+	var err error
+	if shadow, _ := r.Route(); shadow {
+		res, err = a.j.Shadow(ctx, model, r.From, r.Candidate, from, to)
+	} else {
+		var m *schemas.Manifest
+		if m, err = a.candidate(ctx, model, r.Candidate); err != nil {
+			return rollout.Judgement{}, err
+		}
+		res, err = a.j.Canary(ctx, model, r.Candidate, m.Profile.Outputs[m.Outputs[0].Name], from, to)
+	}
+	if err != nil {
+		return rollout.Judgement{}, err
+	}
+	v := map[judge.Outcome]rollout.Verdict{judge.Pass: rollout.Pass, judge.TooFew: rollout.Hold, judge.Fail: rollout.Fail}[res.Outcome]
+	return rollout.Judgement{Verdict: v, Gate: res.Gate, Figures: res.Figures}, nil
+}
+
+// candidate fetches the candidate's package (once) and reads its manifest.
+func (a rolloutJudge) candidate(ctx context.Context, model, version string) (*schemas.Manifest, error) {
+	st, _, err := a.log.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e, err := st.Resolve(model, version)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(a.dir, model, e.Digest)
+	if _, err := os.Stat(filepath.Join(dir, schemas.ManifestFile)); err != nil {
+		if err := a.store.Fetch(ctx, e.Artifact, dir, e.Package.Files); err != nil {
+			return nil, err
+		}
+	}
+	return schemas.LoadManifest(dir)
+}
+
+// rolloutAlert turns a rollback or a pause into an alert for the sinks.
+func rolloutAlert(e registry.Event) alert.Alert {
+	severity := "page"
+	if e.Type == registry.RolloutPaused {
+		severity = "warning"
+	}
+	return alert.Alert{ID: e.ID, DedupKey: "rollout|" + e.Model + "|" + e.Rollout, Rule: string(e.Type), State: alert.Firing, Severity: severity,
+		Model: e.Model, Version: e.Version, Family: "rollout", Metric: e.Gate, Value: e.Figures[e.Gate], Summary: e.Reason,
+		WindowStart: e.Time, StartsAt: e.Time, At: e.Time, Labels: map[string]string{"rollout": e.Rollout}}
+}
+
+// sendAll hands alerts to every sink; a failing sink does not stop the others.
+func sendAll(ctx context.Context, sinks []notify.Sink, as []alert.Alert, onErr func(error)) {
+	for _, s := range sinks {
+		if err := s.Send(ctx, as); err != nil {
+			onErr(err)
+		}
+	}
+}

@@ -1,0 +1,128 @@
+package rollout
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/segmentio/ksuid"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/seer-ml/seer/internal/testenv"
+	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/scoring"
+	"github.com/seer-ml/seer/scoring/registry"
+)
+
+// fakeJudge returns its verdicts in order.
+type fakeJudge struct{ verdicts []Judgement }
+
+func (f *fakeJudge) Judge(context.Context, string, *registry.Rollout, time.Time, time.Time) (Judgement, error) {
+	j := f.verdicts[0]
+	f.verdicts = f.verdicts[1:]
+	return j, nil
+}
+
+// TestControllerOutcomes on the real broker: passing steps lead to the
+// promotion (the alias moves); a failed gate rolls back at once, with the
+// gate and its figures in the registry and an alert; too few samples hold
+// and then pause.
+func TestControllerOutcomes(t *testing.T) {
+	if err := scoring.InitRuntime(testenv.OnnxRuntime(t)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	topic := "seertest-controller-" + ksuid.New().String()
+	log, err := registry.NewLog([]kgo.Opt{kgo.SeedBrokers(testenv.Kafka(t))}, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := log.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	adm, _ := kgo.NewClient(kgo.SeedBrokers(testenv.Kafka(t)))
+	t.Cleanup(func() { kadm.NewClient(adm).DeleteTopics(context.Background(), topic); adm.Close(); log.Close() })
+	store, _ := registry.OpenStore(ctx, "file://"+t.TempDir())
+	defer store.Close()
+	schema, _ := schemas.LoadInputSchema("card_transactions.v1")
+	gates := registry.Gates{Schema: schema, Scoring: scoring.DefaultConfig()}
+	for _, p := range []string{"card-fraud", "card-fraud-1.1.0", "card-fraud-1.2.0-rc.1"} {
+		if _, _, err := registry.Register(ctx, log, store, gates, filepath.Join(testenv.RepoRoot(t), "deploy", "examples", p), "ci", "release"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := log.SetAlias(ctx, "card-fraud", "champion", "1.0.0", "ci", "first"); err != nil {
+		t.Fatal(err)
+	}
+	later := func() time.Time { return time.Now().Add(time.Hour) } // every step's time is up
+	var alerts []registry.Event
+	j := &fakeJudge{}
+	c := &Controller{Log: log, Judge: j, Model: "card-fraud", Actor: "monitor", Config: Config{Interval: time.Second, MaxHolds: 2},
+		Now: later, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), OnEnd: func(e registry.Event) { alerts = append(alerts, e) }}
+	state := func() *registry.Model {
+		st, _, err := log.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Models["card-fraud"]
+	}
+
+	// The bad candidate: its shadow step fails a gate.
+	if _, err := log.StartRollout(ctx, "card-fraud", "1.2.0-rc.1", "champion", []string{"shadow", "10"}, time.Minute, "ci", "try rc.1"); err != nil {
+		t.Fatal(err)
+	}
+	j.verdicts = []Judgement{{Verdict: Fail, Gate: "score_correlation", Figures: map[string]float64{"score_correlation": 0.01}}}
+	e, err := c.Step(ctx)
+	if err != nil || e == nil || e.Type != registry.RolloutRolledBack || e.Gate != "score_correlation" || e.Figures["score_correlation"] != 0.01 {
+		t.Fatalf("a failed gate: event %+v, %v; want rolled back naming the gate and its figure", e, err)
+	}
+	if m := state(); m.Rollout.State != registry.RolloutReverted || m.Aliases["champion"] != "1.0.0" || len(alerts) != 1 {
+		t.Errorf("after the rollback: state %s, champion %s, %d alerts", m.Rollout.State, m.Aliases["champion"], len(alerts))
+	}
+
+	// Too few samples: hold, then pause.
+	if _, err := log.StartRollout(ctx, "card-fraud", "1.1.0", "champion", []string{"shadow", "50"}, time.Minute, "ci", "try 1.1.0"); err != nil {
+		t.Fatal(err)
+	}
+	j.verdicts = []Judgement{{Verdict: Hold, Gate: "min_samples"}, {Verdict: Hold, Gate: "min_samples"}}
+	if e, err := c.Step(ctx); err != nil || e != nil {
+		t.Fatalf("first hold: %+v, %v; want nothing recorded", e, err)
+	}
+	if e, err := c.Step(ctx); err != nil || e == nil || e.Type != registry.RolloutPaused {
+		t.Fatalf("second hold: %+v, %v; want paused", e, err)
+	}
+	if m := state(); m.Rollout.State != registry.RolloutPausedAt {
+		t.Errorf("state %s after too few samples, want paused (not passed)", m.Rollout.State)
+	}
+	if e, err := c.Step(ctx); err != nil || e != nil {
+		t.Errorf("a paused rollout was judged again: %+v, %v", e, err)
+	}
+	if _, err := log.EndRollout(ctx, "card-fraud", registry.RolloutRolledBack, "ci", "restart it", "manual", nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// The good candidate passes every step and is promoted.
+	if _, err := log.StartRollout(ctx, "card-fraud", "1.1.0", "champion", []string{"shadow", "50"}, time.Minute, "ci", "again"); err != nil {
+		t.Fatal(err)
+	}
+	j.verdicts = []Judgement{{Verdict: Pass}, {Verdict: Pass}}
+	if e, err := c.Step(ctx); err != nil || e == nil || e.Type != registry.RolloutStepped || state().Rollout.Step != 1 {
+		t.Fatalf("first pass: %+v, %v; want the next step", e, err)
+	}
+	c.Now = func() time.Time { return time.Now() } // the new step's time is not up
+	if e, err := c.Step(ctx); err != nil || e != nil {
+		t.Fatalf("a step judged before its duration: %+v, %v", e, err)
+	}
+	c.Now = later
+	if e, err := c.Step(ctx); err != nil || e == nil || e.Type != registry.RolloutPromoted {
+		t.Fatalf("last pass: %+v, %v; want promoted", e, err)
+	}
+	if m := state(); m.Aliases["champion"] != "1.1.0" || m.Rollout.State != registry.RolloutDone {
+		t.Errorf("after the promotion: champion %s, state %s", m.Aliases["champion"], m.Rollout.State)
+	}
+}
