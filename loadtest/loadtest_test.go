@@ -5,6 +5,8 @@ import (
 	"image/png"
 	"math"
 	"os"
+	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -190,5 +192,57 @@ func TestWriteCharts(t *testing.T) {
 	}
 	if _, err := WriteCharts(&Report{}, dir, "empty"); err == nil {
 		t.Error("WriteCharts drew a report without windows")
+	}
+}
+
+// TestGeneratorReplaysExamples: with UseExamples, user u's events carry
+// example u's event fields exactly (a fresh id and time aside) and its
+// features are example u's, so traffic keeps the data's correlations.
+func TestGeneratorReplaysExamples(t *testing.T) {
+	schema, err := schemas.LoadInputSchema("card_transactions.v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkg := filepath.Join("..", "deploy", "examples", "card-fraud")
+	m, err := schemas.LoadManifest(pkg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exs, err := schemas.LoadExamples(pkg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGenerator(schema, m, len(exs), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.UseExamples(exs); err != nil {
+		t.Fatal(err)
+	}
+	feats := g.FeatureRows(0)["user_stats"]
+	for range 300 {
+		ev := g.Next(time.Now(), false)
+		u, _ := strconv.Atoi(string(ev.Key[1:]))
+		ex := exs[u%len(exs)]
+		got, derr := schema.Decode(ev.Key, ev.Value, schemas.Source{})
+		want, werr := schema.Decode(ev.Key, ex.Event, schemas.Source{})
+		if derr != nil || werr != nil {
+			t.Fatalf("decode: %v %v", derr, werr)
+		}
+		for i, f := range schema.Fields {
+			if f.Name == schema.IDField || f.Name == schema.TimeField || f.Name == schema.EntityField {
+				continue
+			}
+			if got.Values[i] != want.Values[i] {
+				t.Fatalf("user %d field %s = %+v, example %+v", u, f.Name, got.Values[i], want.Values[i])
+			}
+		}
+		for name, raw := range ex.Features["user_stats"] {
+			got, gerr := strconv.ParseFloat(feats[string(ev.Key)][name], 64)
+			want, werr := strconv.ParseFloat(string(raw), 64)
+			if gerr != nil || werr != nil || got != want {
+				t.Fatalf("user %d feature %s = %q, example %s", u, name, feats[string(ev.Key)][name], raw)
+			}
+		}
 	}
 }

@@ -107,7 +107,8 @@ func (j *Job) UseReferenceRange(ctx context.Context, start, end time.Time) error
 func quote(s string) string { return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'" }
 
 func (j *Job) where(start, end time.Time) string {
-	return fmt.Sprintf("model = %s AND model_version = %s AND event_time_ms >= %d AND event_time_ms < %d",
+	// A version's shadow rows are a candidate's trial, not its traffic.
+	return fmt.Sprintf("model = %s AND model_version = %s AND route != 'shadow' AND event_time_ms >= %d AND event_time_ms < %d",
 		quote(j.m.Name), quote(j.m.Version), start.UnixMilli(), end.UnixMilli())
 }
 
