@@ -35,7 +35,7 @@ from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 HOLDOUT_ROWS = 5000
-EXAMPLES = 200
+EXAMPLES = HOLDOUT_ROWS  # every held-out row: traffic that replays them keeps the data's distribution
 
 CATEGORIES = ["grocery", "restaurant", "fuel", "travel", "electronics", "online", "other"]
 # Fraud propensity per merchant category (synthetic ground truth).
