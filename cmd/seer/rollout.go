@@ -110,7 +110,7 @@ in the step. -o json prints the same.`,
 					return fmt.Errorf("--reason: required")
 				}
 				return withLog(c, func(log *registry.Log) error {
-					e, err := log.EndRollout(c.Context(), args[0], t, actorName(actor), reason, "manual", nil)
+					e, err := log.ChangeRollout(c.Context(), args[0], t, actorName(actor), reason, "manual", nil)
 					if err != nil {
 						return err
 					}

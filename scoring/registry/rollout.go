@@ -126,10 +126,11 @@ func (l *Log) StartRollout(ctx context.Context, model, version, alias string, st
 	return e, l.appendChecked(ctx, e)
 }
 
-// EndRollout promotes (the candidate becomes the alias's version) or
-// rolls back the model's rollout in progress, with the reason, the gate
-// and its figures.
-func (l *Log) EndRollout(ctx context.Context, model string, t EventType, actor, reason, gate string, figures map[string]float64) (Event, error) {
+// ChangeRollout records what happens to the model's rollout in progress:
+// the next step (RolloutStepped), a pause, the promotion (the alias moves
+// to the candidate) or a rollback, with the reason, the gate that decided
+// it and its figures.
+func (l *Log) ChangeRollout(ctx context.Context, model string, t EventType, actor, reason, gate string, figures map[string]float64) (Event, error) {
 	st, _, err := l.Read(ctx)
 	if err != nil {
 		return Event{}, err
@@ -141,6 +142,9 @@ func (l *Log) EndRollout(ctx context.Context, model string, t EventType, actor, 
 	r := m.Rollout
 	e := Event{ID: NewID(), Type: t, Model: model, Version: r.Candidate, Alias: r.Alias, Previous: m.Aliases[r.Alias], Actor: actor,
 		Reason: reason, Time: time.Now().UTC(), Rollout: r.ID, Step: r.Step, Gate: gate, Figures: figures}
+	if t == RolloutStepped {
+		e.Step = r.Step + 1
+	}
 	return e, l.appendChecked(ctx, e)
 }
 
@@ -165,24 +169,4 @@ func (l *Log) appendChecked(ctx context.Context, e Event) error {
 		return fmt.Errorf("%s of %s was not applied: another change came first", e.Type, e.Model)
 	}
 	return nil
-}
-
-// StepRollout moves the model's rollout in progress to its next step (or
-// pauses it, with t RolloutPaused), recording the gate and its figures.
-func (l *Log) StepRollout(ctx context.Context, model string, t EventType, actor, reason, gate string, figures map[string]float64) (Event, error) {
-	st, _, err := l.Read(ctx)
-	if err != nil {
-		return Event{}, err
-	}
-	m := st.Models[model]
-	if m == nil || !m.Rollout.Active() {
-		return Event{}, fmt.Errorf("%s has no rollout in progress", model)
-	}
-	r := m.Rollout
-	e := Event{ID: NewID(), Type: t, Model: model, Version: r.Candidate, Alias: r.Alias, Actor: actor, Reason: reason,
-		Time: time.Now().UTC(), Rollout: r.ID, Step: r.Step + 1, Gate: gate, Figures: figures}
-	if t == RolloutPaused {
-		e.Step = r.Step
-	}
-	return e, l.appendChecked(ctx, e)
 }

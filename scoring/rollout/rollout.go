@@ -105,12 +105,12 @@ func (c *Controller) Step(ctx context.Context) (*registry.Event, error) {
 	switch j.Verdict {
 	case Pass:
 		if r.Step == len(r.Steps)-1 {
-			e, err = c.Log.EndRollout(ctx, c.Model, registry.RolloutPromoted, c.Actor, fmt.Sprintf("every gate passed at the last step (%s)", step), j.Gate, j.Figures)
+			e, err = c.Log.ChangeRollout(ctx, c.Model, registry.RolloutPromoted, c.Actor, fmt.Sprintf("every gate passed at the last step (%s)", step), j.Gate, j.Figures)
 		} else {
-			e, err = c.Log.StepRollout(ctx, c.Model, registry.RolloutStepped, c.Actor, fmt.Sprintf("every gate passed at step %s", step), j.Gate, j.Figures)
+			e, err = c.Log.ChangeRollout(ctx, c.Model, registry.RolloutStepped, c.Actor, fmt.Sprintf("every gate passed at step %s", step), j.Gate, j.Figures)
 		}
 	case Fail:
-		e, err = c.Log.EndRollout(ctx, c.Model, registry.RolloutRolledBack, c.Actor, fmt.Sprintf("gate %s failed at step %s", j.Gate, step), j.Gate, j.Figures)
+		e, err = c.Log.ChangeRollout(ctx, c.Model, registry.RolloutRolledBack, c.Actor, fmt.Sprintf("gate %s failed at step %s", j.Gate, step), j.Gate, j.Figures)
 	case Hold:
 		if c.holds == nil {
 			c.holds = map[string]int{}
@@ -120,7 +120,7 @@ func (c *Controller) Step(ctx context.Context) (*registry.Event, error) {
 			c.Logger.Info("rollout step waits for samples", "model", c.Model, "rollout", r.ID, "step", step, "figures", j.Figures, "holds", c.holds[key])
 			return nil, nil
 		}
-		e, err = c.Log.StepRollout(ctx, c.Model, registry.RolloutPaused, c.Actor,
+		e, err = c.Log.ChangeRollout(ctx, c.Model, registry.RolloutPaused, c.Actor,
 			fmt.Sprintf("too few samples at step %s after %d judgements", step, c.holds[key]), j.Gate, j.Figures)
 	}
 	if err != nil {

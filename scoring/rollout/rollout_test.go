@@ -4,17 +4,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/segmentio/ksuid"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/seer-ml/seer/internal/testenv"
-	"github.com/seer-ml/seer/schemas"
-	"github.com/seer-ml/seer/scoring"
+	"github.com/seer-ml/seer/scoring/internal/regtest"
 	"github.com/seer-ml/seer/scoring/registry"
 )
 
@@ -32,33 +25,9 @@ func (f *fakeJudge) Judge(context.Context, string, *registry.Rollout, time.Time,
 // gate and its figures in the registry and an alert; too few samples hold
 // and then pause.
 func TestControllerOutcomes(t *testing.T) {
-	if err := scoring.InitRuntime(testenv.OnnxRuntime(t)); err != nil {
-		t.Fatal(err)
-	}
+	log := regtest.New(t, "card-fraud", "card-fraud-1.1.0", "card-fraud-1.2.0-rc.1").Log
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	topic := "seertest-controller-" + ksuid.New().String()
-	log, err := registry.NewLog([]kgo.Opt{kgo.SeedBrokers(testenv.Kafka(t))}, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := log.Ensure(ctx); err != nil {
-		t.Fatal(err)
-	}
-	adm, _ := kgo.NewClient(kgo.SeedBrokers(testenv.Kafka(t)))
-	t.Cleanup(func() { kadm.NewClient(adm).DeleteTopics(context.Background(), topic); adm.Close(); log.Close() })
-	store, _ := registry.OpenStore(ctx, "file://"+t.TempDir())
-	defer store.Close()
-	schema, _ := schemas.LoadInputSchema("card_transactions.v1")
-	gates := registry.Gates{Schema: schema, Scoring: scoring.DefaultConfig()}
-	for _, p := range []string{"card-fraud", "card-fraud-1.1.0", "card-fraud-1.2.0-rc.1"} {
-		if _, _, err := registry.Register(ctx, log, store, gates, filepath.Join(testenv.RepoRoot(t), "deploy", "examples", p), "ci", "release"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := log.SetAlias(ctx, "card-fraud", "champion", "1.0.0", "ci", "first"); err != nil {
-		t.Fatal(err)
-	}
 	later := func() time.Time { return time.Now().Add(time.Hour) } // every step's time is up
 	var alerts []registry.Event
 	j := &fakeJudge{}
@@ -102,7 +71,7 @@ func TestControllerOutcomes(t *testing.T) {
 	if e, err := c.Step(ctx); err != nil || e != nil {
 		t.Errorf("a paused rollout was judged again: %+v, %v", e, err)
 	}
-	if _, err := log.EndRollout(ctx, "card-fraud", registry.RolloutRolledBack, "ci", "restart it", "manual", nil); err != nil {
+	if _, err := log.ChangeRollout(ctx, "card-fraud", registry.RolloutRolledBack, "ci", "restart it", "manual", nil); err != nil {
 		t.Fatal(err)
 	}
 

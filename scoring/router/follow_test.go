@@ -11,13 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/ksuid"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/seer-ml/seer/internal/testenv"
 	"github.com/seer-ml/seer/schemas"
-	"github.com/seer-ml/seer/scoring"
+	"github.com/seer-ml/seer/scoring/internal/regtest"
 	"github.com/seer-ml/seer/scoring/registry"
 )
 
@@ -26,40 +21,10 @@ import (
 // old version keeps serving, load_failed names the instance and the
 // reason; a good version then swaps in, and Rollback returns to the old.
 func TestFollowerRefusesABadVersion(t *testing.T) {
-	if err := scoring.InitRuntime(testenv.OnnxRuntime(t)); err != nil {
-		t.Fatal(err)
-	}
+	reg := regtest.New(t, "card-fraud", "card-fraud-1.1.0", "card-fraud-1.2.0-rc.1")
+	log, store, gates, storeDir, events := reg.Log, reg.Store, reg.Gates, reg.StoreDir, reg.Versions
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	topic := "seertest-follow-" + ksuid.New().String()
-	log, err := registry.NewLog([]kgo.Opt{kgo.SeedBrokers(testenv.Kafka(t))}, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := log.Ensure(ctx); err != nil {
-		t.Fatal(err)
-	}
-	adm, _ := kgo.NewClient(kgo.SeedBrokers(testenv.Kafka(t)))
-	t.Cleanup(func() { kadm.NewClient(adm).DeleteTopics(context.Background(), topic); adm.Close(); log.Close() })
-	storeDir := t.TempDir()
-	store, err := registry.OpenStore(ctx, "file://"+storeDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	schema, _ := schemas.LoadInputSchema("card_transactions.v1")
-	gates := registry.Gates{Schema: schema, Scoring: scoring.DefaultConfig()}
-	events := map[string]registry.Event{}
-	for _, p := range []string{"card-fraud", "card-fraud-1.1.0", "card-fraud-1.2.0-rc.1"} {
-		e, _, err := registry.Register(ctx, log, store, gates, filepath.Join(testenv.RepoRoot(t), "deploy", "examples", p), "ci", "release")
-		if err != nil {
-			t.Fatal(err)
-		}
-		events[e.Version] = e
-	}
-	if _, err := log.SetAlias(ctx, "card-fraud", "champion", "1.0.0", "ci", "first"); err != nil {
-		t.Fatal(err)
-	}
 	// The stored 1.2.0-rc.1 is changed behind the registry's back.
 	onnx := filepath.Join(storeDir, filepath.FromSlash(events["1.2.0-rc.1"].Artifact), "model.onnx")
 	if err := os.WriteFile(onnx, []byte("not the registered model"), 0o644); err != nil {
@@ -127,36 +92,11 @@ func TestFollowerRefusesABadVersion(t *testing.T) {
 // and its end: an abort clears the routes, a promotion moves production
 // to the candidate.
 func TestFollowerFollowsRollout(t *testing.T) {
-	if err := scoring.InitRuntime(testenv.OnnxRuntime(t)); err != nil {
-		t.Fatal(err)
-	}
+	reg := regtest.New(t, "card-fraud", "card-fraud-1.1.0")
+	log, store, gates := reg.Log, reg.Store, reg.Gates
+	schema := gates.Schema
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	topic := "seertest-rollout-" + ksuid.New().String()
-	log, err := registry.NewLog([]kgo.Opt{kgo.SeedBrokers(testenv.Kafka(t))}, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := log.Ensure(ctx); err != nil {
-		t.Fatal(err)
-	}
-	adm, _ := kgo.NewClient(kgo.SeedBrokers(testenv.Kafka(t)))
-	t.Cleanup(func() { kadm.NewClient(adm).DeleteTopics(context.Background(), topic); adm.Close(); log.Close() })
-	store, err := registry.OpenStore(ctx, "file://"+t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	schema, _ := schemas.LoadInputSchema("card_transactions.v1")
-	gates := registry.Gates{Schema: schema, Scoring: scoring.DefaultConfig()}
-	for _, p := range []string{"card-fraud", "card-fraud-1.1.0"} {
-		if _, _, err := registry.Register(ctx, log, store, gates, filepath.Join(testenv.RepoRoot(t), "deploy", "examples", p), "ci", "release"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := log.SetAlias(ctx, "card-fraud", "champion", "1.0.0", "ci", "first"); err != nil {
-		t.Fatal(err)
-	}
 	newFollower := func() (*Follower, *Router, func()) {
 		f := &Follower{Log: log, Store: store, Gates: gates, Model: "card-fraud", Alias: "champion", Instance: "test",
 			Dir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -207,7 +147,7 @@ func TestFollowerFollowsRollout(t *testing.T) {
 	waitFor("the shadow step", func(its []schemas.Item) bool {
 		return its[0].Shadow != nil && its[0].Shadow.ModelVersion == "1.1.0" && its[0].Route == schemas.RouteProduction
 	})
-	if _, err := log.StepRollout(ctx, "card-fraud", registry.RolloutStepped, "ci", "shadow agrees", "agreement", map[string]float64{"label_agreement": 0.99}); err != nil {
+	if _, err := log.ChangeRollout(ctx, "card-fraud", registry.RolloutStepped, "ci", "shadow agrees", "agreement", map[string]float64{"label_agreement": 0.99}); err != nil {
 		t.Fatal(err)
 	}
 	split := func(its []schemas.Item) map[string]schemas.Route {
@@ -232,7 +172,7 @@ func TestFollowerFollowsRollout(t *testing.T) {
 	if got, want := split(again), split(canary); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("after a restart the split changed")
 	}
-	if _, err := log.EndRollout(ctx, "card-fraud", registry.RolloutRolledBack, "ci", "abort", "manual", nil); err != nil {
+	if _, err := log.ChangeRollout(ctx, "card-fraud", registry.RolloutRolledBack, "ci", "abort", "manual", nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor("the end of the rollout", func(its []schemas.Item) bool {
@@ -241,7 +181,7 @@ func TestFollowerFollowsRollout(t *testing.T) {
 	if _, err := log.StartRollout(ctx, "card-fraud", "1.1.0", "champion", []string{"50"}, time.Minute, "ci", "again"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := log.EndRollout(ctx, "card-fraud", registry.RolloutPromoted, "ci", "looks good", "manual", nil); err != nil {
+	if _, err := log.ChangeRollout(ctx, "card-fraud", registry.RolloutPromoted, "ci", "looks good", "manual", nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor("the promotion", func(its []schemas.Item) bool {
