@@ -125,7 +125,7 @@ func formatOf(path string) string {
 func newModelsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "models",
-		Short: "Validate, sign, verify and benchmark model packages",
+		Short: "Build, validate, sign and register model packages; move aliases; see the history",
 		Long: `models works on model packages: a folder with model.onnx, model.yaml
 (name, version, owner, lineage, inputs with sources/dtypes/defaults/bounds,
 outputs, threshold, sha256, evaluation metrics and a reference profile),

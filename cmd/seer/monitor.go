@@ -50,7 +50,15 @@ Alertmanager-compatible webhook (monitor.webhook_url).
 
 Run several instances for availability: one holds a Redis lease (with a
 fencing token) and works; the others stand by and take over within two
-windows when it dies.`,
+windows when it dies.
+
+monitor also mirrors the model registry (registry.topic) into the
+ClickHouse tables model_versions and model_events, and — behind a lease of
+its own — judges the steps of the model's rollouts (seer rollout): a shadow
+step on the candidate's agreement with production, a canary step on the
+candidate's score drift against its own profile (rollout_gates). It moves a
+passing rollout on, promotes it after its last step, and rolls it back with
+an alert when a gate fails.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, logger, err := g.load()
