@@ -142,6 +142,10 @@ func appliedMigrations(ctx context.Context, conn driver.Conn, database string) (
 	return applied, rows.Err()
 }
 
+// Quote writes s as a ClickHouse string literal; every query seer builds
+// with a value in it goes through it.
+func Quote(s string) string { return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'" }
+
 // DropDatabase drops database and everything in it, for a run that must
 // start empty (seer demo).
 func DropDatabase(ctx context.Context, conn driver.Conn, database string) error {

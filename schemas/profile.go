@@ -6,9 +6,9 @@ import (
 	"sort"
 )
 
-// round6 rounds to 6 decimals, ties to even, as Python's round() does for
-// the profiles make models writes.
-func round6(x float64) float64 { return math.RoundToEven(x*1e6) / 1e6 }
+// Round6 rounds to 6 decimals, ties to even, as Python's round() does for
+// the profiles and metrics make models writes.
+func Round6(x float64) float64 { return math.RoundToEven(x*1e6) / 1e6 }
 
 // NumericProfile profiles values with frozen edges at the bins+1 evenly
 // spaced quantiles (linear interpolation, numpy's default), rounded to 6
@@ -35,7 +35,7 @@ func NumericProfile(values []float64, bins int) ColumnProfile {
 		pos := float64(i) / float64(bins) * float64(len(xs)-1)
 		lo := int(math.Floor(pos))
 		hi := min(lo+1, len(xs)-1)
-		q := round6(xs[lo] + (pos-float64(lo))*(xs[hi]-xs[lo]))
+		q := Round6(xs[lo] + (pos-float64(lo))*(xs[hi]-xs[lo]))
 		if len(p.Edges) == 0 || q > p.Edges[len(p.Edges)-1] {
 			p.Edges = append(p.Edges, q)
 		}
@@ -58,7 +58,7 @@ func NumericProfile(values []float64, bins int) ColumnProfile {
 	for _, x := range xs {
 		sq += (x - mean) * (x - mean)
 	}
-	p.Mean, p.Std = round6(mean), round6(math.Sqrt(sq/float64(len(xs))))
+	p.Mean, p.Std = Round6(mean), Round6(math.Sqrt(sq/float64(len(xs))))
 	return p
 }
 

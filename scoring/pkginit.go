@@ -2,6 +2,7 @@ package scoring
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -232,7 +233,7 @@ func evaluate(scores []float64, labels []string) (*schemas.Evaluation, error) {
 	for i := range idx {
 		idx[i] = i
 	}
-	slices.SortFunc(idx, func(a, b int) int { return cmpFloat(scores[a], scores[b]) })
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(scores[a], scores[b]) })
 	rankSum, brier := 0.0, 0.0
 	for i := 0; i < len(idx); {
 		j := i
@@ -251,20 +252,8 @@ func evaluate(scores []float64, labels []string) (*schemas.Evaluation, error) {
 		brier += (s - ys[i]) * (s - ys[i])
 	}
 	auc := (rankSum - pos*(pos+1)/2) / (pos * neg)
-	return &schemas.Evaluation{Rows: int64(len(ys)), AUC: round6(auc), Brier: round6(brier / float64(len(ys))), PositiveRate: round6(pos / float64(len(ys)))}, nil
+	return &schemas.Evaluation{Rows: int64(len(ys)), AUC: schemas.Round6(auc), Brier: schemas.Round6(brier / float64(len(ys))), PositiveRate: schemas.Round6(pos / float64(len(ys)))}, nil
 }
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func round6(x float64) float64 { return math.RoundToEven(x*1e6) / 1e6 }
 
 // exampleLines writes the first n held-out rows as examples: each input's
 // value under its source (event field or feature view), and the score.

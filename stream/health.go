@@ -92,9 +92,6 @@ func (p *Pipeline) Ready() error {
 	return nil
 }
 
-// Assigned returns the input partitions this instance owns.
-func (p *Pipeline) Assigned() []int32 { return p.assignedPartitions() }
-
 // Alive reports whether the loops make progress: Run is running, and the
 // poll loop is waiting for records, or a batch was polled or committed
 // within LivenessTimeout, or a dependency

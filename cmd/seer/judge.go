@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/seer-ml/seer/drift/alert"
@@ -54,11 +52,9 @@ func (a rolloutJudge) candidate(ctx context.Context, model, version string) (*sc
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(a.dir, model, e.Digest)
-	if _, err := os.Stat(filepath.Join(dir, schemas.ManifestFile)); err != nil {
-		if err := a.store.Fetch(ctx, e.Artifact, dir, e.Package.Files); err != nil {
-			return nil, err
-		}
+	dir, err := a.store.Materialize(ctx, e, a.dir)
+	if err != nil {
+		return nil, err
 	}
 	return schemas.LoadManifest(dir)
 }

@@ -138,9 +138,6 @@ func (s *Spool) Close() error {
 	return err
 }
 
-// Dir returns the spool folder.
-func (s *Spool) Dir() string { return s.dir }
-
 // Len returns the number of spooled batches.
 func (s *Spool) Len() int {
 	s.mu.Lock()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/drift/stats"
 	"github.com/seer-ml/seer/schemas"
 )
@@ -76,15 +77,13 @@ type Judge struct {
 	Config   Config
 }
 
-func quote(s string) string { return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'" }
-
 // ShadowQuery is the SQL of a shadow step: production and shadow rows of
 // the same events in [from, to), joined on the event id. It runs on
 // ClickHouse 18.16.
 func (j Judge) ShadowQuery(model, production, candidate string, from, to time.Time) string {
 	where := func(version, route string) string {
 		return fmt.Sprintf("FROM %s.inference_log WHERE model = %s AND model_version = %s AND route = '%s' AND scored_time_ms >= %d AND scored_time_ms < %d",
-			j.Database, quote(model), quote(version), route, from.UnixMilli(), to.UnixMilli())
+			j.Database, drift.Quote(model), drift.Quote(version), route, from.UnixMilli(), to.UnixMilli())
 	}
 	return fmt.Sprintf(`SELECT count(), avg(label = s_label), quantile(0.95)(abs(score - s_score)), corr(toFloat64(score), toFloat64(s_score))
 FROM (SELECT event_id, label, score %s) AS p
@@ -126,7 +125,7 @@ func (j Judge) CanaryQuery(model, candidate string, edges []float64, from, to ti
 	}
 	cells = append(cells, "countIf(toFloat64(score) >= "+e(len(edges)-1)+")")
 	return fmt.Sprintf("SELECT %s FROM %s.inference_log WHERE model = %s AND model_version = %s AND route = 'canary' AND scored_time_ms >= %d AND scored_time_ms < %d",
-		strings.Join(cells, ", "), j.Database, quote(model), quote(candidate), from.UnixMilli(), to.UnixMilli())
+		strings.Join(cells, ", "), j.Database, drift.Quote(model), drift.Quote(candidate), from.UnixMilli(), to.UnixMilli())
 }
 
 // Canary judges a canary step by the drift of the candidate's scores

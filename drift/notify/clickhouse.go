@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/drift/alert"
 )
 
@@ -48,9 +48,8 @@ func (s ClickHouse) Send(ctx context.Context, alerts []alert.Alert) error {
 // FiringQuery is the SQL Firing runs: the latest state of each alert of a
 // model version.
 func FiringQuery(db, model, version string) string {
-	q := func(s string) string { return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'" }
 	return fmt.Sprintf(`SELECT dedup_key, argMax(alert_id, at_ms), argMax(toString(state), at_ms), min(window_start)
-FROM %s.alerts WHERE model = %s AND model_version = %s GROUP BY dedup_key`, db, q(model), q(version))
+FROM %s.alerts WHERE model = %s AND model_version = %s GROUP BY dedup_key`, db, drift.Quote(model), drift.Quote(version))
 }
 
 // Firing returns the alerts of a model version whose latest state is

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/drift/stats"
 	"github.com/seer-ml/seer/schemas"
 )
@@ -104,12 +105,10 @@ func (j *Job) UseReferenceRange(ctx context.Context, start, end time.Time) error
 	return nil
 }
 
-func quote(s string) string { return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'" }
-
 func (j *Job) where(start, end time.Time) string {
 	// A version's shadow rows are a candidate's trial, not its traffic.
 	return fmt.Sprintf("model = %s AND model_version = %s AND route != 'shadow' AND event_time_ms >= %d AND event_time_ms < %d",
-		quote(j.m.Name), quote(j.m.Version), start.UnixMilli(), end.UnixMilli())
+		drift.Quote(j.m.Name), drift.Quote(j.m.Version), start.UnixMilli(), end.UnixMilli())
 }
 
 // cell says what one counter of the window query counts.
@@ -174,7 +173,7 @@ func (j *Job) window(start, end time.Time) (string, []cell) {
 			sort.Strings(cats)
 			quoted := make([]string, len(cats))
 			for k, c := range cats {
-				quoted[k] = quote(c)
+				quoted[k] = drift.Quote(c)
 				count(cell{feature: in.Name, kind: cellCategory, cat: c}, fmt.Sprintf("%s AND %s = %s", present, str, quoted[k]))
 			}
 			count(cell{feature: in.Name, kind: cellCategory, cat: ""}, miss+" = 1")
@@ -222,7 +221,7 @@ func (j *Job) Queries(start, end time.Time) []string {
 func (j *Job) Model() (name, version string) { return j.m.Name, j.m.Version }
 
 func (j *Job) lastEndQuery() string {
-	return fmt.Sprintf("SELECT max(window_end) FROM %s.window_metrics WHERE model = %s AND model_version = %s", j.database, quote(j.m.Name), quote(j.m.Version))
+	return fmt.Sprintf("SELECT max(window_end) FROM %s.window_metrics WHERE model = %s AND model_version = %s", j.database, drift.Quote(j.m.Name), drift.Quote(j.m.Version))
 }
 
 // LastEnd returns the end of the last window stored for the model

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"github.com/segmentio/ksuid"
 	"gocloud.dev/blob"
 	_ "gocloud.dev/blob/fileblob" // file:// buckets; s3://, gs:// and azblob:// register the same way
+
+	"github.com/seer-ml/seer/schemas"
 )
 
 // NewID returns a new event id (a ksuid).
@@ -91,4 +94,32 @@ func (s *Store) Fetch(ctx context.Context, prefix, dir string, files map[string]
 		}
 	}
 	return nil
+}
+
+// Materialize returns the folder under cacheDir holding the package of a
+// registered version (cacheDir/MODEL/DIGEST), fetching and checking it
+// from the store the first time. A fetch is written to a temporary folder
+// and renamed, so a folder that exists is complete.
+func (s *Store) Materialize(ctx context.Context, e *Event, cacheDir string) (string, error) {
+	dir := filepath.Join(cacheDir, e.Model, e.Digest)
+	if _, err := os.Stat(filepath.Join(dir, schemas.ManifestFile)); err == nil {
+		return dir, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".fetch-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	if err := s.Fetch(ctx, e.Artifact, tmp, e.Package.Files); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, dir); err != nil && !errors.Is(err, os.ErrExist) {
+		if _, serr := os.Stat(filepath.Join(dir, schemas.ManifestFile)); serr != nil { // not a concurrent fetch that won
+			return "", err
+		}
+	}
+	return dir, nil
 }

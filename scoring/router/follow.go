@@ -2,11 +2,8 @@ package router
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
@@ -162,22 +159,9 @@ func (f *Follower) followRollout(ctx context.Context, st *registry.State) {
 // load fetches, verifies, opens (for route) and warms up one registered
 // version.
 func (f *Follower) load(ctx context.Context, e *registry.Event, route schemas.Route) (*scoring.Model, error) {
-	dir := filepath.Join(f.Dir, f.Model, e.Digest)
-	if _, err := os.Stat(filepath.Join(dir, schemas.ManifestFile)); err != nil {
-		tmp, err := os.MkdirTemp(f.Dir, ".fetch-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(tmp)
-		if err := f.Store.Fetch(ctx, e.Artifact, tmp, e.Package.Files); err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-			return nil, err
-		}
-		if err := os.Rename(tmp, dir); err != nil && !errors.Is(err, os.ErrExist) {
-			return nil, err
-		}
+	dir, err := f.Store.Materialize(ctx, e, f.Dir)
+	if err != nil {
+		return nil, err
 	}
 	if _, signed := e.Package.Files[registry.SignatureFile]; signed && len(f.Gates.TrustedKeys) > 0 {
 		if _, _, err := registry.Verify(ctx, dir, f.Gates.TrustedKeys...); err != nil {
