@@ -3,7 +3,8 @@ package notify
 import (
 	"context"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
@@ -28,11 +29,7 @@ func (s ClickHouse) Send(ctx context.Context, alerts []alert.Alert) error {
 	}
 	defer b.Abort()
 	for _, a := range alerts {
-		keys := make([]string, 0, len(a.Labels))
-		for k := range a.Labels {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
+		keys := slices.Sorted(maps.Keys(a.Labels))
 		vals := make([]string, len(keys))
 		for i, k := range keys {
 			vals[i] = a.Labels[k]

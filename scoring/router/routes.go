@@ -123,14 +123,23 @@ func (r *Router) scoreRoutes(ctx context.Context, prod *scoring.Model, items []s
 		if cerr != nil {
 			r.log.Warn("canary failed a batch; production scores its events", "records", len(sub), "err", cerr)
 		}
+		// What the canary could not score, production does, in one batch.
+		var again []int
+		var redo []schemas.Item
 		for k, i := range picked {
 			if cerr == nil && sub[k].Reject == nil {
 				items[i] = sub[k]
 				continue
 			}
-			// The canary could not score it: production does.
-			if err := prod.Score(ctx, items[i:i+1]); err != nil {
+			again = append(again, i)
+			redo = append(redo, items[i])
+		}
+		if len(redo) > 0 {
+			if err := prod.Score(ctx, redo); err != nil {
 				return err
+			}
+			for k, i := range again {
+				items[i] = redo[k]
 			}
 		}
 	}
