@@ -104,7 +104,7 @@ func Migrate(ctx context.Context, conn driver.Conn, database string, logger *slo
 			continue
 		}
 		for i, stmt := range m.Statements {
-			if err := conn.Exec(ctx, stmt); err != nil {
+			if err := conn.Exec(ctx, stmt); err != nil && !columnExists(err) {
 				return fmt.Errorf("migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
 			}
 		}
@@ -114,6 +114,14 @@ func Migrate(ctx context.Context, conn driver.Conn, database string, logger *slo
 		logger.Info("migration applied", "component", "drift", "database", database, "version", m.Version, "name", m.Name)
 	}
 	return nil
+}
+
+// columnExists reports ClickHouse's "Cannot add column: column with this
+// name already exists" (code 44): 18.16 has no ADD COLUMN IF NOT EXISTS, so
+// an ADD COLUMN that a stopped migration already applied counts as done.
+func columnExists(err error) bool {
+	var e *clickhouse.Exception
+	return errors.As(err, &e) && e.Code == 44 && strings.Contains(e.Message, "already exists")
 }
 
 // appliedMigrations returns the versions recorded in schema_migrations;

@@ -39,8 +39,9 @@ func seerSQL(t *testing.T, db string) []string {
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	stmts = append(stmts, window.New(nil, db, m).Queries(t0, t0.Add(time.Hour))...)
 	jd := judge.Judge{Database: db}
-	stmts = append(stmts, jd.ShadowQuery(m.Name, "1.0.0", "1.1.0", t0, t0.Add(time.Hour)), jd.CanaryQuery(m.Name, "1.1.0", m.Profile.Outputs["score"].Edges, t0, t0.Add(time.Hour)))
-	return append(stmts, notify.FiringQuery(db, m.Name, m.Version), strings.ReplaceAll(registry.LineageQuery, "seer.", db+"."))
+	stmts = append(stmts, jd.ShadowQuery(m.Name, "1.0.0", "1.1.0", t0, t0.Add(time.Hour)), jd.CanaryQuery(m.Name, "1.1.0", m.Profile.Outputs["score"].Edges, t0, t0.Add(time.Hour)),
+		jd.RouteQuery(m.Name, "1.0.0", "1.1.0", t0, t0.Add(time.Hour)), jd.DeadLetterQuery(m.Name, "1.0.0", "1.1.0", t0, t0.Add(time.Hour)))
+	return append(stmts, notify.FiringQuery(db, m.Name), (&window.Versions{Database: db, Model: m.Name}).Query(t0, t0.Add(time.Hour)), window.LastEndQuery(db, m.Name), strings.ReplaceAll(registry.LineageQuery, "seer.", db+"."))
 }
 
 // TestSQLRunsOnCurrentClickHouse runs all of seer's SQL in chDB, a current

@@ -85,7 +85,11 @@ type Item struct {
 	InputRaw     []Value   // each input's value before encoding (absent: default used)
 	Inputs       []float32 // the model's input vector, in manifest order
 	ScoredTime   time.Time
-	Reject       *DecodeError // set by a stage that sends the item to the DLQ
+	ScoringTime  time.Duration // of the ONNX run that scored it, on its route
+	// CandidateFailed: a rollout's candidate could not score it — the
+	// canary (so production did) or the shadow.
+	CandidateFailed bool
+	Reject       *DecodeError  // set by a stage that sends the item to the DLQ
 
 	// Shadow is the same event as the shadow route scored it, when one
 	// ran: it shares Event and Features, and has its own prediction id,
@@ -102,6 +106,11 @@ type DeadLetter struct {
 	Stage  Stage
 	Detail string
 	Time   time.Time
+	// The model, version and route that rejected it at the score stage;
+	// empty when it was rejected before a route was chosen.
+	Model        string
+	ModelVersion string
+	Route        Route
 }
 
 // Prediction is the JSON record seer publishes for each scored event.

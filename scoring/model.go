@@ -321,6 +321,7 @@ func (m *Model) run(items []schemas.Item) error {
 		it.InputRaw = raw[start:len(raw):len(raw)]
 		it.InputNames = m.names
 	}
+	t0 := time.Now()
 	in, err := ort.NewTensor(ort.NewShape(int64(n), int64(width)), data)
 	if err != nil {
 		return fmt.Errorf("building input tensor: %w", err)
@@ -346,6 +347,7 @@ func (m *Model) run(items []schemas.Item) error {
 	w := len(vals) / n
 	idx := m.outIdx[0]
 	now := time.Now().UTC()
+	took := now.Sub(t0)
 	r := 0
 	for i := range items {
 		it := &items[i]
@@ -354,6 +356,9 @@ func (m *Model) run(items []schemas.Item) error {
 		}
 		s := vals[r*w+idx]
 		r++
+		it.Model = m.Manifest.Name
+		it.ModelVersion = m.Manifest.Version
+		it.Route = m.Route
 		if math.IsNaN(float64(s)) || math.IsInf(float64(s), 0) {
 			it.Reject = &schemas.DecodeError{Reason: schemas.ReasonScoreFailed, Stage: schemas.StageScore, Detail: "model returned a non-finite score"}
 			continue
@@ -363,9 +368,7 @@ func (m *Model) run(items []schemas.Item) error {
 		if s >= m.thresh {
 			it.Label = 1
 		}
-		it.Model = m.Manifest.Name
-		it.ModelVersion = m.Manifest.Version
-		it.Route = m.Route
+		it.ScoringTime = took
 		it.ScoredTime = now
 		it.PredictionID = schemas.StableKSUID(it.Event.Time, it.Event.ID, m.Manifest.Name, m.Manifest.Version, string(m.Route))
 	}

@@ -24,7 +24,8 @@ func (p *Pipeline) outputs(b *batch) ([]*kgo.Record, []schemas.DeadLetter) {
 		it := &b.items[i]
 		if it.Reject != nil {
 			out = append(out, p.deadLetter(b.recs[i], it.Reject, now))
-			dls = append(dls, schemas.DeadLetter{Source: it.Event.Source, Reason: it.Reject.Reason, Stage: it.Reject.Stage, Detail: it.Reject.Error(), Time: now})
+			dls = append(dls, schemas.DeadLetter{Source: it.Event.Source, Reason: it.Reject.Reason, Stage: it.Reject.Stage, Detail: it.Reject.Error(), Time: now,
+				Model: it.Model, ModelVersion: it.ModelVersion, Route: it.Route})
 			continue
 		}
 		start := len(buf)

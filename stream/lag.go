@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -90,4 +91,27 @@ func (p *Pipeline) lagLoop(ctx context.Context) {
 		}
 		p.m.stalled.Set(stalled)
 	}
+}
+
+// GroupMembers returns the client ids of group's members, sorted: with
+// serve naming each instance's consumer by its instance name, the live
+// serve instances.
+func GroupMembers(ctx context.Context, cl *kgo.Client, group string) ([]string, error) {
+	groups, err := kadm.NewClient(cl).DescribeGroups(ctx, group)
+	if err != nil {
+		return nil, fmt.Errorf("describing group %s: %w", group, err)
+	}
+	g, ok := groups[group]
+	if !ok {
+		return nil, fmt.Errorf("describing group %s: not described", group)
+	}
+	if g.Err != nil {
+		return nil, fmt.Errorf("describing group %s: %w", group, g.Err)
+	}
+	ids := make([]string, 0, len(g.Members))
+	for _, m := range g.Members {
+		ids = append(ids, m.ClientID)
+	}
+	slices.Sort(ids)
+	return ids, nil
 }

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -16,25 +18,32 @@ import (
 	"github.com/segmentio/ksuid"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/drift/alert"
 	"github.com/seer-ml/seer/drift/inferencelog"
+	"github.com/seer-ml/seer/drift/judge"
 	"github.com/seer-ml/seer/drift/monitor"
 	"github.com/seer-ml/seer/drift/notify"
-	"github.com/seer-ml/seer/drift/window"
 	"github.com/seer-ml/seer/loadtest"
 	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/scoring"
+	"github.com/seer-ml/seer/scoring/registry"
+	"github.com/seer-ml/seer/stream"
 )
 
 type demoOptions struct {
-	brokers     []string
-	duration    time.Duration
-	rate        int
-	malformed   float64
-	users       int
-	summaryJSON string
-	seed        uint64
+	brokers      []string
+	candidate    string
+	bad          string
+	stepDuration time.Duration
+	duration     time.Duration
+	rate         int
+	malformed    float64
+	users        int
+	summaryJSON  string
+	seed         uint64
 }
 
 func newDemoCmd(g *globals) *cobra.Command {
@@ -49,19 +58,29 @@ func newDemoCmd(g *globals) *cobra.Command {
      starts local ones) and migrates the ClickHouse schema;
   3. loads per-user features for the example model into Redis (some users are
      left out on purpose, so feature misses are flagged);
-  4. deploys the model package (scoring.package) and runs the serve pipeline;
+  4. registers the model package (scoring.package), the candidate
+     (--candidate) and the bad candidate (--bad-candidate) in a registry of
+     its own, points the alias champion at the first, and runs the serve
+     pipeline following champion;
   5. sends open-loop traffic at --rate events/s for --duration, with a share of
      malformed events (--malformed) that must land in the DLQ, showing a live
      progress line;
-  6. prints a summary — events in, predictions out, DLQ records by reason,
-     rows in ClickHouse, p50/p99 end-to-end latency — and two queries to paste
-     into clickhouse-client, and writes it as JSON to --summary-json.
+  6. rolls the bad candidate out (shadow, then a 25% canary, each step held
+     --step-duration): the monitor's judge fails a gate and rolls it back;
+     then rolls the candidate out (shadow, 25%, 100%) and promotes it to
+     champion;
+  7. prints a summary — events in, predictions out by version and route, DLQ
+     records by reason, rows in ClickHouse, p50/p99 end-to-end latency, the
+     rollout timeline with each verdict and the failed gate's figures, the
+     alerts — and two queries to paste into clickhouse-client, and writes it
+     as JSON to --summary-json.
 
 Each run uses its own topics (seer-demo-<run>.*) and starts from an empty
 ClickHouse database seer_demo, so runs never mix. seer monitor runs alongside
-with windows of a sixth of --duration: in the middle third the demo shifts
-amount by one standard deviation and lets the features go stale, so a drift
-alert and a freshness alert fire and then resolve.`,
+with windows of a sixth of --duration, measuring each version on its own
+rows: from half to three quarters of the run the demo shifts amount by one
+standard deviation and lets the features go stale, so a drift alert and a
+freshness alert fire and then resolve. With --candidate "" no rollout runs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, logger, err := g.load()
@@ -73,7 +92,10 @@ alert and a freshness alert fire and then resolve.`,
 	}
 	f := cmd.Flags()
 	f.StringSliceVar(&o.brokers, "brokers", nil, "use these Kafka brokers instead of the embedded one")
-	f.DurationVar(&o.duration, "duration", 60*time.Second, "how long to send traffic")
+	f.StringVar(&o.candidate, "candidate", filepath.Join("deploy", "examples", "card-fraud-1.1.0"), "package rolled out and promoted (\"\": no rollouts)")
+	f.StringVar(&o.bad, "bad-candidate", filepath.Join("deploy", "examples", "card-fraud-1.2.0-rc.1"), "package rolled out first and rolled back by the judge (\"\": none)")
+	f.DurationVar(&o.stepDuration, "step-duration", 5*time.Second, "how long each rollout step is held before it is judged")
+	f.DurationVar(&o.duration, "duration", 80*time.Second, "how long to send traffic")
 	f.IntVar(&o.rate, "rate", 500, "events per second")
 	f.Float64Var(&o.malformed, "malformed", 0.03, "share of events that are malformed on purpose")
 	f.IntVar(&o.users, "users", 20000, "number of distinct users (entities); their features are a sample of the reference profile")
@@ -103,7 +125,22 @@ type DemoSummary struct {
 	LatencyP99Ms    float64          `json:"latency_p99_ms"`
 	LatencyMaxMs    float64          `json:"latency_max_ms"`
 	Alerts          []DemoAlert      `json:"alerts"`
-	AnalystQueries  []string         `json:"analyst_queries"`
+	// Rollouts is the timeline of every rollout event; Routes counts the
+	// inference_log rows per version and route ("1.1.0/canary").
+	Rollouts       []DemoRolloutEvent `json:"rollouts"`
+	Routes         map[string]uint64  `json:"rows_by_version_and_route"`
+	AnalystQueries []string           `json:"analyst_queries"`
+}
+
+// DemoRolloutEvent is one step of a rollout's timeline.
+type DemoRolloutEvent struct {
+	AtSeconds float64            `json:"at_s"`
+	Type      string             `json:"type"`
+	Version   string             `json:"version"`
+	Step      string             `json:"step"` // the step the rollout is at after the event
+	Gate      string             `json:"gate,omitempty"`
+	Figures   map[string]float64 `json:"figures,omitempty"`
+	Reason    string             `json:"reason"`
 }
 
 // DemoAlert is one alert state change seen during the demo.
@@ -157,8 +194,8 @@ func demoMonitorConfig(d time.Duration) monitor.Config {
 }
 
 func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o demoOptions) error {
-	if o.rate < 1 || o.duration <= 0 || o.malformed < 0 || o.malformed > 1 {
-		return errors.New("demo: --rate must be ≥ 1, --duration > 0 and --malformed within [0, 1]")
+	if o.rate < 1 || o.duration <= 0 || o.malformed < 0 || o.malformed > 1 || o.stepDuration <= 0 {
+		return errors.New("demo: --rate must be ≥ 1, --duration and --step-duration > 0 and --malformed within [0, 1]")
 	}
 	run := strings.ToLower(ksuid.New().String()[:10])
 	base := "seer-demo-" + run
@@ -166,6 +203,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	cfg.Kafka.PredictionsTopic = base + ".predictions"
 	cfg.Kafka.DLQTopic = base + ".dlq"
 	cfg.Kafka.Group = base
+	cfg.Registry.Topic = base + ".registry"
 	cfg.Redis.KeyPrefix = "seer-demo"
 	// Keep the demo's own output readable: pipeline logs at warn and above.
 	quiet := newLogger(g.stderr, "warn", cfg.LogFormat)
@@ -193,12 +231,36 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 			return fmt.Errorf("resetting the demo database: %w", err)
 		}
 	}
+
+	// A registry of its own: the champion and the candidates, registered
+	// through every gate; serve follows champion.
+	reg, err := openRegistry(ctx, cfg, quiet)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	store, err := registry.OpenStore(ctx, cfg.Registry.Store)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	versions, err := demoRegister(ctx, g, cfg, reg, store, []string{cfg.Scoring.Package, o.bad, o.candidate})
+	if err != nil {
+		return err
+	}
+	champion, bad, good := versions[0], versions[1], versions[2]
+	model := champion.Model
+	if _, err := reg.SetAlias(ctx, model, "champion", champion.Version, "seer-demo", "the demo's starting champion"); err != nil {
+		return err
+	}
+	cfg.Scoring.Model, cfg.Scoring.Alias = model, "champion"
+
 	a, err := buildApp(ctx, cfg, quiet, prometheus.NewRegistry())
 	if err != nil {
 		return fmt.Errorf("demo needs Redis and ClickHouse (run `make stack-up` or `make demo`): %w", err)
 	}
 	defer a.Close()
-	fmt.Fprintf(g.stdout, "model %s %s (sha256 %s…) from %s\n", a.manifest.Name, a.manifest.Version, a.manifest.Artifact.SHA256[:12], cfg.Scoring.Package)
+	fmt.Fprintf(g.stdout, "serving %s %s (@champion, sha256 %s…)\n", a.manifest.Name, a.manifest.Version, a.manifest.Artifact.SHA256[:12])
 
 	gen, err := loadtest.NewGenerator(a.schema, a.manifest, o.users, o.seed)
 	if err != nil {
@@ -214,7 +276,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 		if err := gen.UseExamples(exs); err != nil {
 			return err
 		}
-		fmt.Fprintf(g.stdout, "traffic replays the %d held-out examples of %s\n", len(exs), a.manifest.Dir)
+		fmt.Fprintf(g.stdout, "traffic replays the %d held-out examples of %s %s\n", len(exs), a.manifest.Name, a.manifest.Version)
 	}
 	features := gen.FeatureRows(20)
 	if err := a.store.PutViews(ctx, features, time.Now(), time.Hour); err != nil {
@@ -225,30 +287,59 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	}
 
 	// The monitor runs beside the pipeline with short windows, so that the
-	// drift and the stale features injected in the middle third of the run
-	// raise alerts that then resolve.
+	// drift and the stale features injected later in the run raise alerts
+	// that then resolve; its rollout controller judges the rollouts.
 	mcfg := demoMonitorConfig(o.duration)
-	alerts := &alertLog{start: time.Now()}
-	lease := monitor.NewLease(a.rdb, cfg.Redis.KeyPrefix+"-"+run, "monitor", run, mcfg.LeaseTTL)
+	start := time.Now()
+	alerts := &alertLog{start: start}
 	ch := notify.ClickHouse{Conn: a.ch, Database: cfg.ClickHouse.Database}
-	mon, closeMon, err := newMonitor(cfg, mcfg, window.New(a.ch, cfg.ClickHouse.Database, a.manifest), lease, []notify.Sink{alerts, ch}, ch, quiet)
+	sinks := []notify.Sink{alerts, ch}
+	dir, err := packageCache()
 	if err != nil {
 		return err
 	}
-	defer closeMon()
+	pkgs := packages{log: reg, store: store, dir: dir}
+	measured, err := monitorVersions(cfg, a.ch, pkgs, quiet)
+	if err != nil {
+		return err
+	}
+	group, err := kgo.NewClient(kafkaOpts(cfg.Kafka, "demo-monitor", quiet, nil)...)
+	if err != nil {
+		return err
+	}
+	defer group.Close()
+	mon, err := monitor.New(mcfg, measured, monitor.NewLease(a.rdb, cfg.Redis.KeyPrefix+"-"+run, "monitor", run, mcfg.LeaseTTL), sinks, ch,
+		stream.NewGroupLag(group, cfg.Kafka.Group).Total, quiet, time.Now)
+	if err != nil {
+		return err
+	}
+	cfg.Rollout.Interval = time.Second
+	gates := cfg.RolloutGates
+	gates.MinSamples = 300
+	ctl := newController(cfg, model, reg, judge.Judge{Conn: a.ch, Database: cfg.ClickHouse.Database, Config: gates}, pkgs, group, sinks, quiet)
+	ctl.Actor = "seer-demo-monitor"
 	mctx, stopMonitor := context.WithCancel(ctx)
 	defer stopMonitor()
-	monDone := make(chan error, 1)
+	monDone, ctlDone := make(chan error, 1), make(chan error, 1)
 	go func() { monDone <- mon.Run(mctx) }()
+	go func() { ctlDone <- ctl.Run(mctx) }()
 
 	pctx, stopPipeline := context.WithCancel(ctx)
 	defer stopPipeline()
 	pipeDone := make(chan error, 1)
 	go func() { pipeDone <- a.Run(pctx) }()
 
-	// The traffic is loadtest's open-loop engine; in the middle third
-	// amount drifts by 1σ and the features go stale.
+	// The traffic is loadtest's open-loop engine. Meanwhile the bad
+	// candidate and then the good one are rolled out; from half to three
+	// quarters of the run amount drifts by 1σ and the features go stale.
 	fmt.Fprintf(g.stdout, "sending %d events/s for %s (%.1f%% malformed) to %s\n", o.rate, o.duration, 100*o.malformed, cfg.Kafka.InputTopic)
+	plan := &demoRollouts{log: reg, model: model, stepDuration: o.stepDuration, out: g.stderr}
+	if bad != nil {
+		plan.queue = append(plan.queue, demoRollout{version: bad.Version, steps: []string{registry.ShadowStep, "25"}, reason: "the bad candidate (trained on shuffled labels)"})
+	}
+	if good != nil {
+		plan.queue = append(plan.queue, demoRollout{version: good.Version, steps: []string{registry.ShadowStep, "25", "100"}, reason: "the better candidate"})
+	}
 	phase := 0
 	rep, runErr := loadtest.Run(ctx, loadtest.RunConfig{
 		InputTopic: cfg.Kafka.InputTopic, PredictionsTopic: cfg.Kafka.PredictionsTopic, DLQTopic: cfg.Kafka.DLQTopic,
@@ -256,13 +347,18 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 		MalformedShare: o.malformed, DrainTimeout: 30 * time.Second, Partitions: 4, Progress: g.stderr,
 		ClientOpts: kafkaOpts(cfg.Kafka, "demo", quiet, nil),
 		EachSecond: func(el time.Duration) error {
+			if el >= 2*time.Second {
+				if err := plan.step(ctx, el); err != nil {
+					return err
+				}
+			}
 			switch {
-			case phase == 0 && el >= o.duration/3:
+			case phase == 0 && el >= o.duration/2:
 				phase = 1
 				gen.SetShift(map[string]float64{"amount": 1})
 				fmt.Fprintf(g.stderr, "\n[%3.0fs] injecting drift (amount +1σ) and stale features (2 min old)\n", el.Seconds())
 				return a.store.PutViews(ctx, features, time.Now().Add(-2*time.Minute), time.Hour)
-			case phase == 1 && el >= 2*o.duration/3:
+			case phase == 1 && el >= 3*o.duration/4:
 				phase = 2
 				gen.SetShift(nil)
 				fmt.Fprintf(g.stderr, "\n[%3.0fs] back to normal traffic and fresh features\n", el.Seconds())
@@ -282,7 +378,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	case <-ctx.Done():
 	}
 	stopMonitor()
-	if err := <-monDone; err != nil {
+	if err := errors.Join(<-monDone, <-ctlDone); err != nil {
 		return fmt.Errorf("monitor: %w", err)
 	}
 	stopPipeline()
@@ -290,14 +386,19 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 		return fmt.Errorf("pipeline: %w", err)
 	}
 
+	st, _, err := reg.Read(context.WithoutCancel(ctx))
+	if err != nil {
+		return err
+	}
 	s := DemoSummary{
 		RunID: run, Brokers: strings.Join(cfg.Kafka.Brokers, ","), InputTopic: cfg.Kafka.InputTopic,
-		Model: a.manifest.Name, ModelVersion: a.manifest.Version,
+		Model: model, ModelVersion: st.Models[model].Aliases["champion"],
 		DurationSeconds: rep.DurationS, TargetRate: o.rate,
 		EventsIn: rep.Sent, MalformedSent: rep.Malformed,
 		PredictionsOut: rep.Predicted, DLQRecords: rep.DeadLettered, DLQByReason: rep.DLQByReason,
 		LatencyP50Ms: rep.Latency.P50, LatencyP99Ms: rep.Latency.P99, LatencyMaxMs: rep.Latency.Max,
 		Alerts:         alerts.entries(),
+		Rollouts:       rolloutTimeline(st.Models[model], start),
 		AnalystQueries: inferencelog.ExampleQueries(cfg.ClickHouse.Database, cfg.Kafka.InputTopic),
 	}
 	qctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -306,7 +407,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	if err != nil {
 		return err
 	}
-	s.ClickHouseRows, s.FeatureMisses, s.ClickHouseDLQ = int64(counts.Rows), int64(counts.FeatureMisses), int64(counts.DeadLetters)
+	s.ClickHouseRows, s.FeatureMisses, s.ClickHouseDLQ, s.Routes = int64(counts.Rows), int64(counts.FeatureMisses), int64(counts.DeadLetters), counts.Routes
 	printDemoSummary(g, s)
 	if o.summaryJSON != "" {
 		b, _ := json.MarshalIndent(s, "", "  ")
@@ -325,16 +426,124 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	if s.ClickHouseRows != s.PredictionsOut {
 		problems = append(problems, fmt.Sprintf("%d predictions but %d inference_log rows", s.PredictionsOut, s.ClickHouseRows))
 	}
+	if bad != nil && !s.ended(bad.Version, registry.RolloutRolledBack) {
+		problems = append(problems, fmt.Sprintf("the bad candidate %s was not rolled back", bad.Version))
+	}
+	if good != nil && !s.ended(good.Version, registry.RolloutPromoted) {
+		problems = append(problems, fmt.Sprintf("the candidate %s was not promoted", good.Version))
+	}
 	if len(problems) > 0 {
 		return fmt.Errorf("demo finished with gaps: %s", strings.Join(problems, "; "))
 	}
 	return nil
 }
 
+// ended reports whether the timeline has version's rollout ending with t.
+func (s DemoSummary) ended(version string, t registry.EventType) bool {
+	for _, e := range s.Rollouts {
+		if e.Version == version && e.Type == string(t) {
+			return true
+		}
+	}
+	return false
+}
+
+// demoRegister registers each package dir ("" skipped, nil in its place)
+// through every gate, in order.
+func demoRegister(ctx context.Context, g *globals, cfg Config, reg *registry.Log, store *registry.Store, dirs []string) ([]*registry.Event, error) {
+	schema, err := schemas.LoadInputSchema(cfg.Kafka.InputSchema)
+	if err != nil {
+		return nil, fmt.Errorf("kafka.input_schema: %w", err)
+	}
+	if err := scoring.InitRuntime(cfg.OnnxRuntimeLib); err != nil {
+		return nil, err
+	}
+	gates := registry.Gates{Schema: schema, Scoring: cfg.Scoring}
+	out := make([]*registry.Event, len(dirs))
+	for i, dir := range dirs {
+		if dir == "" {
+			continue
+		}
+		e, _, err := registry.Register(ctx, reg, store, gates, dir, "seer-demo", "registered by seer demo")
+		if err != nil {
+			return nil, fmt.Errorf("registering %s: %w", dir, err)
+		}
+		out[i] = &e
+		fmt.Fprintf(g.stdout, "registered %s %s from %s (digest %s…)\n", e.Model, e.Version, dir, e.Digest[:12])
+	}
+	return out, nil
+}
+
+// demoRollout is one rollout the demo starts.
+type demoRollout struct {
+	version, reason string
+	steps           []string
+}
+
+// demoRollouts starts the queued rollouts one after the other and prints
+// each change of the one in progress.
+type demoRollouts struct {
+	log          *registry.Log
+	model        string
+	stepDuration time.Duration
+	out          io.Writer
+	queue        []demoRollout
+	seen         int // rollout events already printed
+}
+
+func (d *demoRollouts) step(ctx context.Context, el time.Duration) error {
+	st, _, err := d.log.Read(ctx)
+	if err != nil {
+		return err
+	}
+	m := st.Models[d.model]
+	for _, e := range rolloutEvents(m)[d.seen:] {
+		d.seen++
+		fmt.Fprintf(d.out, "\n[%3.0fs] %s %s (now at step %s): %s\n", el.Seconds(), e.Type, e.Version, stepName(e), e.Reason)
+	}
+	if m.Rollout.Active() || len(d.queue) == 0 {
+		return nil
+	}
+	r := d.queue[0]
+	d.queue = d.queue[1:]
+	_, err = d.log.StartRollout(ctx, d.model, r.version, "champion", r.steps, d.stepDuration, "seer-demo", r.reason)
+	return err
+}
+
+// rolloutEvents returns the rollout events in the model's history.
+func rolloutEvents(m *registry.Model) []registry.Event {
+	var out []registry.Event
+	for _, e := range m.History {
+		switch e.Type {
+		case registry.RolloutStarted, registry.RolloutStepped, registry.RolloutPaused, registry.RolloutPromoted, registry.RolloutRolledBack:
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// rolloutTimeline is the summary's rollout timeline, in seconds from start.
+func rolloutTimeline(m *registry.Model, start time.Time) []DemoRolloutEvent {
+	var out []DemoRolloutEvent
+	for _, e := range rolloutEvents(m) {
+		out = append(out, DemoRolloutEvent{AtSeconds: e.Time.Sub(start).Seconds(), Type: string(e.Type), Version: e.Version,
+			Step: stepName(e), Gate: e.Gate, Figures: e.Figures, Reason: e.Reason})
+	}
+	return out
+}
+
+// stepName is the step a rollout event leaves its rollout at.
+func stepName(e registry.Event) string {
+	if e.Step < len(e.Steps) {
+		return e.Steps[e.Step]
+	}
+	return ""
+}
+
 func printDemoSummary(g *globals, s DemoSummary) {
 	w := g.stdout
 	fmt.Fprintf(w, "\n== seer demo summary (run %s)\n", s.RunID)
-	fmt.Fprintf(w, "  model              %s %s\n", s.Model, s.ModelVersion)
+	fmt.Fprintf(w, "  model              %s, champion at the end: %s\n", s.Model, s.ModelVersion)
 	fmt.Fprintf(w, "  duration           %.1fs at %d events/s target\n", s.DurationSeconds, s.TargetRate)
 	fmt.Fprintf(w, "  events in          %d (%d malformed on purpose)\n", s.EventsIn, s.MalformedSent)
 	fmt.Fprintf(w, "  predictions out    %d\n", s.PredictionsOut)
@@ -344,7 +553,27 @@ func printDemoSummary(g *globals, s DemoSummary) {
 	}
 	sort.Strings(reasons)
 	fmt.Fprintf(w, "  DLQ records        %d (%s)\n", s.DLQRecords, strings.Join(reasons, ", "))
-	fmt.Fprintf(w, "  ClickHouse rows    %d inference_log, %d dead_letters\n", s.ClickHouseRows, s.ClickHouseDLQ)
+	fmt.Fprintf(w, "  ClickHouse rows    %d inference_log (predictions), %d dead_letters\n", s.ClickHouseRows, s.ClickHouseDLQ)
+	routes := make([]string, 0, len(s.Routes))
+	for k, n := range s.Routes {
+		routes = append(routes, fmt.Sprintf("%s=%d", k, n))
+	}
+	sort.Strings(routes)
+	fmt.Fprintf(w, "  rows by version    %s\n", strings.Join(routes, ", "))
+	if len(s.Rollouts) > 0 {
+		fmt.Fprintf(w, "  rollouts           %d events (judged by seer monitor from ClickHouse)\n", len(s.Rollouts))
+	}
+	for _, e := range s.Rollouts {
+		fmt.Fprintf(w, "    [%3.0fs] %-20s %-11s step %-7s %s\n", e.AtSeconds, e.Type, e.Version, e.Step, e.Reason)
+		if len(e.Figures) > 0 {
+			names := make([]string, 0, len(e.Figures))
+			for k, v := range e.Figures {
+				names = append(names, fmt.Sprintf("%s=%.4g", k, v))
+			}
+			sort.Strings(names)
+			fmt.Fprintf(w, "             figures: %s\n", strings.Join(names, ", "))
+		}
+	}
 	fmt.Fprintf(w, "  feature misses     %d predictions scored with flagged default features\n", s.FeatureMisses)
 	fmt.Fprintf(w, "  latency (e2e)      p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", s.LatencyP50Ms, s.LatencyP99Ms, s.LatencyMaxMs)
 	fmt.Fprintf(w, "  alerts             %d state changes (seer monitor, drift injected in the middle third)\n", len(s.Alerts))

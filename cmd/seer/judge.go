@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/seer-ml/seer/drift/alert"
@@ -15,12 +17,10 @@ import (
 // rolloutJudge adapts drift/judge (ClickHouse) to scoring/rollout: a
 // shadow step is judged on the same events as production, a canary step
 // on the candidate's drift against its own reference profile, read from
-// its package in the artifact store.
+// its package in the artifact store; both on health first.
 type rolloutJudge struct {
-	j     judge.Judge
-	log   *registry.Log
-	store *registry.Store
-	dir   string
+	j    judge.Judge
+	pkgs packages
 }
 
 func (a rolloutJudge) Judge(ctx context.Context, model string, r *registry.Rollout, from, to time.Time) (rollout.Judgement, error) {
@@ -30,10 +30,10 @@ func (a rolloutJudge) Judge(ctx context.Context, model string, r *registry.Rollo
 		res, err = a.j.Shadow(ctx, model, r.From, r.Candidate, from, to)
 	} else {
 		var m *schemas.Manifest
-		if m, err = a.candidate(ctx, model, r.Candidate); err != nil {
+		if m, err = a.pkgs.manifest(ctx, model, r.Candidate); err != nil {
 			return rollout.Judgement{}, err
 		}
-		res, err = a.j.Canary(ctx, model, r.Candidate, m.Profile.Outputs[m.Outputs[0].Name], from, to)
+		res, err = a.j.Canary(ctx, model, r.From, r.Candidate, m.Profile.Outputs[m.Outputs[0].Name], from, to)
 	}
 	if err != nil {
 		return rollout.Judgement{}, err
@@ -42,21 +42,38 @@ func (a rolloutJudge) Judge(ctx context.Context, model string, r *registry.Rollo
 	return rollout.Judgement{Verdict: v, Gate: res.Gate, Figures: res.Figures}, nil
 }
 
-// candidate fetches the candidate's package (once) and reads its manifest.
-func (a rolloutJudge) candidate(ctx context.Context, model, version string) (*schemas.Manifest, error) {
-	st, _, err := a.log.Read(ctx)
+// packages reads the manifests of registered versions, fetching each
+// package from the artifact store once (into dir).
+type packages struct {
+	log   *registry.Log
+	store *registry.Store
+	dir   string
+}
+
+// manifest returns the manifest of model's version ref (VERSION or @ALIAS).
+func (p packages) manifest(ctx context.Context, model, ref string) (*schemas.Manifest, error) {
+	st, _, err := p.log.Read(ctx)
 	if err != nil {
 		return nil, err
 	}
-	e, err := st.Resolve(model, version)
+	e, err := st.Resolve(model, ref)
 	if err != nil {
 		return nil, err
 	}
-	dir, err := a.store.Materialize(ctx, e, a.dir)
+	dir, err := p.store.Materialize(ctx, e, p.dir)
 	if err != nil {
 		return nil, err
 	}
 	return schemas.LoadManifest(dir)
+}
+
+// packageCache is the folder fetched packages are kept in, one per digest.
+func packageCache() (string, error) {
+	dir, err := filepath.Abs(filepath.Join(".cache", "packages"))
+	if err != nil {
+		return "", err
+	}
+	return dir, os.MkdirAll(dir, 0o755)
 }
 
 // rolloutAlert turns a rollback or a pause into an alert for the sinks.

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/ksuid"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -71,10 +71,6 @@ an alert when a gate fails.`,
 }
 
 func runMonitor(ctx context.Context, cfg Config, logger *slog.Logger) error {
-	m, err := schemas.LoadManifest(cfg.Scoring.Package)
-	if err != nil {
-		return fmt.Errorf("scoring.package: %w", err)
-	}
 	conn, err := drift.Open(ctx, cfg.ClickHouse)
 	if err != nil {
 		return err
@@ -85,8 +81,25 @@ func runMonitor(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	rdb := featurestore.NewClient(cfg.Redis)
 	defer rdb.Close()
-	host, _ := os.Hostname()
-	lease := monitor.NewLease(rdb, cfg.Redis.KeyPrefix, "monitor:"+m.Name+":"+m.Version, host+"-"+ksuid.New().String(), cfg.Monitor.LeaseTTL)
+	reg, err := openRegistry(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	store, err := registry.OpenStore(ctx, cfg.Registry.Store)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	dir, err := packageCache()
+	if err != nil {
+		return err
+	}
+	pkgs := packages{log: reg, store: store, dir: dir}
+	versions, err := monitorVersions(cfg, conn, pkgs, logger)
+	if err != nil {
+		return err
+	}
 	ch := notify.ClickHouse{Conn: conn, Database: cfg.ClickHouse.Database}
 	sinks := []notify.Sink{notify.Log{Log: logger}, ch}
 	if cfg.Monitor.AlertsTopic != "" {
@@ -100,24 +113,19 @@ func runMonitor(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if cfg.Monitor.WebhookURL != "" {
 		sinks = append(sinks, notify.Webhook{URL: cfg.Monitor.WebhookURL})
 	}
-	job := window.New(conn, cfg.ClickHouse.Database, m)
-	if start, end, _ := cfg.Monitor.ReferenceRange(); !start.IsZero() {
-		if err := job.UseReferenceRange(ctx, start, end); err != nil {
-			return err
-		}
-		logger.Info("reference is a range of the inference log", "start", start, "end", end)
-	}
-	mon, closeMon, err := newMonitor(cfg, cfg.Monitor, job, lease, sinks, ch, logger)
+	group, err := kgo.NewClient(kafkaOpts(cfg.Kafka, "monitor-group", logger, nil)...)
 	if err != nil {
 		return err
 	}
-	defer closeMon()
+	defer group.Close()
+	host, _ := os.Hostname()
+	id := host + "-" + ksuid.New().String()
+	mon, err := monitor.New(cfg.Monitor, versions, monitor.NewLease(rdb, cfg.Redis.KeyPrefix, "monitor:"+versions.Model, id, cfg.Monitor.LeaseTTL),
+		sinks, ch, stream.NewGroupLag(group, cfg.Kafka.Group).Total, logger, time.Now)
+	if err != nil {
+		return err
+	}
 	// The registry's ClickHouse mirror (model_versions, model_events).
-	reg, err := openRegistry(ctx, cfg, logger)
-	if err != nil {
-		return err
-	}
-	defer reg.Close()
 	mctx, stopMirror := context.WithCancel(ctx)
 	mirrored := make(chan error, 1)
 	go func() {
@@ -127,44 +135,57 @@ func runMonitor(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}()
 	defer func() { stopMirror(); <-mirrored }()
 
-	// The rollout judge: one active instance, behind a lease of its own.
-	store, err := registry.OpenStore(ctx, cfg.Registry.Store)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	dir, err := filepath.Abs(filepath.Join(".cache", "packages"))
-	if err != nil {
-		return err
-	}
-	rlease := monitor.NewLease(rdb, cfg.Redis.KeyPrefix, "rollout:"+m.Name, host+"-"+ksuid.New().String(), cfg.Monitor.LeaseTTL)
+	// The rollout controller: one active instance, behind a lease of its own.
+	rlease := monitor.NewLease(rdb, cfg.Redis.KeyPrefix, "rollout:"+versions.Model, id, cfg.Monitor.LeaseTTL)
 	defer rlease.Release(context.WithoutCancel(ctx))
-	ctl := &rollout.Controller{Log: reg, Model: m.Name, Actor: "seer-monitor@" + host, Config: cfg.Rollout, Now: time.Now,
-		Logger: logger.With("component", "rollout"),
-		Judge:  rolloutJudge{j: judge.Judge{Conn: conn, Database: cfg.ClickHouse.Database, Config: cfg.RolloutGates}, log: reg, store: store, dir: dir},
-		Leader: func(ctx context.Context) bool { held, _, err := rlease.Hold(ctx); return err == nil && held },
-		OnEnd: func(e registry.Event) {
-			sendAll(ctx, sinks, []alert.Alert{rolloutAlert(e)}, func(err error) { logger.Error("rollout alert sink failed", "err", err) })
-		}}
+	ctl := newController(cfg, versions.Model, reg, judge.Judge{Conn: conn, Database: cfg.ClickHouse.Database, Config: cfg.RolloutGates}, pkgs, group, sinks, logger)
+	ctl.Actor = "seer-monitor@" + host
+	ctl.Leader = func(ctx context.Context) bool { held, _, err := rlease.Hold(ctx); return err == nil && held }
 	rctx, stopRollout := context.WithCancel(ctx)
 	rolled := make(chan error, 1)
 	go func() { rolled <- ctl.Run(rctx) }()
 	defer func() { stopRollout(); <-rolled }()
-	logger.Info("monitor starting", "model", m.Name, "version", m.Version, "window", cfg.Monitor.Window, "rules", len(cfg.Monitor.Rules))
+	logger.Info("monitor starting", "model", versions.Model, "window", cfg.Monitor.Window, "rules", len(cfg.Monitor.Rules))
 	return mon.Run(ctx)
 }
 
-// newMonitor wires a monitor that also reports the consumer lag of
-// kafka.group; the returned func releases the lag client.
-func newMonitor(cfg Config, mcfg monitor.Config, job *window.Job, lease *monitor.Lease, sinks []notify.Sink, firing monitor.FiringAlerts, logger *slog.Logger) (*monitor.Monitor, func(), error) {
-	cl, err := kgo.NewClient(kafkaOpts(cfg.Kafka, "monitor-lag", logger, nil)...)
-	if err != nil {
-		return nil, nil, err
+// monitorVersions says what the monitor measures. Following the registry
+// (scoring.model), every version that served in a window — the alias's
+// version and a rollout's canary — each against its own package;
+// otherwise the package in scoring.package.
+func monitorVersions(cfg Config, conn driver.Conn, pkgs packages, logger *slog.Logger) (*window.Versions, error) {
+	v := &window.Versions{Conn: conn, Database: cfg.ClickHouse.Database, Logger: logger.With("component", "monitor")}
+	if start, end, _ := cfg.Monitor.ReferenceRange(); !start.IsZero() {
+		v.Reference = [2]time.Time{start, end}
+		logger.Info("reference is a range of the inference log", "start", start, "end", end)
 	}
-	mon, err := monitor.New(mcfg, job, lease, sinks, firing, stream.NewGroupLag(cl, cfg.Kafka.Group).Total, logger, time.Now)
-	if err != nil {
-		cl.Close()
-		return nil, nil, err
+	if cfg.Scoring.Model != "" {
+		v.Model = cfg.Scoring.Model
+		v.Production = func(ctx context.Context) (*schemas.Manifest, error) {
+			return pkgs.manifest(ctx, cfg.Scoring.Model, "@"+cfg.Scoring.Alias)
+		}
+		v.Package = func(ctx context.Context, version string) (*schemas.Manifest, error) {
+			return pkgs.manifest(ctx, cfg.Scoring.Model, version)
+		}
+		return v, nil
 	}
-	return mon, cl.Close, nil
+	m, err := schemas.LoadManifest(cfg.Scoring.Package)
+	if err != nil {
+		return nil, fmt.Errorf("scoring.package: %w", err)
+	}
+	v.Model = m.Name
+	v.Production = func(context.Context) (*schemas.Manifest, error) { return m, nil }
+	return v, nil
+}
+
+// newController wires the rollout controller of model: judged in
+// ClickHouse, waiting on the members of kafka.group (the live serve
+// instances, listed through cl), alerting through sinks.
+func newController(cfg Config, model string, reg *registry.Log, j judge.Judge, pkgs packages, cl *kgo.Client, sinks []notify.Sink, logger *slog.Logger) *rollout.Controller {
+	return &rollout.Controller{Log: reg, Model: model, Actor: "seer-monitor", Config: cfg.Rollout, Now: time.Now,
+		Logger: logger.With("component", "rollout"), Judge: rolloutJudge{j: j, pkgs: pkgs},
+		Fleet: func(ctx context.Context) ([]string, error) { return stream.GroupMembers(ctx, cl, cfg.Kafka.Group) },
+		OnEnd: func(e registry.Event) {
+			sendAll(context.Background(), sinks, []alert.Alert{rolloutAlert(e)}, func(err error) { logger.Error("rollout alert sink failed", "err", err) })
+		}}
 }

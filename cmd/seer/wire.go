@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +13,8 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/ksuid"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/drift/inferencelog"
@@ -28,6 +29,7 @@ import (
 // app is one wired pipeline and the clients it owns. Close releases them in
 // reverse order of creation.
 type app struct {
+	instance string // names this serve instance: its consumer's client id and its registry events
 	manifest *schemas.Manifest
 	schema   *schemas.InputSchema
 	rdb      *redis.Client
@@ -45,7 +47,8 @@ type app struct {
 // buildApp loads and verifies the model package, connects Redis and
 // ClickHouse, migrates the schema and creates the Kafka pipeline.
 func buildApp(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (_ *app, err error) {
-	a := &app{}
+	host, _ := os.Hostname()
+	a := &app{instance: fmt.Sprintf("%s-serve-%s-%s", cfg.Kafka.ClientID, host, ksuid.New().String()[19:])}
 	defer func() {
 		if err != nil {
 			a.Close()
@@ -117,7 +120,10 @@ func buildApp(ctx context.Context, cfg Config, logger *slog.Logger, reg promethe
 		return nil, fmt.Errorf("clickhouse.spool_dir: %w", err)
 	}
 
-	if a.pipeline, err = stream.New(cfg.Kafka, a.schema, a.store, a.router, a.writer, logger, reg, kafkaOpts(cfg.Kafka, "serve", logger, reg)...); err != nil {
+	// The consumer's client id is the instance name: the rollout controller
+	// lists the group's members to know which instances must load a step.
+	opts := append(kafkaOpts(cfg.Kafka, "serve", logger, reg), kgo.ClientID(a.instance))
+	if a.pipeline, err = stream.New(cfg.Kafka, a.schema, a.store, a.router, a.writer, logger, reg, opts...); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -137,17 +143,13 @@ func (a *app) follow(ctx context.Context, cfg Config, logger *slog.Logger, loads
 	if err != nil {
 		return err
 	}
-	dir, err := filepath.Abs(filepath.Join(".cache", "packages"))
+	dir, err := packageCache()
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	host, _ := os.Hostname()
 	a.follower = &router.Follower{Log: a.registry, Store: a.artifact, Model: cfg.Scoring.Model, Alias: cfg.Scoring.Alias,
 		Gates:    registry.Gates{Schema: a.schema, Scoring: cfg.Scoring, RequireSignature: cfg.Registry.RequireSignature, TrustedKeys: keys},
-		Instance: host + " " + cfg.HTTP + " " + cfg.Kafka.Group, Dir: dir, Logger: logger.With("component", "registry")}
+		Instance: a.instance, Dir: dir, Logger: logger.With("component", "registry")}
 	a.router, err = a.follower.Start(ctx, func(version string, ok bool) {
 		outcome := "loaded"
 		if !ok {

@@ -12,6 +12,7 @@ package inferencelog
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -23,9 +24,9 @@ const inferenceColumns = `prediction_id, event_id, entity_id, model, model_versi
 	event_time, scored_time, event_time_ms, scored_time_ms,
 	input_names, input_values, input_strings, input_missing,
 	feature_views, feature_age_ms, feature_missing, feature_stale,
-	score, label, source_topic, source_partition, source_offset`
+	score, label, source_topic, source_partition, source_offset, scoring_us, candidate_failed`
 
-const deadLetterColumns = `source_topic, source_partition, source_offset, reason, stage, detail, dlq_time, dlq_time_ms`
+const deadLetterColumns = `source_topic, source_partition, source_offset, reason, stage, detail, dlq_time, dlq_time_ms, model, model_version, route`
 
 // LogRow is one inference_log row. It is what the spool stores, so its
 // JSON form is part of the on-disk format.
@@ -51,6 +52,8 @@ type LogRow struct {
 	SourceTopic     string    `json:"t"`
 	SourcePartition int32     `json:"p"`
 	SourceOffset    int64     `json:"o"`
+	ScoringUs       uint32    `json:"su,omitempty"` // the route's ONNX run this row was scored in
+	CandidateFailed uint8     `json:"cf,omitempty"` // 1: the canary (so production scored it) or the shadow could not score it
 }
 
 // AppendRows appends the log rows of the scored items (Reject == nil),
@@ -78,6 +81,7 @@ func AppendRows(dst []LogRow, items []schemas.Item) []LogRow {
 			EventTimeMs: it.Event.Time.UnixMilli(), ScoredTimeMs: it.ScoredTime.UnixMilli(),
 			InputNames: it.InputNames, Score: it.Score, Label: it.Label,
 			SourceTopic: it.Event.Source.Topic, SourcePartition: it.Event.Source.Partition, SourceOffset: it.Event.Source.Offset,
+			ScoringUs: uint32(min(it.ScoringTime.Microseconds(), math.MaxUint32)), CandidateFailed: b2u(it.CandidateFailed),
 		}
 		if it.Event.Time.IsZero() {
 			r.EventTimeMs = r.ScoredTimeMs
@@ -163,7 +167,7 @@ func (s *Sink) insertLog(ctx context.Context, rows []LogRow) error {
 			msTime(r.EventTimeMs), msTime(r.ScoredTimeMs), uint64(r.EventTimeMs), uint64(r.ScoredTimeMs),
 			r.InputNames, r.InputValues, r.InputStrings, r.InputMissing,
 			r.FeatureViews, r.FeatureAgeMs, r.FeatureMissing, r.FeatureStale,
-			r.Score, r.Label, r.SourceTopic, r.SourcePartition, r.SourceOffset); err != nil {
+			r.Score, r.Label, r.SourceTopic, r.SourcePartition, r.SourceOffset, r.ScoringUs, r.CandidateFailed); err != nil {
 			return fmt.Errorf("appending inference_log row for event %s: %w", r.EventID, err)
 		}
 	}
@@ -181,7 +185,7 @@ func (s *Sink) insertDead(ctx context.Context, dls []schemas.DeadLetter) error {
 	defer batch.Abort()
 	for _, d := range dls {
 		if err := batch.Append(d.Source.Topic, d.Source.Partition, d.Source.Offset, string(d.Reason), string(d.Stage), d.Detail,
-			d.Time.UTC(), uint64(d.Time.UnixMilli())); err != nil {
+			d.Time.UTC(), uint64(d.Time.UnixMilli()), d.Model, d.ModelVersion, string(d.Route)); err != nil {
 			return fmt.Errorf("appending dead_letters row: %w", err)
 		}
 	}
@@ -205,15 +209,37 @@ func msTime(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
 
 // TopicCounts are the log rows of one source topic.
 type TopicCounts struct {
-	Rows          uint64 // inference_log rows (after deduplication)
+	Rows          uint64 // inference_log rows of predictions (after deduplication; shadow rows apart)
 	FeatureMisses uint64 // of those, scored with a missing feature view
+	ShadowRows    uint64 // rows of a shadow route's predictions
 	DeadLetters   uint64 // dead_letters rows
+	// Routes counts the rows per model version and route
+	// ("1.1.0/canary").
+	Routes map[string]uint64
 }
 
 // CountTopic counts the rows logged for events of topic.
 func (s *Sink) CountTopic(ctx context.Context, topic string) (TopicCounts, error) {
-	var c TopicCounts
-	if err := s.conn.QueryRow(ctx, fmt.Sprintf("SELECT count(), countIf(has(feature_missing, 1)) FROM %s.inference_log FINAL WHERE source_topic = ?", s.database), topic).Scan(&c.Rows, &c.FeatureMisses); err != nil {
+	c := TopicCounts{Routes: map[string]uint64{}}
+	rows, err := s.conn.Query(ctx, fmt.Sprintf("SELECT model_version, toString(route), count(), countIf(has(feature_missing, 1)) FROM %s.inference_log FINAL WHERE source_topic = ? GROUP BY model_version, route", s.database), topic)
+	if err != nil {
+		return c, fmt.Errorf("counting inference_log rows: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var version, route string
+		var n, misses uint64
+		if err := rows.Scan(&version, &route, &n, &misses); err != nil {
+			return c, fmt.Errorf("counting inference_log rows: %w", err)
+		}
+		c.Routes[version+"/"+route] = n
+		if route == string(schemas.RouteShadow) {
+			c.ShadowRows += n
+			continue
+		}
+		c.Rows, c.FeatureMisses = c.Rows+n, c.FeatureMisses+misses
+	}
+	if err := rows.Err(); err != nil {
 		return c, fmt.Errorf("counting inference_log rows: %w", err)
 	}
 	if err := s.conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM %s.dead_letters FINAL WHERE source_topic = ?", s.database), topic).Scan(&c.DeadLetters); err != nil {

@@ -1,8 +1,11 @@
 // Package judge measures a rollout step's candidate against production in
-// ClickHouse, from the inference log: for a shadow step, the same events
-// scored by both (label agreement, score difference, score correlation);
-// for a canary step, the candidate's score drift against its own
-// reference profile, calibrated as the drift jobs are. It only measures
+// ClickHouse, from the inference log and the dead letters. Every step is
+// first judged on health: the candidate's score-failure rate against
+// production's, and its scoring latency p99 against production's. Then,
+// for a shadow step, the same events scored by both (label agreement,
+// score difference, score correlation); for a canary step, the candidate's
+// score drift against its own reference profile, calibrated as the drift
+// jobs are. It only measures
 // and compares with thresholds; scoring/rollout decides what to do, and
 // cmd/seer wires the two. A Judge is safe for concurrent use.
 package judge
@@ -29,12 +32,23 @@ type Config struct {
 	MaxScoreDiffP95 float64 `yaml:"max_score_diff_p95"` // shadow: 95th percentile of |candidate − production|
 	MaxDriftPValue  float64 `yaml:"max_drift_pvalue"`   // canary: the score's drift p-value must stay above this…
 	MinDriftPSI     float64 `yaml:"min_drift_psi"`      // …unless its PSI is below this effect floor
+
+	// The candidate's score-failure rate may exceed production's by this
+	// much (a share of its events).
+	MaxErrorRateIncrease float64 `yaml:"max_error_rate_increase"`
+	// The candidate's scoring-time p99 may be this many times production's,
+	// or production's plus LatencySlack, whichever is larger.
+	MaxLatencyRatio float64       `yaml:"max_latency_ratio"`
+	LatencySlack    time.Duration `yaml:"latency_slack"`
 }
 
-// DefaultConfig: 1,000 rows a step, 90% label agreement, correlation 0.5,
-// a p95 score difference of 0.2, and drift at 1% with a PSI floor of 0.1.
+// DefaultConfig: 1,000 rows a step, 1 point more score failures than
+// production, twice production's scoring p99 (or 5 ms more), 90% label
+// agreement, correlation 0.5, a p95 score difference of 0.2, and drift at
+// 1% with a PSI floor of 0.1.
 func DefaultConfig() Config {
-	return Config{MinSamples: 1000, MinAgreement: 0.9, MinCorrelation: 0.5, MaxScoreDiffP95: 0.2, MaxDriftPValue: 0.01, MinDriftPSI: 0.1}
+	return Config{MinSamples: 1000, MinAgreement: 0.9, MinCorrelation: 0.5, MaxScoreDiffP95: 0.2, MaxDriftPValue: 0.01, MinDriftPSI: 0.1,
+		MaxErrorRateIncrease: 0.01, MaxLatencyRatio: 2, LatencySlack: 5 * time.Millisecond}
 }
 
 // Validate names the first bad field.
@@ -44,7 +58,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("rollout.gates.min_agreement: %v is not in [0, 1]", c.MinAgreement)
 	case c.MinCorrelation < -1 || c.MinCorrelation > 1:
 		return fmt.Errorf("rollout.gates.min_correlation: %v is not in [-1, 1]", c.MinCorrelation)
-	case c.MaxScoreDiffP95 <= 0 || c.MaxDriftPValue <= 0 || c.MinDriftPSI < 0:
+	case c.MaxErrorRateIncrease < 0 || c.MaxErrorRateIncrease > 1:
+		return fmt.Errorf("rollout.gates.max_error_rate_increase: %v is not in [0, 1]", c.MaxErrorRateIncrease)
+	case c.MaxLatencyRatio < 1:
+		return fmt.Errorf("rollout.gates.max_latency_ratio: %v is below 1", c.MaxLatencyRatio)
+	case c.MaxScoreDiffP95 <= 0 || c.MaxDriftPValue <= 0 || c.MinDriftPSI < 0 || c.LatencySlack < 0:
 		return fmt.Errorf("rollout.gates: thresholds must be positive")
 	}
 	return nil
@@ -92,13 +110,17 @@ ALL INNER JOIN (SELECT event_id, label AS s_label, score AS s_score %s) AS s USI
 
 // Shadow judges a shadow step.
 func (j Judge) Shadow(ctx context.Context, model, production, candidate string, from, to time.Time) (Result, error) {
+	r, err := j.health(ctx, model, production, candidate, schemas.RouteShadow, from, to)
+	if err != nil || r.Outcome != Pass {
+		return r, err
+	}
 	q := j.ShadowQuery(model, production, candidate, from, to)
 	var n uint64
 	var agree, diff, corr float64
 	if err := j.Conn.QueryRow(ctx, q).Scan(&n, &agree, &diff, &corr); err != nil {
 		return Result{}, fmt.Errorf("judging the shadow step: %w", err)
 	}
-	r := Result{Figures: map[string]float64{"samples": float64(n), "label_agreement": agree, "score_diff_p95": diff, "score_correlation": corr}}
+	r.Figures["samples"], r.Figures["label_agreement"], r.Figures["score_diff_p95"], r.Figures["score_correlation"] = float64(n), agree, diff, corr
 	c := j.Config
 	switch {
 	case n < c.MinSamples:
@@ -131,9 +153,13 @@ func (j Judge) CanaryQuery(model, candidate string, edges []float64, from, to ti
 // Canary judges a canary step by the drift of the candidate's scores
 // against the candidate's own reference profile (PSI with its
 // window-size-aware p-value).
-func (j Judge) Canary(ctx context.Context, model, candidate string, ref schemas.ColumnProfile, from, to time.Time) (Result, error) {
+func (j Judge) Canary(ctx context.Context, model, production, candidate string, ref schemas.ColumnProfile, from, to time.Time) (Result, error) {
 	if len(ref.Edges) < 2 {
 		return Result{}, fmt.Errorf("the candidate's score profile has no bins")
+	}
+	r, err := j.health(ctx, model, production, candidate, schemas.RouteCanary, from, to)
+	if err != nil || r.Outcome != Pass {
+		return r, err
 	}
 	counts := make([]uint64, len(ref.Edges)+1)
 	dst := make([]any, len(counts))
@@ -150,7 +176,7 @@ func (j Judge) Canary(ctx context.Context, model, candidate string, ref schemas.
 		cur[i] = float64(c)
 		n += c
 	}
-	r := Result{Figures: map[string]float64{"samples": float64(n)}}
+	r.Figures["samples"] = float64(n)
 	if n < j.Config.MinSamples {
 		r.Outcome, r.Gate = TooFew, "min_samples"
 		return r, nil
@@ -171,6 +197,110 @@ func (j Judge) Canary(ctx context.Context, model, candidate string, ref schemas.
 	r.Figures["score_psi"], r.Figures["score_drift_pvalue"] = psi, pv
 	if pv < j.Config.MaxDriftPValue && psi >= j.Config.MinDriftPSI {
 		r.Outcome, r.Gate = Fail, "score_drift"
+	}
+	return r, nil
+}
+
+// RouteQuery is the SQL of the health figures: per route and version in
+// [from, to), the events scored, those a candidate failed
+// (candidate_failed, on production's rows), and the p99 of the scoring
+// time of the ONNX runs the rows came from (ClickHouse 18.16).
+func (j Judge) RouteQuery(model, production, candidate string, from, to time.Time) string {
+	return fmt.Sprintf(`SELECT toString(route), model_version, uniqExact(event_id), countIf(candidate_failed = 1), quantile(0.99)(toFloat64(scoring_us))
+FROM %s.inference_log WHERE model = %s AND model_version IN (%s, %s) AND scored_time_ms >= %d AND scored_time_ms < %d
+GROUP BY route, model_version`, j.Database, drift.Quote(model), drift.Quote(production), drift.Quote(candidate), from.UnixMilli(), to.UnixMilli())
+}
+
+// DeadLetterQuery is the SQL of the events each route and version rejected
+// at the score stage in [from, to).
+func (j Judge) DeadLetterQuery(model, production, candidate string, from, to time.Time) string {
+	return fmt.Sprintf(`SELECT route, model_version, count() FROM %s.dead_letters
+WHERE model = %s AND model_version IN (%s, %s) AND stage = 'score' AND dlq_time_ms >= %d AND dlq_time_ms < %d
+GROUP BY route, model_version`, j.Database, drift.Quote(model), drift.Quote(production), drift.Quote(candidate), from.UnixMilli(), to.UnixMilli())
+}
+
+// health judges what every step is judged on first: enough candidate
+// events, the candidate's score-failure rate against production's, and
+// its scoring p99 against production's. The candidate's failures are the
+// production rows marked candidate_failed: for a canary, events
+// production scored instead (the router never dead-letters an event the
+// canary could not score); for a shadow, events it has no row for.
+// Production's failures are its score-stage dead letters.
+func (j Judge) health(ctx context.Context, model, production, candidate string, route schemas.Route, from, to time.Time) (Result, error) {
+	type key struct{ route, version string }
+	type figs struct {
+		n, failed, dead uint64
+		p99us             float64
+	}
+	by := map[key]*figs{}
+	get := func(route, version string) *figs {
+		k := key{route, version}
+		if by[k] == nil {
+			by[k] = &figs{}
+		}
+		return by[k]
+	}
+	rows, err := j.Conn.Query(ctx, j.RouteQuery(model, production, candidate, from, to))
+	if err != nil {
+		return Result{}, fmt.Errorf("judging the step's health: %w", err)
+	}
+	for rows.Next() {
+		var rt, v string
+		var f figs
+		if err := rows.Scan(&rt, &v, &f.n, &f.failed, &f.p99us); err != nil {
+			rows.Close()
+			return Result{}, fmt.Errorf("judging the step's health: %w", err)
+		}
+		*get(rt, v) = f
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return Result{}, fmt.Errorf("judging the step's health: %w", err)
+	}
+	dead, err := j.Conn.Query(ctx, j.DeadLetterQuery(model, production, candidate, from, to))
+	if err != nil {
+		return Result{}, fmt.Errorf("counting the step's dead letters: %w", err)
+	}
+	for dead.Next() {
+		var rt, v string
+		var n uint64
+		if err := dead.Scan(&rt, &v, &n); err != nil {
+			dead.Close()
+			return Result{}, fmt.Errorf("counting the step's dead letters: %w", err)
+		}
+		get(rt, v).dead += n
+	}
+	dead.Close()
+	if err := dead.Err(); err != nil {
+		return Result{}, fmt.Errorf("counting the step's dead letters: %w", err)
+	}
+
+	prod, cand := get(string(schemas.RouteProduction), production), get(string(route), candidate)
+	candFailed, prodOwn := prod.failed, prod.n
+	if route == schemas.RouteCanary {
+		prodOwn -= prod.failed // the canary's events production scored
+	}
+	rate := func(failed, ok uint64) float64 {
+		if failed+ok == 0 {
+			return 0
+		}
+		return float64(failed) / float64(failed+ok)
+	}
+	candRate, prodRate := rate(candFailed, cand.n), rate(prod.dead, prodOwn)
+	r := Result{Figures: map[string]float64{
+		"samples": float64(cand.n), "production_samples": float64(prodOwn),
+		"error_rate": candRate, "production_error_rate": prodRate,
+		"scoring_p99_ms": cand.p99us / 1000, "production_scoring_p99_ms": prod.p99us / 1000,
+	}}
+	c := j.Config
+	limit := max(prod.p99us*c.MaxLatencyRatio, prod.p99us+float64(c.LatencySlack.Microseconds()))
+	switch {
+	case cand.n+candFailed < c.MinSamples:
+		r.Outcome, r.Gate = TooFew, "min_samples"
+	case candRate > prodRate+c.MaxErrorRateIncrease:
+		r.Outcome, r.Gate = Fail, "error_rate"
+	case prodOwn > 0 && cand.p99us > limit:
+		r.Outcome, r.Gate = Fail, "scoring_latency_p99"
 	}
 	return r, nil
 }

@@ -3,6 +3,7 @@ package judge
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
@@ -14,7 +15,8 @@ import (
 	"github.com/seer-ml/seer/schemas"
 )
 
-// rows makes n log rows of one version and route, scores from score(i).
+// rows makes n log rows of one version and route, scores from score(i),
+// each scored in a 2 ms ONNX run; event ids are unique per t0.
 func rows(n int, version, route string, t0 time.Time, score func(i int) float32) []inferencelog.LogRow {
 	out := make([]inferencelog.LogRow, n)
 	for i := range out {
@@ -23,8 +25,8 @@ func rows(n int, version, route string, t0 time.Time, score func(i int) float32)
 		if s >= 0.5 {
 			label = 1
 		}
-		out[i] = inferencelog.LogRow{PredictionID: fmt.Sprintf("%s-%s-%d", route, version, i), EventID: fmt.Sprintf("e%d", i), EntityID: "u",
-			Model: "card-fraud", ModelVersion: version, Route: route, EventTimeMs: t0.UnixMilli(), ScoredTimeMs: t0.UnixMilli() + int64(i), Score: s, Label: label}
+		out[i] = inferencelog.LogRow{PredictionID: fmt.Sprintf("%s-%s-%d", route, version, i), EventID: fmt.Sprintf("e%d-%d", t0.Unix(), i), EntityID: "u",
+			Model: "card-fraud", ModelVersion: version, Route: route, EventTimeMs: t0.UnixMilli(), ScoredTimeMs: t0.UnixMilli() + int64(i), Score: s, Label: label, ScoringUs: 2000}
 	}
 	return out
 }
@@ -80,12 +82,89 @@ func TestJudgeShadowAndCanary(t *testing.T) {
 	if err := sink.Insert(ctx, canary); err != nil {
 		t.Fatal(err)
 	}
-	ok, err := j.Canary(ctx, "card-fraud", "1.1.0", ref, t1, t1.Add(time.Hour))
+	ok, err := j.Canary(ctx, "card-fraud", "1.0.0", "1.1.0", ref, t1, t1.Add(time.Hour))
 	if err != nil || ok.Outcome != Pass {
 		t.Errorf("canary like its reference: %+v, %v; want pass", ok, err)
 	}
-	moved, err := j.Canary(ctx, "card-fraud", "1.2.0-rc.1", ref, t1, t1.Add(time.Hour))
+	moved, err := j.Canary(ctx, "card-fraud", "1.0.0", "1.2.0-rc.1", ref, t1, t1.Add(time.Hour))
 	if err != nil || moved.Outcome != Fail || moved.Gate != "score_drift" {
 		t.Errorf("canary whose scores moved: %+v, %v; want a score_drift failure", moved, err)
+	}
+}
+
+// TestJudgeHealth on the real ClickHouse: a shadow that fails events or
+// scores slowly fails before its agreement is looked at; a canary whose
+// events production had to score fails on its error rate when that is
+// more than a point above production's (its score-stage dead letters),
+// and passes when it is not.
+func TestJudgeHealth(t *testing.T) {
+	conn, db := chtest.NewDB(t)
+	ctx := context.Background()
+	sink := inferencelog.NewSink(conn, db)
+	j := Judge{Conn: conn, Database: db, Config: DefaultConfig()}
+	same := func(i int) float32 { return float32(i%100) / 100 }
+
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	b := &inferencelog.Batch{Log: rows(3000, "1.0.0", "production", t0, same)}
+	for i := 2700; i < 3000; i++ {
+		b.Log[i].CandidateFailed = 1 // 300 events the shadow 1.1.0 could not score
+	}
+	b.Log = append(b.Log, rows(2700, "1.1.0", "shadow", t0, same)...)
+	// The next hour, a shadow that scores in 40 ms what production does in 2.
+	b.Log = append(b.Log, rows(3000, "1.0.0", "production", t0.Add(time.Hour), same)...)
+	slow := rows(3000, "1.2.0", "shadow", t0.Add(time.Hour), same)
+	for i := range slow {
+		slow[i].ScoringUs = 40_000
+	}
+	b.Log = append(b.Log, slow...)
+	if err := sink.Insert(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	from, to := t0, t0.Add(time.Hour)
+	missing, err := j.Shadow(ctx, "card-fraud", "1.0.0", "1.1.0", from, to)
+	if err != nil || missing.Outcome != Fail || missing.Gate != "error_rate" || math.Abs(missing.Figures["error_rate"]-0.1) > 1e-9 {
+		t.Errorf("shadow missing 10%% of the events: %+v, %v; want an error_rate failure at 0.1", missing, err)
+	}
+	slowR, err := j.Shadow(ctx, "card-fraud", "1.0.0", "1.2.0", from.Add(time.Hour), to.Add(time.Hour))
+	if err != nil || slowR.Outcome != Fail || slowR.Gate != "scoring_latency_p99" || slowR.Figures["scoring_p99_ms"] != 40 || slowR.Figures["production_scoring_p99_ms"] != 2 {
+		t.Errorf("shadow scoring in 40 ms against 2: %+v, %v; want a scoring_latency_p99 failure", slowR, err)
+	}
+
+	m, err := schemas.LoadManifest(filepath.Join(testenv.RepoRoot(t), "deploy", "examples", "card-fraud-1.1.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := m.Profile.Outputs["score"]
+	r := rand.New(rand.NewPCG(3, 4))
+	sample := func(int) float32 { v, _ := chtest.SampleColumn(r, ref); return float32(v) }
+	// One canary per hour: production's own 3,000 events with 30
+	// score-stage dead letters (30 / 3,030), the canary's 2,000, and the canary's
+	// failures as production rows marked candidate_failed.
+	canaryHour := func(t1 time.Time, version string, failures int) {
+		b := &inferencelog.Batch{Log: rows(3000, "1.0.0", "production", t1, sample)}
+		b.Log = append(b.Log, rows(2000, version, "canary", t1, sample)...)
+		fb := rows(failures, "1.0.0", "production", t1.Add(time.Minute), sample)
+		for i := range fb {
+			fb[i].EventID, fb[i].PredictionID, fb[i].CandidateFailed = fmt.Sprintf("f%d", i), fmt.Sprintf("fb-%d", i), 1
+		}
+		b.Log = append(b.Log, fb...)
+		for i := range 30 {
+			b.Dead = append(b.Dead, schemas.DeadLetter{Source: schemas.Source{Topic: "in", Partition: 0, Offset: t1.UnixMilli() + int64(i)},
+				Reason: schemas.ReasonScoreFailed, Stage: schemas.StageScore, Time: t1.Add(time.Second), Model: "card-fraud", ModelVersion: "1.0.0", Route: schemas.RouteProduction})
+		}
+		if err := sink.Insert(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t1, t2 := t0.Add(2*time.Hour), t0.Add(3*time.Hour)
+	canaryHour(t1, "1.3.0", 100) // 100 / 2,100 = 4.8%
+	canaryHour(t2, "1.4.0", 20)  // 20 / 2,020 = 1.0%
+	failing, err := j.Canary(ctx, "card-fraud", "1.0.0", "1.3.0", ref, t1, t1.Add(time.Hour))
+	if err != nil || failing.Outcome != Fail || failing.Gate != "error_rate" || math.Abs(failing.Figures["production_error_rate"]-30.0/3030) > 1e-9 {
+		t.Errorf("canary failing 4.8%% against production's 1%%: %+v, %v; want an error_rate failure", failing, err)
+	}
+	passing, err := j.Canary(ctx, "card-fraud", "1.0.0", "1.4.0", ref, t2, t2.Add(time.Hour))
+	if err != nil || passing.Outcome != Pass || math.Abs(passing.Figures["error_rate"]-20.0/2020) > 1e-9 {
+		t.Errorf("canary failing 1.0%% against production's 1%%: %+v, %v; want pass", passing, err)
 	}
 }

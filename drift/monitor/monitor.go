@@ -1,5 +1,6 @@
 // Package monitor is seer monitor's loop: while it holds a Redis lease (with
-// a fencing token), it runs the window job for every closed window, stores
+// a fencing token), it runs the window jobs for every closed window — one
+// per model version that served in it (window.Versions) — stores
 // the metrics, feeds them to the alert state machine and hands state changes
 // to the sinks. Standbys take over within two windows, resume after the last
 // stored window and restore firing alerts. A Monitor is run by one goroutine;
@@ -90,10 +91,10 @@ func (c *Config) ReferenceRange() (start, end time.Time, err error) {
 // LagFunc returns the scoring consumer group's lag in records.
 type LagFunc func(ctx context.Context) (int64, error)
 
-// FiringAlerts returns the alerts of a model version that are firing, as
-// stored by the ClickHouse sink.
+// FiringAlerts returns the alerts of a model (every version) that are
+// firing, as stored by the ClickHouse sink.
 type FiringAlerts interface {
-	Firing(ctx context.Context, model, version string) ([]alert.Alert, error)
+	Firing(ctx context.Context, model string) ([]alert.Alert, error)
 }
 
 // Monitor runs the window job for each closed window while it holds the
@@ -101,7 +102,7 @@ type FiringAlerts interface {
 // Run returns nil when ctx ends.
 type Monitor struct {
 	cfg    Config
-	job    *window.Job
+	jobs   *window.Versions
 	eval   *alert.Evaluator
 	lease  *Lease
 	sinks  []notify.Sink
@@ -113,7 +114,7 @@ type Monitor struct {
 	leader  bool
 	token   uint64
 	lastEnd time.Time // end of the last window evaluated
-	volumes []float64 // rows of the last windows, for volume_ratio
+	volumes map[string][]float64 // per version, rows of its last windows, for volume_ratio
 }
 
 // volumeWindows is how many previous windows make the volume baseline.
@@ -121,14 +122,13 @@ const volumeWindows = 6
 
 // New wires a monitor. lag may be nil; now is the clock that decides which
 // windows have closed and stamps alerts.
-func New(cfg Config, job *window.Job, lease *Lease, sinks []notify.Sink, firing FiringAlerts, lag LagFunc, logger *slog.Logger, now func() time.Time) (*Monitor, error) {
+func New(cfg Config, jobs *window.Versions, lease *Lease, sinks []notify.Sink, firing FiringAlerts, lag LagFunc, logger *slog.Logger, now func() time.Time) (*Monitor, error) {
 	eval, err := alert.NewEvaluator(append([]alert.Rule(nil), cfg.Rules...), now)
 	if err != nil {
 		return nil, err
 	}
-	name, version := job.Model()
-	return &Monitor{cfg: cfg, job: job, eval: eval, lease: lease, sinks: sinks, firing: firing, lag: lag,
-		log: logger.With("component", "monitor", "model", name, "version", version), now: now}, nil
+	return &Monitor{cfg: cfg, jobs: jobs, eval: eval, lease: lease, sinks: sinks, firing: firing, lag: lag,
+		log: logger.With("component", "monitor", "model", jobs.Model), now: now, volumes: map[string][]float64{}}, nil
 }
 
 // Run loops until ctx ends.
@@ -183,7 +183,7 @@ func (m *Monitor) Step(ctx context.Context) error {
 
 // takeOver resumes after the last stored window and restores firing alerts.
 func (m *Monitor) takeOver(ctx context.Context) error {
-	last, err := m.job.LastEnd(ctx)
+	last, err := m.jobs.LastEnd(ctx)
 	if err != nil {
 		return err
 	}
@@ -191,8 +191,7 @@ func (m *Monitor) takeOver(ctx context.Context) error {
 		last = m.now().Add(-m.cfg.Lateness).Truncate(m.cfg.Window).Add(-m.cfg.Window)
 	}
 	m.lastEnd = last
-	name, version := m.job.Model()
-	open, err := m.firing.Firing(ctx, name, version)
+	open, err := m.firing.Firing(ctx, m.jobs.Model)
 	if err != nil {
 		return err
 	}
@@ -210,31 +209,43 @@ func mean(xs []float64) float64 {
 	return s / float64(len(xs))
 }
 
+// evaluate measures the window [start, end) for each version that served
+// in it, stores the metrics and sends the alert state changes. The
+// consumer lag belongs to the production version's window.
 func (m *Monitor) evaluate(ctx context.Context, start, end time.Time) error {
-	t0 := time.Now()
-	w, err := m.job.Run(ctx, start, end)
+	jobs, err := m.jobs.Jobs(ctx, start, end)
 	if err != nil {
 		return err
 	}
-	if len(m.volumes) > 0 {
-		w.Metrics = append(w.Metrics, window.Metric{Family: window.FamilyQuality, Name: "volume_ratio", Value: float64(w.Rows) / max(mean(m.volumes), 1)})
-	}
-	m.volumes = append(m.volumes, float64(w.Rows))
-	if len(m.volumes) > volumeWindows {
-		m.volumes = m.volumes[1:]
-	}
-	if m.lag != nil {
-		if lag, err := m.lag(ctx); err != nil {
-			m.log.Warn("reading consumer lag", "err", err)
-		} else {
-			w.Metrics = append(w.Metrics, window.Metric{Family: window.FamilyFreshness, Name: "consumer_lag_records", Value: float64(lag)})
+	var alerts []alert.Alert
+	for _, job := range jobs {
+		t0 := time.Now()
+		w, err := job.Run(ctx, start, end)
+		if err != nil {
+			return err
 		}
+		if vs := m.volumes[w.Version]; len(vs) > 0 {
+			w.Metrics = append(w.Metrics, window.Metric{Family: window.FamilyQuality, Name: "volume_ratio", Value: float64(w.Rows) / max(mean(vs), 1)})
+		}
+		m.volumes[w.Version] = append(m.volumes[w.Version], float64(w.Rows))
+		if len(m.volumes[w.Version]) > volumeWindows {
+			m.volumes[w.Version] = m.volumes[w.Version][1:]
+		}
+		if m.lag != nil && job.Production {
+			if lag, err := m.lag(ctx); err != nil {
+				m.log.Warn("reading consumer lag", "err", err)
+			} else {
+				w.Metrics = append(w.Metrics, window.Metric{Family: window.FamilyFreshness, Name: "consumer_lag_records", Value: float64(lag)})
+			}
+		}
+		if err := job.Store(ctx, w); err != nil {
+			return err
+		}
+		as := m.eval.Evaluate(w)
+		m.log.Info("window evaluated", "version", w.Version, "production", job.Production, "start", start, "end", end, "rows", w.Rows,
+			"metrics", len(w.Metrics), "alerts", len(as), "took", time.Since(t0).Round(time.Millisecond))
+		alerts = append(alerts, as...)
 	}
-	if err := m.job.Store(ctx, w); err != nil {
-		return err
-	}
-	alerts := m.eval.Evaluate(w)
-	m.log.Info("window evaluated", "start", start, "end", end, "rows", w.Rows, "metrics", len(w.Metrics), "alerts", len(alerts), "took", time.Since(t0).Round(time.Millisecond))
 	if len(alerts) == 0 {
 		return nil
 	}

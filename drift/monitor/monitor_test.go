@@ -2,11 +2,13 @@ package monitor
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +70,7 @@ func TestLeaseFailover(t *testing.T) {
 // Redis: the drift alert fires on the second and resolves on the third,
 // in the alerts table and at the webhook.
 func TestMonitorFiresAndResolves(t *testing.T) {
-	conn, db, _, job, t0 := threeWindows(t, 31, time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC))
+	conn, db, m, t0 := threeWindows(t, 31, time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC))
 	ctx := context.Background()
 	const w = windowLen
 	var hooks []string
@@ -85,7 +87,7 @@ func TestMonitorFiresAndResolves(t *testing.T) {
 	lease := NewLease(rdb, prefix, "monitor", "test", cfg.LeaseTTL)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ch := notify.ClickHouse{Conn: conn, Database: db}
-	mon, err := New(cfg, job, lease, []notify.Sink{ch, notify.Webhook{URL: srv.URL}, notify.Log{Log: logger}}, ch, nil, logger, func() time.Time { return t0.Add(3 * w) })
+	mon, err := New(cfg, versions(conn, db, m, nil), lease, []notify.Sink{ch, notify.Webhook{URL: srv.URL}, notify.Log{Log: logger}}, ch, nil, logger, func() time.Time { return t0.Add(3 * w) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +126,7 @@ func TestMonitorFiresAndResolves(t *testing.T) {
 // resumes after A's last window, restores the firing alert and resolves it
 // on the next window — with a newer fencing token.
 func TestStandbyTakesOver(t *testing.T) {
-	conn, db, m, _, t0 := threeWindows(t, 41, time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC))
+	conn, db, m, t0 := threeWindows(t, 41, time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC))
 	ctx := context.Background()
 	const w = windowLen
 	cfg := DefaultConfig()
@@ -135,7 +137,7 @@ func TestStandbyTakesOver(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	newMon := func(id string, now time.Time) *Monitor {
 		ch := notify.ClickHouse{Conn: conn, Database: db}
-		mon, err := New(cfg, window.New(conn, db, m), NewLease(rdb, prefix, "monitor", id, cfg.LeaseTTL), []notify.Sink{ch}, ch, nil, logger, func() time.Time { return now })
+		mon, err := New(cfg, versions(conn, db, m, nil), NewLease(rdb, prefix, "monitor", id, cfg.LeaseTTL), []notify.Sink{ch}, ch, nil, logger, func() time.Time { return now })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -176,10 +178,115 @@ func TestStandbyTakesOver(t *testing.T) {
 
 const windowLen = 10 * time.Minute
 
+// versions measures prod in production and, when others is set, the
+// versions it names too.
+func versions(conn driver.Conn, db string, prod *schemas.Manifest, others map[string]*schemas.Manifest) *window.Versions {
+	v := &window.Versions{Conn: conn, Database: db, Model: prod.Name, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Production: func(context.Context) (*schemas.Manifest, error) { return prod, nil }}
+	if others != nil {
+		v.Package = func(_ context.Context, version string) (*schemas.Manifest, error) {
+			if m, ok := others[version]; ok {
+				return m, nil
+			}
+			return nil, fmt.Errorf("no package %s", version)
+		}
+	}
+	return v
+}
+
+// TestMonitorMeasuresEachVersion on the real ClickHouse and Redis: in
+// windows where production (1.0.0) and a canary (1.1.0) both serve, each
+// version is measured on its own rows against its own profile — the
+// canary's moved amount raises a drift alert for 1.1.0 only — and a
+// shadow's rows are measured by no one. After the promotion, the old
+// version has no rows and is not measured: no no-data alert for it.
+func TestMonitorMeasuresEachVersion(t *testing.T) {
+	conn, db := chtest.NewDB(t)
+	ctx := context.Background()
+	prod, err := schemas.LoadManifest(testenv.ExamplePackage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cand, err := schemas.LoadManifest(filepath.Join(testenv.RepoRoot(t), "deploy", "examples", "card-fraud-1.1.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 4, 0, 0, 0, 0, time.UTC)
+	r := rand.New(rand.NewPCG(51, 52))
+	sink := inferencelog.NewSink(conn, db)
+	as := func(rows []inferencelog.LogRow, version, route string) []inferencelog.LogRow {
+		for i := range rows {
+			rows[i].ModelVersion, rows[i].Route, rows[i].PredictionID = version, route, rows[i].PredictionID+"-"+route
+		}
+		return rows
+	}
+	// Windows 0 and 1: both versions serve, and a shadow; window 2: only 1.1.0 (promoted).
+	for i := range 2 {
+		ts := t0.Add(time.Duration(i) * windowLen)
+		b := &inferencelog.Batch{Log: chtest.WindowRows(r, prod, 8000, ts, nil)}
+		b.Log = append(b.Log, as(chtest.WindowRows(r, cand, 4000, ts, map[string]float64{"amount": 1}), "1.1.0", "canary")...)
+		b.Log = append(b.Log, as(chtest.WindowRows(r, cand, 4000, ts, map[string]float64{"amount": 3}), "1.2.0", "shadow")...)
+		if err := sink.Insert(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sink.Insert(ctx, &inferencelog.Batch{Log: as(chtest.WindowRows(r, cand, 8000, t0.Add(2*windowLen), nil), "1.1.0", "production")}); err != nil {
+		t.Fatal(err)
+	}
+	resumeAt(t, conn, db, prod, t0)
+	cfg := DefaultConfig()
+	cfg.Window, cfg.Lateness, cfg.LeaseTTL = windowLen, 0, 5*time.Second
+	prefix := "seertest-" + ksuid.New().String()
+	rdb := redisClient(t)
+	t.Cleanup(func() { rdb.Del(ctx, prefix+":lease:monitor", prefix+":fence:monitor") })
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ch := notify.ClickHouse{Conn: conn, Database: db}
+	inProd := prod
+	v := versions(conn, db, prod, map[string]*schemas.Manifest{"1.1.0": cand, "1.2.0": cand})
+	v.Production = func(context.Context) (*schemas.Manifest, error) { return inProd, nil }
+	now := t0.Add(2 * windowLen)
+	mon, err := New(cfg, v, NewLease(rdb, prefix, "monitor", "test", cfg.LeaseTTL), []notify.Sink{ch}, ch, nil, logger, func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	inProd, now = cand, t0.Add(3*windowLen) // promoted
+	if err := mon.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	perVersion := func(q string) string {
+		rows, err := conn.Query(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var got []string
+		for rows.Next() {
+			var a, b string
+			if err := rows.Scan(&a, &b); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, a+"="+b)
+		}
+		return strings.Join(got, ",")
+	}
+	if got := perVersion("SELECT model_version, toString(groupArray(toUInt64(value))) FROM (SELECT model_version, window_start, value FROM " + db + ".window_metrics FINAL WHERE metric = 'rows' AND window_start >= toDateTime('2026-11-04 00:00:00') ORDER BY window_start) GROUP BY model_version ORDER BY model_version"); got != "1.0.0=[8000,8000],1.1.0=[4000,4000,8000]" {
+		t.Errorf("rows per version and window: %s; want 1.0.0 in windows 0–1 only, 1.1.0 in all three, the shadow in none", got)
+	}
+	if got := perVersion("SELECT model_version, toString(groupUniqArray(feature)) FROM " + db + ".alerts FINAL WHERE rule = 'feature-drift' AND state = 'firing' GROUP BY model_version ORDER BY model_version"); got != "1.1.0=['amount']" {
+		t.Errorf("firing drift alerts per version: %s; want amount for 1.1.0 only", got)
+	}
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+db+".alerts WHERE rule = 'no-data'"); n != 0 {
+		t.Errorf("%d no-data alerts; the retired version must not be measured", n)
+	}
+}
+
 // threeWindows stores 10,000 rows in each of three windows from t0 —
 // normal, amount shifted by 0.5σ, normal — and a stored window ending at
 // t0 for the monitor to resume after.
-func threeWindows(t *testing.T, seed uint64, t0 time.Time) (driver.Conn, string, *schemas.Manifest, *window.Job, time.Time) {
+func threeWindows(t *testing.T, seed uint64, t0 time.Time) (driver.Conn, string, *schemas.Manifest, time.Time) {
 	t.Helper()
 	conn, db := chtest.NewDB(t)
 	m, err := schemas.LoadManifest(testenv.ExamplePackage(t))
@@ -194,9 +301,15 @@ func threeWindows(t *testing.T, seed uint64, t0 time.Time) (driver.Conn, string,
 			t.Fatal(err)
 		}
 	}
-	job := window.New(conn, db, m)
-	if err := job.Store(ctx, &window.Window{Model: m.Name, Version: m.Version, Start: t0.Add(-windowLen), End: t0, Metrics: []window.Metric{{Family: window.FamilyQuality, Name: "rows"}}}); err != nil {
+	resumeAt(t, conn, db, m, t0)
+	return conn, db, m, t0
+}
+
+// resumeAt stores a window of m ending at t0, for the monitor to resume
+// after.
+func resumeAt(t *testing.T, conn driver.Conn, db string, m *schemas.Manifest, t0 time.Time) {
+	t.Helper()
+	if err := window.New(conn, db, m).Store(context.Background(), &window.Window{Model: m.Name, Version: m.Version, Start: t0.Add(-windowLen), End: t0, Metrics: []window.Metric{{Family: window.FamilyQuality, Name: "rows"}}}); err != nil {
 		t.Fatal(err)
 	}
-	return conn, db, m, job, t0
 }

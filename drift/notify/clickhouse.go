@@ -43,16 +43,16 @@ func (s ClickHouse) Send(ctx context.Context, alerts []alert.Alert) error {
 }
 
 // FiringQuery is the SQL Firing runs: the latest state of each alert of a
-// model version.
-func FiringQuery(db, model, version string) string {
+// model, every version.
+func FiringQuery(db, model string) string {
 	return fmt.Sprintf(`SELECT dedup_key, argMax(alert_id, at_ms), argMax(toString(state), at_ms), min(window_start)
-FROM %s.alerts WHERE model = %s AND model_version = %s GROUP BY dedup_key`, db, drift.Quote(model), drift.Quote(version))
+FROM %s.alerts WHERE model = %s GROUP BY dedup_key`, db, drift.Quote(model))
 }
 
-// Firing returns the alerts of a model version whose latest state is
-// firing, for a monitor that takes over to restore.
-func (s ClickHouse) Firing(ctx context.Context, model, version string) ([]alert.Alert, error) {
-	rows, err := s.Conn.Query(ctx, FiringQuery(s.Database, model, version))
+// Firing returns the alerts of a model, every version, whose latest state
+// is firing, for a monitor that takes over to restore.
+func (s ClickHouse) Firing(ctx context.Context, model string) ([]alert.Alert, error) {
+	rows, err := s.Conn.Query(ctx, FiringQuery(s.Database, model))
 	if err != nil {
 		return nil, fmt.Errorf("reading open alerts: %w", err)
 	}

@@ -55,6 +55,10 @@ type Job struct {
 	database string
 	m        *schemas.Manifest
 	ref      schemas.Profile // the reference: the package profile, or counts of a time range of the log
+	// Production: the version is in production, so its windows also count
+	// the dead letters rejected before a route was chosen (decode, schema,
+	// features), which belong to no version.
+	Production bool
 }
 
 // New prepares the queries for a model package; the reference is
@@ -205,37 +209,31 @@ func (j *Job) window(start, end time.Time) (string, []cell) {
 	return fmt.Sprintf("SELECT %s FROM %s.inference_log WHERE %s", strings.Join(sel, ",\n  "), j.database, j.where(start, end)), cells
 }
 
+// deadLetterQuery counts the window's dead letters of the version and the
+// rows they are a share of. The production version's also count the dead
+// letters rejected before a route was chosen, as a share of every routed
+// row of the model: those events were bound for any version.
 func (j *Job) deadLetterQuery(start, end time.Time) string {
-	return fmt.Sprintf(`SELECT count() AS n FROM %s.dead_letters WHERE dlq_time_ms >= %d AND dlq_time_ms < %d`,
-		j.database, start.UnixMilli(), end.UnixMilli())
+	versions, routed := drift.Quote(j.m.Version), "model_version = "+drift.Quote(j.m.Version)+" AND "
+	if j.Production {
+		versions, routed = versions+", ''", ""
+	}
+	return fmt.Sprintf(`SELECT
+  (SELECT count() FROM %s.dead_letters WHERE model IN (%s, '') AND model_version IN (%s) AND dlq_time_ms >= %d AND dlq_time_ms < %d),
+  (SELECT count() FROM %s.inference_log WHERE model = %s AND %sroute != 'shadow' AND event_time_ms >= %d AND event_time_ms < %d)`,
+		j.database, drift.Quote(j.m.Name), versions, start.UnixMilli(), end.UnixMilli(),
+		j.database, drift.Quote(j.m.Name), routed, start.UnixMilli(), end.UnixMilli())
 }
 
 // Queries returns every SQL statement the job runs, for the conformance
 // test that runs them in chDB.
 func (j *Job) Queries(start, end time.Time) []string {
 	q, _ := j.window(start, end)
-	return []string{q, j.deadLetterQuery(start, end), j.lastEndQuery()}
+	return []string{q, j.deadLetterQuery(start, end)}
 }
 
 // Model returns the name and version of the model the job measures.
 func (j *Job) Model() (name, version string) { return j.m.Name, j.m.Version }
-
-func (j *Job) lastEndQuery() string {
-	return fmt.Sprintf("SELECT max(window_end) FROM %s.window_metrics WHERE model = %s AND model_version = %s", j.database, drift.Quote(j.m.Name), drift.Quote(j.m.Version))
-}
-
-// LastEnd returns the end of the last window stored for the model
-// version; the zero time when there is none.
-func (j *Job) LastEnd(ctx context.Context) (time.Time, error) {
-	var last time.Time
-	if err := j.conn.QueryRow(ctx, j.lastEndQuery()).Scan(&last); err != nil {
-		return time.Time{}, fmt.Errorf("reading the last window: %w", err)
-	}
-	if last.Unix() <= 0 {
-		return time.Time{}, nil
-	}
-	return last, nil
-}
 
 // windowCounts are the aggregates of one window query.
 type windowCounts struct {
@@ -348,12 +346,12 @@ func (j *Job) Run(ctx context.Context, start, end time.Time) (*Window, error) {
 		add(FamilyFreshness, view, "missing_share", float64(vMissing[i])/rows)
 		add(FamilyFreshness, view, "stale_share", float64(vStale[i])/rows)
 	}
-	var dead uint64
-	if err := j.conn.QueryRow(ctx, j.deadLetterQuery(start, end)).Scan(&dead); err != nil {
+	var dead, routed uint64
+	if err := j.conn.QueryRow(ctx, j.deadLetterQuery(start, end)).Scan(&dead, &routed); err != nil {
 		return nil, fmt.Errorf("window dead-letter query: %w", err)
 	}
 	add(FamilyQuality, "", "dead_letters", float64(dead))
-	add(FamilyQuality, "", "dead_letter_share", float64(dead)/float64(dead+w.Rows))
+	add(FamilyQuality, "", "dead_letter_share", float64(dead)/float64(max(dead+routed, 1)))
 	return w, nil
 }
 

@@ -203,3 +203,56 @@ func metric(w *Window, family, feature, name string) (float64, bool) {
 	}
 	return 0, false
 }
+
+// TestDeadLettersPerVersion on the real ClickHouse: in a window where
+// production (1.0.0) has 6,000 rows and a canary (1.1.0) 2,000, the 400
+// dead letters rejected before a route was chosen count for production, as
+// a share of all 8,000 routed events; production's 100 score-stage dead
+// letters count for it too; the canary counts only its own (none), and
+// another model's dead letters count for no one.
+func TestDeadLettersPerVersion(t *testing.T) {
+	conn, db := chtest.NewDB(t)
+	m, err := schemas.LoadManifest(testenv.ExamplePackage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cand := *m
+	cand.Version = "1.1.0"
+	r := rand.New(rand.NewPCG(21, 22))
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 5, 10, 0, 0, 0, time.UTC)
+	b := &inferencelog.Batch{Log: chtest.WindowRows(r, m, 6000, t0, nil)}
+	canary := chtest.WindowRows(r, m, 2000, t0, nil)
+	for i := range canary {
+		canary[i].ModelVersion, canary[i].Route, canary[i].PredictionID = "1.1.0", "canary", canary[i].PredictionID+"-c"
+	}
+	b.Log = append(b.Log, canary...)
+	dead := func(n int, model, version string, route schemas.Route) {
+		for i := range n {
+			b.Dead = append(b.Dead, schemas.DeadLetter{Source: schemas.Source{Topic: "in", Offset: int64(len(b.Dead) + i)}, Reason: schemas.ReasonInvalidJSON,
+				Stage: schemas.StageScore, Time: t0.Add(time.Minute), Model: model, ModelVersion: version, Route: route})
+		}
+	}
+	dead(400, "", "", "")
+	dead(100, m.Name, m.Version, schemas.RouteProduction)
+	dead(50, "other-model", "9.9.9", schemas.RouteProduction)
+	if err := inferencelog.NewSink(conn, db).Insert(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	prod, can := New(conn, db, m), New(conn, db, &cand)
+	prod.Production = true
+	for _, c := range []struct {
+		job         *Job
+		dead, share float64
+	}{{prod, 500, 500.0 / 8500}, {can, 0, 0}} {
+		w, err := c.job.Run(ctx, t0, t0.Add(10*time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, _ := metric(w, FamilyQuality, "", "dead_letters")
+		s, _ := metric(w, FamilyQuality, "", "dead_letter_share")
+		if d != c.dead || math.Abs(s-c.share) > 1e-12 {
+			t.Errorf("%s: dead_letters %v, share %v; want %v and %v", w.Version, d, s, c.dead, c.share)
+		}
+	}
+}

@@ -24,14 +24,20 @@ func (m Mirror) Write(ctx context.Context, events []Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	eb, err := m.Conn.PrepareBatch(ctx, "INSERT INTO "+m.Database+".model_events (event_id, type, model, version, alias, previous, actor, reason, instance, at, at_ms)")
+	eb, err := m.Conn.PrepareBatch(ctx, "INSERT INTO "+m.Database+".model_events (event_id, type, model, version, alias, previous, actor, reason, instance, at, at_ms, rollout, step, gate, figure_names, figure_values)")
 	if err != nil {
 		return fmt.Errorf("preparing model_events insert: %w", err)
 	}
 	defer eb.Abort()
 	var versions []Event
 	for _, e := range events {
-		if err := eb.Append(e.ID, string(e.Type), e.Model, e.Version, e.Alias, e.Previous, e.Actor, e.Reason, e.Instance, e.Time.UTC(), uint64(e.Time.UnixMilli())); err != nil {
+		var step string
+		if e.Rollout != "" && e.Step < len(e.Steps) {
+			step = e.Steps[e.Step]
+		}
+		names, vals := figures(e.Figures)
+		if err := eb.Append(e.ID, string(e.Type), e.Model, e.Version, e.Alias, e.Previous, e.Actor, e.Reason, e.Instance, e.Time.UTC(), uint64(e.Time.UnixMilli()),
+			e.Rollout, step, e.Gate, names, vals); err != nil {
 			return err
 		}
 		if e.Type == VersionRegistered {
@@ -51,11 +57,7 @@ func (m Mirror) Write(ctx context.Context, events []Event) error {
 	defer vb.Abort()
 	for _, e := range versions {
 		p := e.Package
-		names := slices.Sorted(maps.Keys(p.Metrics))
-		vals := make([]float64, len(names))
-		for i, n := range names {
-			vals[i] = p.Metrics[n]
-		}
+		names, vals := figures(p.Metrics)
 		if err := vb.Append(e.Model, e.Version, e.Digest, e.Time.UTC(), uint64(e.Time.UnixMilli()), e.Actor, e.Reason, p.Owner, p.Description,
 			p.ONNXSHA256, p.Dataset, p.Code, p.CodeSHA256, p.SignedBy, e.Artifact, names, vals, e.ID); err != nil {
 			return err
@@ -94,3 +96,13 @@ ANY LEFT JOIN (
     FROM seer.model_versions FINAL
 ) AS v USING (model, model_version)
 WHERE l.model = 'card-fraud'`
+
+// figures flattens named figures into sorted names and their values.
+func figures(m map[string]float64) ([]string, []float64) {
+	names := slices.Sorted(maps.Keys(m))
+	vals := make([]float64, len(names))
+	for i, n := range names {
+		vals[i] = m[n]
+	}
+	return names, vals
+}

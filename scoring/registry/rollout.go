@@ -35,6 +35,42 @@ type Rollout struct {
 	Reason        string // of the last change
 	Gate          string
 	Figures       map[string]float64
+	// The serve instances that put the current step in service (when
+	// each did first) or refused its candidate (why), from their
+	// version_loaded and load_failed events.
+	Loaded  map[string]time.Time
+	Refused map[string]string
+}
+
+// noteLoad records a serve instance's load or refusal of the current
+// step's candidate.
+func (r *Rollout) noteLoad(e Event) {
+	if !r.Active() || e.Rollout != r.ID || e.Step != r.Step || e.Instance == "" {
+		return
+	}
+	if e.Type == LoadFailed {
+		r.Refused[e.Instance] = e.Reason
+		return
+	}
+	if _, ok := r.Loaded[e.Instance]; !ok {
+		r.Loaded[e.Instance] = e.Time
+	}
+}
+
+// Waiting returns, of the live serve instances, those that have not put
+// the current step in service yet, and the time the last of the others
+// did: a step is judged only from then on.
+func (r *Rollout) Waiting(live []string) (waiting []string, since time.Time) {
+	since = r.StepStartedAt
+	for _, in := range live {
+		t, ok := r.Loaded[in]
+		if !ok {
+			waiting = append(waiting, in)
+		} else if t.After(since) {
+			since = t
+		}
+	}
+	return waiting, since
 }
 
 // Active reports whether the rollout still routes traffic to the candidate.
@@ -92,7 +128,8 @@ func (m *Model) applyRollout(e Event) error {
 			return fmt.Errorf("step_duration %q is not a positive duration", e.StepDuration)
 		}
 		m.Rollout = &Rollout{ID: e.Rollout, Candidate: e.Version, From: m.Aliases[e.Alias], Alias: e.Alias, Steps: e.Steps,
-			StepDuration: d, State: RolloutRunning, StartedAt: e.Time, StepStartedAt: e.Time, Reason: e.Reason}
+			StepDuration: d, State: RolloutRunning, StartedAt: e.Time, StepStartedAt: e.Time, Reason: e.Reason,
+			Loaded: map[string]time.Time{}, Refused: map[string]string{}}
 		return nil
 	}
 	if r == nil || r.ID != e.Rollout || !r.Active() {
@@ -105,6 +142,7 @@ func (m *Model) applyRollout(e Event) error {
 			return fmt.Errorf("rollout %s is at step %d of %d; it cannot go to step %d", r.ID, r.Step+1, len(r.Steps), e.Step+1)
 		}
 		r.Step, r.State, r.StepStartedAt = e.Step, RolloutRunning, e.Time
+		r.Loaded, r.Refused = map[string]time.Time{}, map[string]string{}
 	case RolloutPaused:
 		r.State = RolloutPausedAt
 	case RolloutPromoted:
@@ -141,7 +179,7 @@ func (l *Log) ChangeRollout(ctx context.Context, model string, t EventType, acto
 	}
 	r := m.Rollout
 	e := Event{ID: NewID(), Type: t, Model: model, Version: r.Candidate, Alias: r.Alias, Previous: m.Aliases[r.Alias], Actor: actor,
-		Reason: reason, Time: time.Now().UTC(), Rollout: r.ID, Step: r.Step, Gate: gate, Figures: figures}
+		Reason: reason, Time: time.Now().UTC(), Rollout: r.ID, Steps: r.Steps, Step: r.Step, Gate: gate, Figures: figures}
 	if t == RolloutStepped {
 		e.Step = r.Step + 1
 	}

@@ -64,6 +64,7 @@ func (s *State) Apply(e Event) error {
 		m.Aliases[e.Alias] = e.Version
 		m.History = append(m.History, e)
 	case VersionLoaded, LoadFailed:
+		m.Rollout.noteLoad(e)
 		m.History = append(m.History, e)
 	case RolloutStarted, RolloutStepped, RolloutPaused, RolloutPromoted, RolloutRolledBack:
 		if err := m.applyRollout(e); err != nil {

@@ -35,6 +35,7 @@ type Judgement struct {
 	Verdict Verdict
 	Gate    string
 	Figures map[string]float64
+	Detail  string // what the figures do not say, for the reason
 }
 
 // Judge measures a rollout's current step over [from, to).
@@ -73,6 +74,11 @@ type Controller struct {
 	OnEnd func(e registry.Event)
 	// Leader, when set, says whether this instance may act now (its lease).
 	Leader func(ctx context.Context) bool
+	// Fleet, when set, lists the live serve instances by the names they
+	// record in registry events. A step is judged only once every one of
+	// them has put it in service, over the time since the last did; an
+	// instance that refused the candidate rolls the rollout back.
+	Fleet func(ctx context.Context) ([]string, error)
 
 	holds map[string]int
 }
@@ -93,14 +99,25 @@ func (c *Controller) Step(ctx context.Context) (*registry.Event, error) {
 	}
 	r := m.Rollout
 	now := c.Now()
-	if now.Before(r.StepStartedAt.Add(r.StepDuration)) {
-		return nil, nil
-	}
-	j, err := c.Judge.Judge(ctx, c.Model, r, r.StepStartedAt, now)
+	j, since, err := c.fleet(ctx, r)
 	if err != nil {
-		return nil, fmt.Errorf("judging rollout %s step %s: %w", r.ID, r.Steps[r.Step], err)
+		return nil, err
+	}
+	if j == nil {
+		if now.Before(since.Add(r.StepDuration)) {
+			return nil, nil
+		}
+		jj, err := c.Judge.Judge(ctx, c.Model, r, since, now)
+		if err != nil {
+			return nil, fmt.Errorf("judging rollout %s step %s: %w", r.ID, r.Steps[r.Step], err)
+		}
+		j = &jj
 	}
 	step := r.Steps[r.Step]
+	detail := ""
+	if j.Detail != "" {
+		detail = ": " + j.Detail
+	}
 	var e registry.Event
 	switch j.Verdict {
 	case Pass:
@@ -110,18 +127,18 @@ func (c *Controller) Step(ctx context.Context) (*registry.Event, error) {
 			e, err = c.Log.ChangeRollout(ctx, c.Model, registry.RolloutStepped, c.Actor, fmt.Sprintf("every gate passed at step %s", step), j.Gate, j.Figures)
 		}
 	case Fail:
-		e, err = c.Log.ChangeRollout(ctx, c.Model, registry.RolloutRolledBack, c.Actor, fmt.Sprintf("gate %s failed at step %s", j.Gate, step), j.Gate, j.Figures)
+		e, err = c.Log.ChangeRollout(ctx, c.Model, registry.RolloutRolledBack, c.Actor, fmt.Sprintf("gate %s failed at step %s%s", j.Gate, step, detail), j.Gate, j.Figures)
 	case Hold:
 		if c.holds == nil {
 			c.holds = map[string]int{}
 		}
 		key := r.ID + "/" + step
 		if c.holds[key]++; c.holds[key] < c.Config.MaxHolds {
-			c.Logger.Info("rollout step waits for samples", "model", c.Model, "rollout", r.ID, "step", step, "figures", j.Figures, "holds", c.holds[key])
+			c.Logger.Info("rollout step waits", "model", c.Model, "rollout", r.ID, "step", step, "gate", j.Gate, "figures", j.Figures, "detail", j.Detail, "holds", c.holds[key])
 			return nil, nil
 		}
 		e, err = c.Log.ChangeRollout(ctx, c.Model, registry.RolloutPaused, c.Actor,
-			fmt.Sprintf("too few samples at step %s after %d judgements", step, c.holds[key]), j.Gate, j.Figures)
+			fmt.Sprintf("step %s still held by gate %s after %d judgements%s", step, j.Gate, c.holds[key], detail), j.Gate, j.Figures)
 	}
 	if err != nil {
 		return nil, err
@@ -131,6 +148,32 @@ func (c *Controller) Step(ctx context.Context) (*registry.Event, error) {
 		c.OnEnd(e)
 	}
 	return &e, nil
+}
+
+// fleet checks the live serve instances against the step: a Fail when one
+// refused the candidate, a Hold while some have not put it in service (or
+// none is live), else nil and the time the step has been in service
+// everywhere since.
+func (c *Controller) fleet(ctx context.Context, r *registry.Rollout) (*Judgement, time.Time, error) {
+	if c.Fleet == nil {
+		return nil, r.StepStartedAt, nil
+	}
+	live, err := c.Fleet(ctx)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("listing the live serve instances: %w", err)
+	}
+	for _, in := range live {
+		if why, ok := r.Refused[in]; ok {
+			return &Judgement{Verdict: Fail, Gate: "candidate_load", Figures: map[string]float64{"instances": float64(len(live)), "refused": float64(len(r.Refused))},
+				Detail: fmt.Sprintf("serve instance %s refused the candidate: %s", in, why)}, time.Time{}, nil
+		}
+	}
+	waiting, since := r.Waiting(live)
+	if len(live) == 0 || len(waiting) > 0 {
+		return &Judgement{Verdict: Hold, Gate: "instances_loaded", Figures: map[string]float64{"instances": float64(len(live)), "waiting": float64(len(waiting))},
+			Detail: fmt.Sprintf("waiting for serve instances to put the step in service: %v", waiting)}, time.Time{}, nil
+	}
+	return nil, since, nil
 }
 
 // Run steps every Config.Interval until ctx ends; it returns nil then.

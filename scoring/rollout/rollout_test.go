@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,5 +94,72 @@ func TestControllerOutcomes(t *testing.T) {
 	}
 	if m := state(); m.Aliases["champion"] != "1.1.0" || m.Rollout.State != registry.RolloutDone {
 		t.Errorf("after the promotion: champion %s, state %s", m.Aliases["champion"], m.Rollout.State)
+	}
+}
+
+// recordingJudge passes every step and records the span it judged.
+type recordingJudge struct{ from []time.Time }
+
+func (r *recordingJudge) Judge(_ context.Context, _ string, _ *registry.Rollout, from, _ time.Time) (Judgement, error) {
+	r.from = append(r.from, from)
+	return Judgement{Verdict: Pass}, nil
+}
+
+// TestControllerWaitsForEveryInstance on the real broker: a step is not
+// judged while a live serve instance has not put it in service, is judged
+// from the time the last one did, and an instance that refused the
+// candidate rolls the rollout back; instances that left the fleet no
+// longer count.
+func TestControllerWaitsForEveryInstance(t *testing.T) {
+	log := regtest.New(t, "card-fraud", "card-fraud-1.1.0", "card-fraud-1.2.0-rc.1").Log
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	live := []string{"serve-a", "serve-b"}
+	j := &recordingJudge{}
+	var alerts []registry.Event
+	c := &Controller{Log: log, Judge: j, Model: "card-fraud", Actor: "monitor", Config: Config{Interval: time.Second, MaxHolds: 100},
+		Now: func() time.Time { return time.Now().Add(time.Hour) }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Fleet: func(context.Context) ([]string, error) { return live, nil }, OnEnd: func(e registry.Event) { alerts = append(alerts, e) }}
+	start, err := log.StartRollout(ctx, "card-fraud", "1.1.0", "champion", []string{"shadow", "50"}, time.Minute, "ci", "try 1.1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded := func(instance string, typ registry.EventType, step int, at time.Time) {
+		t.Helper()
+		e := registry.Event{ID: registry.NewID(), Type: typ, Model: "card-fraud", Version: "1.1.0", Actor: instance, Instance: instance,
+			Reason: "test", Time: at, Rollout: start.Rollout, Step: step}
+		if err := log.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Now().UTC()
+	loaded("serve-a", registry.VersionLoaded, 0, t0.Add(2*time.Second))
+	if e, err := c.Step(ctx); err != nil || e != nil || len(j.from) != 0 {
+		t.Fatalf("serve-b has not loaded the step: event %+v, %v, %d judgements; want none", e, err, len(j.from))
+	}
+	loaded("serve-b", registry.VersionLoaded, 0, t0.Add(5*time.Second))
+	loaded("serve-b", registry.VersionLoaded, 0, t0.Add(9*time.Second)) // a second load does not move its time
+	e, err := c.Step(ctx)
+	if err != nil || e == nil || e.Type != registry.RolloutStepped {
+		t.Fatalf("every instance loaded the step: %+v, %v; want the next step", e, err)
+	}
+	if len(j.from) != 1 || !j.from[0].Equal(t0.Add(5*time.Second)) {
+		t.Errorf("judged from %v; want from serve-b's load at %v", j.from, t0.Add(5*time.Second))
+	}
+
+	// Step 2: serve-b leaves the fleet, serve-c joins and refuses the candidate.
+	live = []string{"serve-a", "serve-c"}
+	loaded("serve-a", registry.VersionLoaded, 1, time.Now().UTC())
+	loaded("serve-b", registry.LoadFailed, 1, time.Now().UTC()) // gone: does not count
+	if e, err := c.Step(ctx); err != nil || e != nil {
+		t.Fatalf("serve-c has not loaded step 2: %+v, %v; want nothing recorded", e, err)
+	}
+	loaded("serve-c", registry.LoadFailed, 1, time.Now().UTC())
+	e, err = c.Step(ctx)
+	if err != nil || e == nil || e.Type != registry.RolloutRolledBack || e.Gate != "candidate_load" || len(alerts) != 1 {
+		t.Fatalf("serve-c refused the candidate: %+v, %v, %d alerts; want a rollback on gate candidate_load with an alert", e, err, len(alerts))
+	}
+	if !strings.Contains(e.Reason, "serve-c") {
+		t.Errorf("rollback reason %q does not name the instance that refused", e.Reason)
 	}
 }

@@ -61,7 +61,7 @@ func (f *Follower) Start(ctx context.Context, onLoad func(version string, ok boo
 		f.plan[v] = features[v]
 	}
 	f.router, f.version = New(m, f.Logger), e.Version
-	f.event(ctx, registry.VersionLoaded, e.Version, "started serving @"+f.Alias)
+	f.event(ctx, registry.VersionLoaded, e.Version, "started serving @"+f.Alias, nil)
 	f.followRollout(ctx, st) // a restart mid-rollout resumes the same split
 	return f.router, nil
 }
@@ -80,7 +80,7 @@ func (f *Follower) Run(ctx context.Context) error {
 		if err != nil {
 			f.failed[e.Version] = true
 			f.Logger.Error("new version refused; the old one keeps serving", "model", f.Model, "version", e.Version, "serving", f.version, "err", err)
-			f.event(ctx, registry.LoadFailed, e.Version, err.Error())
+			f.event(ctx, registry.LoadFailed, e.Version, err.Error(), nil)
 			if f.loaded != nil {
 				f.loaded(e.Version, false)
 			}
@@ -89,7 +89,7 @@ func (f *Follower) Run(ctx context.Context) error {
 		f.router.Swap(m)
 		f.version = e.Version
 		f.Logger.Info("new version in service", "model", f.Model, "version", e.Version, "alias", f.Alias, "load_took", time.Since(t0).Round(time.Millisecond))
-		f.event(ctx, registry.VersionLoaded, e.Version, "swapped in for @"+f.Alias)
+		f.event(ctx, registry.VersionLoaded, e.Version, "swapped in for @"+f.Alias, nil)
 		if f.loaded != nil {
 			f.loaded(e.Version, true)
 		}
@@ -101,9 +101,15 @@ func (f *Follower) Run(ctx context.Context) error {
 	return err
 }
 
-func (f *Follower) event(ctx context.Context, t registry.EventType, version, reason string) {
+// event records a load or a refusal by this instance; r names the rollout
+// step it was for (nil for the alias's version), which the rollout
+// controller waits on.
+func (f *Follower) event(ctx context.Context, t registry.EventType, version, reason string, r *registry.Rollout) {
 	e := registry.Event{ID: registry.NewID(), Type: t, Model: f.Model, Version: version, Actor: f.Instance, Instance: f.Instance,
 		Reason: reason, Time: time.Now().UTC()}
+	if r != nil {
+		e.Rollout, e.Steps, e.Step = r.ID, r.Steps, r.Step
+	}
 	if err := f.Log.Append(context.WithoutCancel(ctx), e); err != nil {
 		f.Logger.Warn("could not record a load event in the registry", "type", t, "err", err)
 	}
@@ -141,7 +147,7 @@ func (f *Follower) followRollout(ctx context.Context, st *registry.State) {
 	if err != nil {
 		f.failed[key] = true
 		f.Logger.Error("rollout candidate refused; production keeps every event", "model", f.Model, "version", r.Candidate, "err", err)
-		f.event(ctx, registry.LoadFailed, r.Candidate, fmt.Sprintf("candidate of rollout %s, step %s: %v", r.ID, r.Steps[r.Step], err))
+		f.event(ctx, registry.LoadFailed, r.Candidate, fmt.Sprintf("candidate of rollout %s, step %s: %v", r.ID, r.Steps[r.Step], err), r)
 		return
 	}
 	if shadow {
@@ -153,7 +159,7 @@ func (f *Follower) followRollout(ctx context.Context, st *registry.State) {
 	}
 	f.rollout = key
 	f.Logger.Info("rollout step in service", "model", f.Model, "candidate", r.Candidate, "step", r.Steps[r.Step])
-	f.event(ctx, registry.VersionLoaded, r.Candidate, fmt.Sprintf("candidate of rollout %s, step %s", r.ID, r.Steps[r.Step]))
+	f.event(ctx, registry.VersionLoaded, r.Candidate, fmt.Sprintf("candidate of rollout %s, step %s", r.ID, r.Steps[r.Step]), r)
 }
 
 // load fetches, verifies, opens (for route) and warms up one registered

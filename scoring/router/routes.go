@@ -131,6 +131,7 @@ func (r *Router) scoreRoutes(ctx context.Context, prod *scoring.Model, items []s
 				items[i] = sub[k]
 				continue
 			}
+			items[i].CandidateFailed = true
 			again = append(again, i)
 			redo = append(redo, items[i])
 		}
@@ -157,10 +158,13 @@ func (r *Router) scoreRoutes(ctx context.Context, prod *scoring.Model, items []s
 		sh.h.mu.RUnlock()
 		if serr != nil {
 			r.log.Warn("shadow failed a batch", "records", len(copies), "err", serr)
-			return nil
 		}
 		for i := range copies {
-			if copies[i].Reject == nil && items[i].Reject == nil {
+			switch {
+			case items[i].Reject != nil || copies[i].Reject == routedAway:
+			case serr != nil || copies[i].Reject != nil:
+				items[i].CandidateFailed = true
+			default:
 				items[i].Shadow = &copies[i]
 			}
 		}
