@@ -89,7 +89,7 @@ type Item struct {
 	// CandidateFailed: a rollout's candidate could not score it — the
 	// canary (so production did) or the shadow.
 	CandidateFailed bool
-	Reject       *DecodeError  // set by a stage that sends the item to the DLQ
+	Reject          *DecodeError // set by a stage that sends the item to the DLQ
 
 	// Shadow is the same event as the shadow route scored it, when one
 	// ran: it shares Event and Features, and has its own prediction id,

@@ -230,7 +230,7 @@ func (j Judge) health(ctx context.Context, model, production, candidate string, 
 	type key struct{ route, version string }
 	type figs struct {
 		n, failed, dead uint64
-		p99us             float64
+		p99us           float64
 	}
 	by := map[key]*figs{}
 	get := func(route, version string) *figs {

@@ -113,7 +113,7 @@ type Monitor struct {
 
 	leader  bool
 	token   uint64
-	lastEnd time.Time // end of the last window evaluated
+	lastEnd time.Time            // end of the last window evaluated
 	volumes map[string][]float64 // per version, rows of its last windows, for volume_ratio
 }
 
