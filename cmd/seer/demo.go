@@ -38,6 +38,7 @@ type demoOptions struct {
 	candidate    string
 	bad          string
 	stepDuration time.Duration
+	database     string
 	duration     time.Duration
 	rate         int
 	malformed    float64
@@ -76,7 +77,7 @@ func newDemoCmd(g *globals) *cobra.Command {
      as JSON to --summary-json.
 
 Each run uses its own topics (seer-demo-<run>.*) and starts from an empty
-ClickHouse database seer_demo, so runs never mix. seer monitor runs alongside
+ClickHouse database (--database, seer_demo), so runs never mix. seer monitor runs alongside
 with windows of a sixth of --duration, measuring each version on its own
 rows: from half to three quarters of the run the demo shifts amount by one
 standard deviation and lets the features go stale, so a drift alert and a
@@ -95,6 +96,7 @@ freshness alert fire and then resolve. With --candidate "" no rollout runs.`,
 	f.StringVar(&o.candidate, "candidate", filepath.Join("deploy", "examples", "card-fraud-1.1.0"), "package rolled out and promoted (\"\": no rollouts)")
 	f.StringVar(&o.bad, "bad-candidate", filepath.Join("deploy", "examples", "card-fraud-1.2.0-rc.1"), "package rolled out first and rolled back by the judge (\"\": none)")
 	f.DurationVar(&o.stepDuration, "step-duration", 5*time.Second, "how long each rollout step is held before it is judged")
+	f.StringVar(&o.database, "database", "seer_demo", "the ClickHouse database the demo owns: dropped and created again at the start")
 	f.DurationVar(&o.duration, "duration", 80*time.Second, "how long to send traffic")
 	f.IntVar(&o.rate, "rate", 500, "events per second")
 	f.Float64Var(&o.malformed, "malformed", 0.03, "share of events that are malformed on purpose")
@@ -109,6 +111,7 @@ type DemoSummary struct {
 	RunID           string           `json:"run_id"`
 	Brokers         string           `json:"brokers"`
 	InputTopic      string           `json:"input_topic"`
+	RegistryTopic   string           `json:"registry_topic"`
 	Model           string           `json:"model"`
 	ModelVersion    string           `json:"model_version"`
 	DurationSeconds float64          `json:"duration_seconds"`
@@ -116,6 +119,7 @@ type DemoSummary struct {
 	EventsIn        int64            `json:"events_in"`
 	MalformedSent   int64            `json:"malformed_sent"`
 	PredictionsOut  int64            `json:"predictions_out"`
+	Duplicates      int64            `json:"duplicate_predictions"` // a second prediction for an event (or a foreign one)
 	DLQRecords      int64            `json:"dlq_records"`
 	DLQByReason     map[string]int64 `json:"dlq_by_reason"`
 	ClickHouseRows  int64            `json:"clickhouse_rows"`
@@ -223,7 +227,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 
 	// The demo owns its database: each run starts from an empty one, so the
 	// monitor's windows hold this run's traffic only.
-	cfg.ClickHouse.Database = "seer_demo"
+	cfg.ClickHouse.Database = o.database
 	if conn, err := drift.Open(ctx, cfg.ClickHouse); err == nil {
 		err = drift.DropDatabase(ctx, conn, cfg.ClickHouse.Database)
 		conn.Close()
@@ -391,11 +395,11 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 		return err
 	}
 	s := DemoSummary{
-		RunID: run, Brokers: strings.Join(cfg.Kafka.Brokers, ","), InputTopic: cfg.Kafka.InputTopic,
+		RunID: run, Brokers: strings.Join(cfg.Kafka.Brokers, ","), InputTopic: cfg.Kafka.InputTopic, RegistryTopic: cfg.Registry.Topic,
 		Model: model, ModelVersion: st.Models[model].Aliases["champion"],
 		DurationSeconds: rep.DurationS, TargetRate: o.rate,
 		EventsIn: rep.Sent, MalformedSent: rep.Malformed,
-		PredictionsOut: rep.Predicted, DLQRecords: rep.DeadLettered, DLQByReason: rep.DLQByReason,
+		PredictionsOut: rep.Predicted, Duplicates: rep.DuplicatesOrFor, DLQRecords: rep.DeadLettered, DLQByReason: rep.DLQByReason,
 		LatencyP50Ms: rep.Latency.P50, LatencyP99Ms: rep.Latency.P99, LatencyMaxMs: rep.Latency.Max,
 		Alerts:         alerts.entries(),
 		Rollouts:       rolloutTimeline(st.Models[model], start),
@@ -422,6 +426,9 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	}
 	if s.PredictionsOut+s.DLQRecords != s.EventsIn {
 		problems = append(problems, fmt.Sprintf("%d events in but %d predictions + %d dead letters out", s.EventsIn, s.PredictionsOut, s.DLQRecords))
+	}
+	if s.Duplicates > 0 {
+		problems = append(problems, fmt.Sprintf("%d events had a second prediction", s.Duplicates))
 	}
 	if s.ClickHouseRows != s.PredictionsOut {
 		problems = append(problems, fmt.Sprintf("%d predictions but %d inference_log rows", s.PredictionsOut, s.ClickHouseRows))
@@ -546,7 +553,7 @@ func printDemoSummary(g *globals, s DemoSummary) {
 	fmt.Fprintf(w, "  model              %s, champion at the end: %s\n", s.Model, s.ModelVersion)
 	fmt.Fprintf(w, "  duration           %.1fs at %d events/s target\n", s.DurationSeconds, s.TargetRate)
 	fmt.Fprintf(w, "  events in          %d (%d malformed on purpose)\n", s.EventsIn, s.MalformedSent)
-	fmt.Fprintf(w, "  predictions out    %d\n", s.PredictionsOut)
+	fmt.Fprintf(w, "  predictions out    %d (%d duplicates)\n", s.PredictionsOut, s.Duplicates)
 	reasons := make([]string, 0, len(s.DLQByReason))
 	for r, n := range s.DLQByReason {
 		reasons = append(reasons, fmt.Sprintf("%s=%d", r, n))

@@ -96,16 +96,17 @@ type Judge struct {
 }
 
 // ShadowQuery is the SQL of a shadow step: production and shadow rows of
-// the same events in [from, to), joined on the event id. It runs on
-// ClickHouse 18.16.
+// the same events in [from, to), one per event (a replayed event's rows
+// may not have merged yet), joined on the event id. It runs on ClickHouse
+// 18.16.
 func (j Judge) ShadowQuery(model, production, candidate string, from, to time.Time) string {
 	where := func(version, route string) string {
 		return fmt.Sprintf("FROM %s.inference_log WHERE model = %s AND model_version = %s AND route = '%s' AND scored_time_ms >= %d AND scored_time_ms < %d",
 			j.Database, drift.Quote(model), drift.Quote(version), route, from.UnixMilli(), to.UnixMilli())
 	}
 	return fmt.Sprintf(`SELECT count(), avg(label = s_label), quantile(0.95)(abs(score - s_score)), corr(toFloat64(score), toFloat64(s_score))
-FROM (SELECT event_id, label, score %s) AS p
-ALL INNER JOIN (SELECT event_id, label AS s_label, score AS s_score %s) AS s USING event_id`, where(production, "production"), where(candidate, "shadow"))
+FROM (SELECT event_id, any(label) AS label, any(score) AS score %s GROUP BY event_id) AS p
+ALL INNER JOIN (SELECT event_id, any(label) AS s_label, any(score) AS s_score %s GROUP BY event_id) AS s USING event_id`, where(production, "production"), where(candidate, "shadow"))
 }
 
 // Shadow judges a shadow step.

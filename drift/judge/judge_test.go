@@ -32,7 +32,7 @@ func rows(n int, version, route string, t0 time.Time, score func(i int) float32)
 }
 
 // TestJudgeShadowAndCanary on the real ClickHouse: a shadow that tracks
-// production passes, one that ignores its inputs fails on correlation,
+// production passes (a replay of production's rows counts once), one that ignores its inputs fails on correlation,
 // too few events hold; a canary scoring like its reference passes, one
 // whose scores moved fails on drift.
 func TestJudgeShadowAndCanary(t *testing.T) {
@@ -47,6 +47,7 @@ func TestJudgeShadowAndCanary(t *testing.T) {
 	}
 	batch := &inferencelog.Batch{}
 	batch.Log = append(batch.Log, rows(3000, "1.0.0", "production", t0, func(i int) float32 { return prod[i] })...)
+	batch.Log = append(batch.Log, rows(3000, "1.0.0", "production", t0, func(i int) float32 { return prod[i] })...) // replayed, not merged yet
 	batch.Log = append(batch.Log, rows(3000, "1.1.0", "shadow", t0, func(i int) float32 { return prod[i] * 0.98 })...)
 	batch.Log = append(batch.Log, rows(3000, "1.2.0-rc.1", "shadow", t0, func(i int) float32 { return 0.07 + float32(r.Float64())*0.01 })...)
 	if err := sink.Insert(ctx, batch); err != nil {

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/seer-ml/seer/scoring/registry"
+)
+
+// TestRolloutsEndToEnd runs seer demo against the real Kafka broker, Redis,
+// ClickHouse and ONNX Runtime: serve follows the registry and the monitor's
+// controller judges every step from ClickHouse. The bad candidate is rolled
+// back by a failed gate, whose figures the registry event carries, within
+// one monitor window of its step falling due, and never reaches a canary;
+// the better candidate goes through shadow, 25% and 100% and is promoted;
+// every event has exactly one prediction; shadow rows are logged apart.
+func TestRolloutsEndToEnd(t *testing.T) {
+	cfg, admin := integrationConfig(t)
+	cfg.Registry.Store = "file://" + t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	summary := filepath.Join(t.TempDir(), "summary.json")
+	o := demoOptions{brokers: cfg.Kafka.Brokers, duration: 50 * time.Second, rate: 500, malformed: 0.02, users: 5000, seed: 3,
+		stepDuration: 4 * time.Second, database: cfg.ClickHouse.Database, summaryJSON: summary,
+		candidate: filepath.Join("..", "..", "deploy", "examples", "card-fraud-1.1.0"),
+		bad:       filepath.Join("..", "..", "deploy", "examples", "card-fraud-1.2.0-rc.1")}
+	var out bytes.Buffer
+	g := &globals{stdout: &out, stderr: &out}
+	err := runDemo(ctx, g, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), o)
+	var s DemoSummary
+	if b, rerr := os.ReadFile(summary); rerr == nil {
+		json.Unmarshal(b, &s)
+	}
+	t.Cleanup(func() {
+		adm := kadm.NewClient(admin)
+		base := "seer-demo-" + s.RunID
+		adm.DeleteTopics(context.Background(), base+".events", base+".predictions", base+".dlq", base+".registry")
+		if a, err := buildApp(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil); err == nil {
+			cleanupApp(cfg, a)
+		}
+	})
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+
+	var rolledBack, promoted *DemoRolloutEvent
+	for i, e := range s.Rollouts {
+		switch {
+		case e.Version == "1.2.0-rc.1" && e.Type == string(registry.RolloutRolledBack):
+			rolledBack = &s.Rollouts[i]
+		case e.Version == "1.1.0" && e.Type == string(registry.RolloutPromoted):
+			promoted = &s.Rollouts[i]
+		}
+	}
+	if rolledBack == nil || rolledBack.Gate == "" || rolledBack.Step != registry.ShadowStep {
+		t.Fatalf("the bad candidate: %+v; want rolled back at the shadow step by a gate", rolledBack)
+	}
+	if _, ok := rolledBack.Figures[rolledBack.Gate]; !ok && rolledBack.Gate != "min_samples" {
+		t.Errorf("the rollback names gate %s but not its figure: %v", rolledBack.Gate, rolledBack.Figures)
+	}
+	if promoted == nil || s.ModelVersion != "1.1.0" {
+		t.Fatalf("1.1.0: %+v, champion %s at the end; want promoted", promoted, s.ModelVersion)
+	}
+	if s.Routes["1.2.0-rc.1/shadow"] == 0 || s.Routes["1.2.0-rc.1/canary"] != 0 || s.Routes["1.1.0/canary"] == 0 || s.Routes["1.1.0/production"] == 0 {
+		t.Errorf("rows by version and route %v: want rc.1 in shadow only, 1.1.0 as canary then production", s.Routes)
+	}
+	if s.Duplicates != 0 || s.PredictionsOut+s.DLQRecords != s.EventsIn {
+		t.Errorf("%d events in, %d predictions (%d duplicates), %d dead letters", s.EventsIn, s.PredictionsOut, s.Duplicates, s.DLQRecords)
+	}
+
+	// From the registry: when the bad candidate's step fell due (every
+	// instance had loaded it and the step was held) and when it was rolled back.
+	reg, err := registry.NewLog(kafkaOpts(cfg.Kafka, "test", slog.New(slog.NewTextHandler(io.Discard, nil)), nil), s.RegistryTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	st, _, err := reg.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var started, loaded, back time.Time
+	var rollout string
+	for _, e := range st.Models["card-fraud"].History {
+		switch {
+		case e.Type == registry.RolloutStarted && e.Version == "1.2.0-rc.1":
+			started, rollout = e.Time, e.Rollout
+		case e.Type == registry.VersionLoaded && rollout != "" && e.Rollout == rollout && e.Time.After(loaded):
+			loaded = e.Time
+		case e.Type == registry.RolloutRolledBack && e.Rollout == rollout:
+			back = e.Time
+		}
+	}
+	if loaded.IsZero() || back.IsZero() {
+		t.Fatalf("registry history lacks the load (%v) or the rollback (%v) of rollout %s", loaded, back, rollout)
+	}
+	due := loaded.Add(o.stepDuration)
+	window := demoMonitorConfig(o.duration).Window
+	t.Logf("bad candidate: started %s, loaded everywhere after %s, step due %s, rolled back %s after it fell due (gate %s, figures %v)",
+		started.Format(time.RFC3339Nano), loaded.Sub(started), due.Format(time.RFC3339Nano), back.Sub(due), rolledBack.Gate, rolledBack.Figures)
+	if back.Before(due) || back.Sub(due) > window {
+		t.Errorf("rolled back %s after the step fell due; want within one monitor window (%s) and not before", back.Sub(due), window)
+	}
+	if !strings.Contains(out.String(), "rollout_rolled_back") {
+		t.Errorf("the demo's output does not show the rollback:\n%s", out.String())
+	}
+}
