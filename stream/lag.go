@@ -2,11 +2,13 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -95,7 +97,7 @@ func (p *Pipeline) lagLoop(ctx context.Context) {
 
 // GroupMembers returns the client ids of group's members, sorted: with
 // serve naming each instance's consumer by its instance name, the live
-// serve instances.
+// serve instances. A group the broker does not know has none.
 func GroupMembers(ctx context.Context, cl *kgo.Client, group string) ([]string, error) {
 	groups, err := kadm.NewClient(cl).DescribeGroups(ctx, group)
 	if err != nil {
@@ -104,6 +106,9 @@ func GroupMembers(ctx context.Context, cl *kgo.Client, group string) ([]string, 
 	g, ok := groups[group]
 	if !ok {
 		return nil, fmt.Errorf("describing group %s: not described", group)
+	}
+	if errors.Is(g.Err, kerr.GroupIDNotFound) {
+		return nil, nil
 	}
 	if g.Err != nil {
 		return nil, fmt.Errorf("describing group %s: %w", group, g.Err)

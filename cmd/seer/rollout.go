@@ -6,8 +6,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/seer-ml/seer/scoring/registry"
+	"github.com/seer-ml/seer/stream"
 )
 
 func newRolloutCmd(g *globals) *cobra.Command {
@@ -28,7 +30,7 @@ canary as the weight grows). serve instances following the alias
 moves the alias to the candidate, and an abort takes it off every route.
 Every change is an event in the registry with who, why and the figures.`,
 	}
-	withLog := func(c *cobra.Command, fn func(log *registry.Log) error) error {
+	withLog := func(c *cobra.Command, fn func(cfg Config, log *registry.Log) error) error {
 		cfg, _, err := g.load()
 		if err != nil {
 			return err
@@ -38,7 +40,7 @@ Every change is an event in the registry with who, why and the figures.`,
 			return err
 		}
 		defer log.Close()
-		return fn(log)
+		return fn(cfg, log)
 	}
 	start := &cobra.Command{
 		Use:   "start MODEL VERSION",
@@ -49,7 +51,7 @@ shadow,5,25,50,100) and how long each is held (--step-duration). One
 rollout per model at a time.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(c *cobra.Command, args []string) error {
-			return withLog(c, func(log *registry.Log) error {
+			return withLog(c, func(cfg Config, log *registry.Log) error {
 				e, err := log.StartRollout(c.Context(), args[0], args[1], alias, strings.Split(steps, ","), stepDuration, actorName(actor), reason)
 				if err != nil {
 					return err
@@ -70,11 +72,13 @@ rollout per model at a time.`,
 		Short: "Show the rollout's step, its last verdict with its figures, and the time left in the step",
 		Long: `status prints the model's latest rollout: candidate and the version it is
 measured against, the current step and its state (running, paused, promoted,
-rolled_back), the last reason, gate and figures recorded, and the time left
-in the step. -o json prints the same.`,
+rolled_back), the last reason, gate and figures recorded, the serve
+instances (members of kafka.group) still to put the step in service, and
+the time left in the step, which counts from when the last of them did.
+-o json prints the same.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			return withLog(c, func(log *registry.Log) error {
+			return withLog(c, func(cfg Config, log *registry.Log) error {
 				st, _, err := log.Read(c.Context())
 				if err != nil {
 					return err
@@ -84,16 +88,32 @@ in the step. -o json prints the same.`,
 					return fmt.Errorf("%s has no rollout", args[0])
 				}
 				r := m.Rollout
-				left := time.Until(r.StepStartedAt.Add(r.StepDuration)).Round(time.Second)
+				cl, err := kgo.NewClient(kafkaOpts(cfg.Kafka, "rollout-status", newLogger(g.stderr, "warn", cfg.LogFormat), nil)...)
+				if err != nil {
+					return err
+				}
+				defer cl.Close()
+				live, err := stream.GroupMembers(c.Context(), cl, cfg.Kafka.Group)
+				if err != nil {
+					return err
+				}
+				waiting, since := r.Waiting(live)
+				left := time.Until(since.Add(r.StepDuration)).Round(time.Second)
 				if output == "json" {
 					return printJSON(g.stdout, struct {
 						*registry.Rollout
-						StepName string `json:"step_name"`
-						LeftS    int64  `json:"step_left_s"`
-					}{r, r.Steps[r.Step], int64(left.Seconds())})
+						StepName string   `json:"step_name"`
+						Live     []string `json:"live_instances"`
+						Waiting  []string `json:"waiting_instances"`
+						LeftS    int64    `json:"step_left_s"`
+					}{r, r.Steps[r.Step], live, waiting, int64(left.Seconds())})
 				}
-				fmt.Fprintf(g.stdout, "rollout %s: %s %s against %s@%s\n  step %d of %d (%s), %s, %s left in the step\n  last: %s",
-					r.ID, args[0], r.Candidate, r.From, r.Alias, r.Step+1, len(r.Steps), r.Steps[r.Step], r.State, max(left, 0), r.Reason)
+				fmt.Fprintf(g.stdout, "rollout %s: %s %s against %s@%s\n  step %d of %d (%s), %s, %s left in the step\n",
+					r.ID, args[0], r.Candidate, r.From, r.Alias, r.Step+1, len(r.Steps), r.Steps[r.Step], r.State, max(left, 0))
+				if r.Active() {
+					fmt.Fprintf(g.stdout, "  serve instances: %d live in group %s, %d still to load the step %v\n", len(live), cfg.Kafka.Group, len(waiting), waiting)
+				}
+				fmt.Fprintf(g.stdout, "  last: %s", r.Reason)
 				if r.Gate != "" {
 					fmt.Fprintf(g.stdout, " (gate %s, figures %v)", r.Gate, r.Figures)
 				}
@@ -109,7 +129,7 @@ in the step. -o json prints the same.`,
 				if reason == "" {
 					return fmt.Errorf("--reason: required")
 				}
-				return withLog(c, func(log *registry.Log) error {
+				return withLog(c, func(cfg Config, log *registry.Log) error {
 					e, err := log.ChangeRollout(c.Context(), args[0], t, actorName(actor), reason, "manual", nil)
 					if err != nil {
 						return err

@@ -115,3 +115,105 @@ func TestRolloutsEndToEnd(t *testing.T) {
 		t.Errorf("the demo's output does not show the rollback:\n%s", out.String())
 	}
 }
+
+// TestRolloutCommands drives seer rollout on the real broker: start, status
+// (text and JSON, with the live serve instances of the group: none here),
+// the manual promote and abort, each recorded in the registry; a second
+// start while one runs, and a promote with no rollout, are refused.
+func TestRolloutCommands(t *testing.T) {
+	cfg, admin := integrationConfig(t)
+	cfg.Registry.Topic = "it-registry-" + cfg.Kafka.Group
+	cfg.Registry.Store = "file://" + t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	t.Cleanup(func() { kadm.NewClient(admin).DeleteTopics(context.Background(), cfg.Registry.Topic) })
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg, err := openRegistry(ctx, cfg, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	store, err := registry.OpenStore(ctx, cfg.Registry.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if _, err := demoRegister(ctx, &globals{stdout: io.Discard, stderr: io.Discard}, cfg, reg, store,
+		[]string{cfg.Scoring.Package, filepath.Join("..", "..", "deploy", "examples", "card-fraud-1.1.0")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.SetAlias(ctx, "card-fraud", "champion", "1.0.0", "ci", "first"); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"SEER_KAFKA_BROKERS": cfg.Kafka.Brokers[0], "SEER_KAFKA_GROUP": cfg.Kafka.Group,
+		"SEER_REGISTRY_TOPIC": cfg.Registry.Topic, "SEER_REGISTRY_STORE": cfg.Registry.Store} {
+		t.Setenv(k, v)
+	}
+	seer := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		root := newRootCmd(&out, &out)
+		root.SetArgs(args)
+		err := root.ExecuteContext(ctx)
+		return out.String(), err
+	}
+	champion := func() string {
+		st, _, err := reg.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Models["card-fraud"].Aliases["champion"]
+	}
+
+	if out, err := seer("rollout", "start", "card-fraud", "1.1.0", "--steps", "shadow,10,100", "--step-duration", "1h", "--reason", "better AUC"); err != nil || !strings.Contains(out, "shadow → 10 → 100") {
+		t.Fatalf("start: %v\n%s", err, out)
+	}
+	if _, err := seer("rollout", "start", "card-fraud", "1.1.0", "--reason", "again"); err == nil {
+		t.Error("a second rollout started while one is in progress")
+	}
+	out, err := seer("rollout", "status", "card-fraud")
+	if err != nil || !strings.Contains(out, "step 1 of 3 (shadow), running") || !strings.Contains(out, "0 live in group") {
+		t.Errorf("status: %v\n%s", err, out)
+	}
+	out, err = seer("rollout", "status", "card-fraud", "-o", "json")
+	var st struct {
+		Candidate string   `json:"Candidate"`
+		StepName  string   `json:"step_name"`
+		Live      []string `json:"live_instances"`
+		LeftS     int64    `json:"step_left_s"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &st) != nil || st.Candidate != "1.1.0" || st.StepName != "shadow" || st.LeftS < 3500 {
+		t.Errorf("status -o json: %v %+v\n%s", err, st, out)
+	}
+	if _, err := seer("rollout", "abort", "card-fraud"); err == nil {
+		t.Error("abort without --reason was accepted")
+	}
+	if out, err := seer("rollout", "abort", "card-fraud", "--reason", "on-call: wrong threshold", "--actor", "oncall"); err != nil || !strings.Contains(out, "rollout_rolled_back") {
+		t.Fatalf("abort: %v\n%s", err, out)
+	}
+	if c := champion(); c != "1.0.0" {
+		t.Errorf("champion %s after the abort, want 1.0.0", c)
+	}
+	if _, err := seer("rollout", "promote", "card-fraud", "--reason", "nothing to promote"); err == nil {
+		t.Error("promote with no rollout in progress was accepted")
+	}
+	if _, err := seer("rollout", "start", "card-fraud", "1.1.0", "--steps", "5,50", "--reason", "again"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := seer("rollout", "promote", "card-fraud", "--reason", "manual: judged by hand", "--actor", "mlops"); err != nil || !strings.Contains(out, "rollout_promoted") {
+		t.Fatalf("promote: %v\n%s", err, out)
+	}
+	if c := champion(); c != "1.1.0" {
+		t.Errorf("champion %s after the promotion, want 1.1.0", c)
+	}
+	rs, _, err := reg.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var trail []string
+	for _, e := range rolloutEvents(rs.Models["card-fraud"]) {
+		trail = append(trail, string(e.Type)+" by "+e.Actor)
+	}
+	if want := "rollout_started by " + actorName("") + ",rollout_rolled_back by oncall,rollout_started by " + actorName("") + ",rollout_promoted by mlops"; strings.Join(trail, ",") != want {
+		t.Errorf("audit trail %v, want %s", trail, want)
+	}
+}
