@@ -324,9 +324,18 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	ctl.Actor = "seer-demo-monitor"
 	mctx, stopMonitor := context.WithCancel(ctx)
 	defer stopMonitor()
-	monDone, ctlDone := make(chan error, 1), make(chan error, 1)
+	monDone, ctlDone, mirrorDone := make(chan error, 1), make(chan error, 1), make(chan error, 1)
 	go func() { monDone <- mon.Run(mctx) }()
 	go func() { ctlDone <- ctl.Run(mctx) }()
+	go func() { // the registry's events in ClickHouse (model_events), for analysts
+		err := reg.MirrorLoop(mctx, registry.Mirror{Conn: a.ch, Database: cfg.ClickHouse.Database}, func(err error) {
+			quiet.Warn("mirroring the registry to ClickHouse failed; retrying with the next events", "err", err)
+		})
+		if mctx.Err() != nil {
+			err = nil
+		}
+		mirrorDone <- err
+	}()
 
 	pctx, stopPipeline := context.WithCancel(ctx)
 	defer stopPipeline()
@@ -382,7 +391,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	case <-ctx.Done():
 	}
 	stopMonitor()
-	if err := errors.Join(<-monDone, <-ctlDone); err != nil {
+	if err := errors.Join(<-monDone, <-ctlDone, <-mirrorDone); err != nil {
 		return fmt.Errorf("monitor: %w", err)
 	}
 	stopPipeline()

@@ -30,8 +30,11 @@ func newMonitorCmd(g *globals) *cobra.Command {
 		Use:   "monitor",
 		Short: "Run the windowed drift, data-quality and freshness jobs and route alerts",
 		Long: `monitor evaluates tumbling windows (monitor.window, by event time, once
-monitor.lateness has passed after a window ends) for the model package in
-scoring.package. Each window's aggregates are computed in ClickHouse from the
+monitor.lateness has passed after a window ends) for one model: following
+the registry (scoring.model, scoring.alias), every version that served in
+the window — the alias's version and a rollout's canary — each on its own
+rows against its own package; otherwise the package in scoring.package.
+Each window's aggregates are computed in ClickHouse from the
 inference log — bin counts on the package profile's frozen edges, category
 counts, missing and out-of-bounds counts, feature-age and event-lag
 quantiles — and Go finalizes PSI (with a window-size-aware p-value), JS,
@@ -54,11 +57,13 @@ windows when it dies.
 
 monitor also mirrors the model registry (registry.topic) into the
 ClickHouse tables model_versions and model_events, and — behind a lease of
-its own — judges the steps of the model's rollouts (seer rollout): a shadow
-step on the candidate's agreement with production, a canary step on the
-candidate's score drift against its own profile (rollout_gates). It moves a
-passing rollout on, promotes it after its last step, and rolls it back with
-an alert when a gate fails.`,
+its own — judges the steps of the model's rollouts (seer rollout), once
+every member of kafka.group (the live serve instances) has loaded the step:
+every step on the candidate's score failures and scoring latency against
+production's, a shadow step on its agreement with production, a canary
+step on its score drift against its own profile (rollout_gates). It moves
+a passing rollout on, promotes it after its last step, and rolls it back
+with an alert when a gate fails or a serve instance refuses the candidate.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, logger, err := g.load()

@@ -238,8 +238,9 @@ func FuzzDecodeEvent(f *testing.F) {
 }
 
 // TestMirrorToClickHouse: registry events reach model_versions and
-// model_events on the real ClickHouse, and a prediction's version joins to
-// its lineage with the query docs/clickhouse.md gives.
+// model_events on the real ClickHouse — rollout events with their step,
+// gate and figures — and a prediction's version joins to its lineage with
+// the query docs/clickhouse.md gives.
 func TestMirrorToClickHouse(t *testing.T) {
 	log, store, gates := testRegistry(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -260,7 +261,16 @@ func TestMirrorToClickHouse(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := log.SetAlias(ctx, "card-fraud", "champion", "1.1.0", "ci", "better"); err != nil {
+	if _, err := log.SetAlias(ctx, "card-fraud", "champion", "1.0.0", "ci", "first"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := log.StartRollout(ctx, "card-fraud", "1.1.0", "champion", []string{"shadow", "50"}, time.Minute, "ci", "try"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := log.ChangeRollout(ctx, "card-fraud", RolloutStepped, "monitor", "passed", "", map[string]float64{"score_correlation": 0.97}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := log.ChangeRollout(ctx, "card-fraud", RolloutPromoted, "monitor", "passed", "", nil); err != nil {
 		t.Fatal(err)
 	}
 	mctx, stop := context.WithCancel(ctx)
@@ -272,7 +282,7 @@ func TestMirrorToClickHouse(t *testing.T) {
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		conn.QueryRow(ctx, "SELECT count() FROM "+cfg.Database+".model_versions FINAL").Scan(&versions)
 		conn.QueryRow(ctx, "SELECT count() FROM "+cfg.Database+".model_events FINAL").Scan(&events)
-		if versions == 2 && events == 3 {
+		if versions == 2 && events == 6 {
 			break
 		}
 	}
@@ -280,8 +290,13 @@ func TestMirrorToClickHouse(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if versions != 2 || events != 3 {
-		t.Fatalf("mirrored %d versions and %d events, want 2 and 3", versions, events)
+	if versions != 2 || events != 6 {
+		t.Fatalf("mirrored %d versions and %d events, want 2 and 6", versions, events)
+	}
+	var step string
+	var figure float64
+	if err := conn.QueryRow(ctx, "SELECT step, figure_values[indexOf(figure_names, 'score_correlation')] FROM "+cfg.Database+".model_events FINAL WHERE type = 'rollout_stepped'").Scan(&step, &figure); err != nil || step != "50" || figure != 0.97 {
+		t.Errorf("the stepped event in model_events: step %q, score_correlation %v, %v; want 50 and 0.97", step, figure, err)
 	}
 	// A prediction row of 1.1.0 joins to its lineage (docs/clickhouse.md).
 	// (clickhouse-go's INSERT … VALUES hangs on 18.16: a batch with a column list.)
