@@ -77,11 +77,13 @@ func newDemoCmd(g *globals) *cobra.Command {
      as JSON to --summary-json.
 
 Each run uses its own topics (seer-demo-<run>.*) and starts from an empty
-ClickHouse database (--database, seer_demo), so runs never mix. seer monitor runs alongside
-with windows of a sixth of --duration, measuring each version on its own
-rows: from half to three quarters of the run the demo shifts amount by one
-standard deviation and lets the features go stale, so a drift alert and a
-freshness alert fire and then resolve. With --candidate "" no rollout runs.`,
+ClickHouse database (--database, seer_demo), so runs never mix. seer
+monitor runs alongside with windows of a sixth of --duration, measuring
+each version on its own rows. From half the run (once the rollouts have
+ended: input drift would fail a canary's drift gate) and for a quarter of
+it, the demo shifts amount by one standard deviation and lets the features
+go stale, so a drift alert and a freshness alert fire and then resolve.
+With --candidate "" and --bad-candidate "" no rollout runs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, logger, err := g.load()
@@ -353,7 +355,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	if good != nil {
 		plan.queue = append(plan.queue, demoRollout{version: good.Version, steps: []string{registry.ShadowStep, "25", "100"}, reason: "the better candidate"})
 	}
-	phase := 0
+	phase, drifted := 0, time.Duration(0)
 	rep, runErr := loadtest.Run(ctx, loadtest.RunConfig{
 		InputTopic: cfg.Kafka.InputTopic, PredictionsTopic: cfg.Kafka.PredictionsTopic, DLQTopic: cfg.Kafka.DLQTopic,
 		Profile:        loadtest.Profile{Kind: "constant", Rate: float64(o.rate), Duration: o.duration},
@@ -366,12 +368,14 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 				}
 			}
 			switch {
-			case phase == 0 && el >= o.duration/2:
-				phase = 1
+			// Input drift moves a canary's scores too (its score_drift gate
+			// would fail): the drift waits for the rollouts to end.
+			case phase == 0 && el >= o.duration/2 && plan.idle():
+				phase, drifted = 1, el
 				gen.SetShift(map[string]float64{"amount": 1})
 				fmt.Fprintf(g.stderr, "\n[%3.0fs] injecting drift (amount +1σ) and stale features (2 min old)\n", el.Seconds())
 				return a.store.PutViews(ctx, features, time.Now().Add(-2*time.Minute), time.Hour)
-			case phase == 1 && el >= 3*o.duration/4:
+			case phase == 1 && el >= drifted+o.duration/4:
 				phase = 2
 				gen.SetShift(nil)
 				fmt.Fprintf(g.stderr, "\n[%3.0fs] back to normal traffic and fresh features\n", el.Seconds())
@@ -504,7 +508,8 @@ type demoRollouts struct {
 	stepDuration time.Duration
 	out          io.Writer
 	queue        []demoRollout
-	seen         int // rollout events already printed
+	seen         int  // rollout events already printed
+	active       bool // a rollout is in progress
 }
 
 func (d *demoRollouts) step(ctx context.Context, el time.Duration) error {
@@ -517,14 +522,18 @@ func (d *demoRollouts) step(ctx context.Context, el time.Duration) error {
 		d.seen++
 		fmt.Fprintf(d.out, "\n[%3.0fs] %s %s (now at step %s): %s\n", el.Seconds(), e.Type, e.Version, stepName(e), e.Reason)
 	}
-	if m.Rollout.Active() || len(d.queue) == 0 {
+	if d.active = m.Rollout.Active(); d.active || len(d.queue) == 0 {
 		return nil
 	}
+	d.active = true
 	r := d.queue[0]
 	d.queue = d.queue[1:]
 	_, err = d.log.StartRollout(ctx, d.model, r.version, "champion", r.steps, d.stepDuration, "seer-demo", r.reason)
 	return err
 }
+
+// idle reports whether every queued rollout has ended.
+func (d *demoRollouts) idle() bool { return len(d.queue) == 0 && !d.active }
 
 // rolloutEvents returns the rollout events in the model's history.
 func rolloutEvents(m *registry.Model) []registry.Event {

@@ -30,7 +30,7 @@ func TestRolloutsEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	summary := filepath.Join(t.TempDir(), "summary.json")
-	o := demoOptions{brokers: cfg.Kafka.Brokers, duration: 50 * time.Second, rate: 500, malformed: 0.02, users: 5000, seed: 3,
+	o := demoOptions{brokers: cfg.Kafka.Brokers, duration: 60 * time.Second, rate: 500, malformed: 0.02, users: 5000, seed: 3,
 		stepDuration: 4 * time.Second, database: cfg.ClickHouse.Database, summaryJSON: summary,
 		candidate: filepath.Join("..", "..", "deploy", "examples", "card-fraud-1.1.0"),
 		bad:       filepath.Join("..", "..", "deploy", "examples", "card-fraud-1.2.0-rc.1")}
