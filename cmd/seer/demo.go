@@ -240,17 +240,13 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 
 	// A registry of its own: the champion and the candidates, registered
 	// through every gate; serve follows champion.
-	reg, err := openRegistry(ctx, cfg, quiet)
+	pkgs, closePkgs, err := openPackages(ctx, cfg, quiet)
 	if err != nil {
 		return err
 	}
-	defer reg.Close()
-	store, err := registry.OpenStore(ctx, cfg.Registry.Store)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	versions, err := demoRegister(ctx, g, cfg, reg, store, []string{cfg.Scoring.Package, o.bad, o.candidate})
+	defer closePkgs()
+	reg := pkgs.log
+	versions, err := demoRegister(ctx, g, cfg, reg, pkgs.store, []string{cfg.Scoring.Package, o.bad, o.candidate})
 	if err != nil {
 		return err
 	}
@@ -300,11 +296,6 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	alerts := &alertLog{start: start}
 	ch := notify.ClickHouse{Conn: a.ch, Database: cfg.ClickHouse.Database}
 	sinks := []notify.Sink{alerts, ch}
-	dir, err := packageCache()
-	if err != nil {
-		return err
-	}
-	pkgs := packages{log: reg, store: store, dir: dir}
 	measured, err := monitorVersions(cfg, a.ch, pkgs, quiet)
 	if err != nil {
 		return err
@@ -601,7 +592,7 @@ func printDemoSummary(g *globals, s DemoSummary) {
 	}
 	fmt.Fprintf(w, "  feature misses     %d predictions scored with flagged default features\n", s.FeatureMisses)
 	fmt.Fprintf(w, "  latency (e2e)      p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", s.LatencyP50Ms, s.LatencyP99Ms, s.LatencyMaxMs)
-	fmt.Fprintf(w, "  alerts             %d state changes (seer monitor, drift injected in the middle third)\n", len(s.Alerts))
+	fmt.Fprintf(w, "  alerts             %d state changes (seer monitor, drift injected once the rollouts ended)\n", len(s.Alerts))
 	for _, a := range s.Alerts {
 		if a.State == alert.Pending.String() {
 			continue

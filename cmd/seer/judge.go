@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -65,6 +66,24 @@ func (p packages) manifest(ctx context.Context, model, ref string) (*schemas.Man
 		return nil, err
 	}
 	return schemas.LoadManifest(dir)
+}
+
+// openPackages opens the registry log, the artifact store and the package
+// cache; close releases the first two.
+func openPackages(ctx context.Context, cfg Config, logger *slog.Logger) (p packages, close func(), err error) {
+	if p.log, err = openRegistry(ctx, cfg, logger); err != nil {
+		return p, nil, err
+	}
+	if p.store, err = registry.OpenStore(ctx, cfg.Registry.Store); err == nil {
+		if p.dir, err = packageCache(); err != nil {
+			p.store.Close()
+		}
+	}
+	if err != nil {
+		p.log.Close()
+		return p, nil, err
+	}
+	return p, func() { p.store.Close(); p.log.Close() }, nil
 }
 
 // packageCache is the folder fetched packages are kept in, one per digest.

@@ -86,21 +86,12 @@ func runMonitor(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	rdb := featurestore.NewClient(cfg.Redis)
 	defer rdb.Close()
-	reg, err := openRegistry(ctx, cfg, logger)
+	pkgs, closePkgs, err := openPackages(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
-	defer reg.Close()
-	store, err := registry.OpenStore(ctx, cfg.Registry.Store)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	dir, err := packageCache()
-	if err != nil {
-		return err
-	}
-	pkgs := packages{log: reg, store: store, dir: dir}
+	defer closePkgs()
+	reg := pkgs.log
 	versions, err := monitorVersions(cfg, conn, pkgs, logger)
 	if err != nil {
 		return err

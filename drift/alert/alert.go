@@ -8,6 +8,7 @@ package alert
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"time"
 
@@ -193,7 +194,7 @@ func (e *Evaluator) Evaluate(w *window.Window) []Alert {
 					Model: w.Model, Version: w.Version, Feature: m.Feature, Family: r.Family, Metric: r.Metric,
 					Value: m.Value, Threshold: r.Threshold, WindowStart: w.Start, StartsAt: st.startsAt, At: now,
 					Summary: fmt.Sprintf("%s: %s %s of %s %s %s is %.4g (threshold %s %g)", r.Name, r.Family, r.Metric, w.Model, w.Version, featureName(m.Feature), m.Value, r.Op, r.Threshold),
-					Labels:  r.Labels})
+					Labels:  withRoute(r.Labels, w.Route)})
 			}
 			switch st.state {
 			case Inactive:
@@ -237,4 +238,17 @@ func featureName(f string) string {
 		return "(window)"
 	}
 	return f
+}
+
+// withRoute adds the window's route to a rule's labels.
+func withRoute(labels map[string]string, route string) map[string]string {
+	if route == "" {
+		return labels
+	}
+	out := maps.Clone(labels)
+	if out == nil {
+		out = map[string]string{}
+	}
+	out["route"] = route
+	return out
 }

@@ -275,8 +275,11 @@ func TestMonitorMeasuresEachVersion(t *testing.T) {
 	if got := perVersion("SELECT model_version, toString(groupArray(toUInt64(value))) FROM (SELECT model_version, window_start, value FROM " + db + ".window_metrics FINAL WHERE metric = 'rows' AND window_start >= toDateTime('2026-11-04 00:00:00') ORDER BY window_start) GROUP BY model_version ORDER BY model_version"); got != "1.0.0=[8000,8000],1.1.0=[4000,4000,8000]" {
 		t.Errorf("rows per version and window: %s; want 1.0.0 in windows 0–1 only, 1.1.0 in all three, the shadow in none", got)
 	}
-	if got := perVersion("SELECT model_version, toString(groupUniqArray(feature)) FROM " + db + ".alerts FINAL WHERE rule = 'feature-drift' AND state = 'firing' GROUP BY model_version ORDER BY model_version"); got != "1.1.0=['amount']" {
-		t.Errorf("firing drift alerts per version: %s; want amount for 1.1.0 only", got)
+	if got := perVersion("SELECT model_version, toString(groupUniqArray(concat(feature, ':', label_values[indexOf(label_keys, 'route')]))) FROM " + db + ".alerts FINAL WHERE rule = 'feature-drift' AND state = 'firing' GROUP BY model_version ORDER BY model_version"); got != "1.1.0=['amount:canary']" {
+		t.Errorf("firing drift alerts per version (feature:route): %s; want amount for 1.1.0 only, labelled route canary", got)
+	}
+	if got := perVersion("SELECT model_version, toString(groupArray(route)) FROM (SELECT DISTINCT model_version, window_start, route FROM " + db + ".window_metrics FINAL WHERE window_start >= toDateTime('2026-11-04 00:00:00') ORDER BY window_start) GROUP BY model_version ORDER BY model_version"); got != "1.0.0=['production','production'],1.1.0=['canary','canary','production']" {
+		t.Errorf("route of each version's windows: %s; want 1.1.0 a canary until promoted", got)
 	}
 	if n := chtest.Count(t, conn, "SELECT count() FROM "+db+".alerts WHERE rule = 'no-data'"); n != 0 {
 		t.Errorf("%d no-data alerts; the retired version must not be measured", n)

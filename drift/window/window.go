@@ -38,6 +38,7 @@ type Metric struct {
 // Window is the outcome of one window job.
 type Window struct {
 	Model, Version string
+	Route          string // production, or canary for a rollout's candidate
 	Start, End     time.Time
 	Rows           uint64
 	Metrics        []Metric
@@ -288,7 +289,10 @@ func (j *Job) count(ctx context.Context, start, end time.Time) (*windowCounts, e
 
 // Run computes the window [start, end).
 func (j *Job) Run(ctx context.Context, start, end time.Time) (*Window, error) {
-	w := &Window{Model: j.m.Name, Version: j.m.Version, Start: start, End: end}
+	w := &Window{Model: j.m.Name, Version: j.m.Version, Route: string(schemas.RouteCanary), Start: start, End: end}
+	if j.Production {
+		w.Route = string(schemas.RouteProduction)
+	}
 	add := func(family, feature, name string, v float64) {
 		if !math.IsNaN(v) && !math.IsInf(v, 0) {
 			w.Metrics = append(w.Metrics, Metric{family, feature, name, v})
@@ -490,14 +494,14 @@ func toFloats(xs []int64) []float64 {
 
 // Store writes a window's metrics to window_metrics.
 func (j *Job) Store(ctx context.Context, w *Window) error {
-	b, err := j.conn.PrepareBatch(ctx, "INSERT INTO "+j.database+".window_metrics (window_start, window_end, model, model_version, family, feature, metric, value, rows, computed_at, computed_ms)")
+	b, err := j.conn.PrepareBatch(ctx, "INSERT INTO "+j.database+".window_metrics (window_start, window_end, model, model_version, route, family, feature, metric, value, rows, computed_at, computed_ms)")
 	if err != nil {
 		return fmt.Errorf("preparing window_metrics insert: %w", err)
 	}
 	defer b.Abort()
 	now := time.Now().UTC()
 	for _, m := range w.Metrics {
-		if err := b.Append(w.Start.UTC(), w.End.UTC(), w.Model, w.Version, m.Family, m.Feature, m.Name, m.Value, w.Rows, now, uint64(now.UnixMilli())); err != nil {
+		if err := b.Append(w.Start.UTC(), w.End.UTC(), w.Model, w.Version, w.Route, m.Family, m.Feature, m.Name, m.Value, w.Rows, now, uint64(now.UnixMilli())); err != nil {
 			return fmt.Errorf("appending window metric %s/%s: %w", m.Feature, m.Name, err)
 		}
 	}

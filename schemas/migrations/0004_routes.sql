@@ -16,6 +16,10 @@ ALTER TABLE {db}.dead_letters ADD COLUMN model String DEFAULT '';
 ALTER TABLE {db}.dead_letters ADD COLUMN model_version String DEFAULT '';
 ALTER TABLE {db}.dead_letters ADD COLUMN route String DEFAULT '';
 
+-- Window metrics: the route the version served on (production, or canary
+-- for a rollout's candidate).
+ALTER TABLE {db}.window_metrics ADD COLUMN route String DEFAULT '';
+
 -- The registry mirror: rollout events, with the rollout, the step, and the
 -- gate and figures that decided it.
 ALTER TABLE {db}.model_events MODIFY COLUMN type Enum8('version_registered' = 1, 'alias_set' = 2, 'version_loaded' = 3, 'load_failed' = 4,
