@@ -16,10 +16,10 @@ package drift
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -37,7 +37,7 @@ type Config struct {
 	Username            string         `yaml:"username"`
 	PasswordFile        string         `yaml:"password_file"` // or SEER_CLICKHOUSE_PASSWORD; never in YAML
 	Password            schemas.Secret `yaml:"-"`
-	TLS                 bool           `yaml:"tls"`
+	TLS                 schemas.TLS    `yaml:"tls"` // TLS on the secure native port: ca_file, cert_file, key_file, server_name
 	DialTimeout         time.Duration  `yaml:"dial_timeout"`
 	inferencelog.Config `yaml:",inline"`
 }
@@ -72,8 +72,8 @@ func Open(ctx context.Context, c Config) (driver.Conn, error) {
 		DialTimeout:  c.DialTimeout,
 		MaxOpenConns: 8,
 	}
-	if c.TLS {
-		opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	if d := c.TLS.Dialer(); d != nil {
+		opts.DialContext = func(ctx context.Context, addr string) (net.Conn, error) { return d(ctx, "tcp", addr) }
 	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {

@@ -12,7 +12,6 @@ package featurestore
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,7 +54,7 @@ type Config struct {
 	Username     string         `yaml:"username"`
 	PasswordFile string         `yaml:"password_file"` // or SEER_REDIS_PASSWORD; never in YAML
 	Password     schemas.Secret `yaml:"-"`
-	TLS          bool           `yaml:"tls"`
+	TLS          schemas.TLS    `yaml:"tls"` // TLS to Redis: ca_file, cert_file, key_file, server_name
 	KeyPrefix    string         `yaml:"key_prefix"`
 	Timeout      time.Duration  `yaml:"timeout"`
 	Views        []ViewConfig   `yaml:"views"`
@@ -108,8 +107,8 @@ func NewClient(c Config) *redis.Client {
 		// a readiness probe's 500 ms is not stretched to Timeout.
 		ContextTimeoutEnabled: true,
 	}
-	if c.TLS {
-		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if d := c.TLS.Dialer(); d != nil {
+		opts.Dialer = d
 	}
 	return redis.NewClient(opts)
 }

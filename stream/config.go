@@ -4,6 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/seer-ml/seer/schemas"
 )
 
 // Delivery modes.
@@ -16,6 +22,8 @@ const (
 type Config struct {
 	Brokers          []string      `yaml:"brokers"`
 	ClientID         string        `yaml:"client_id"`
+	TLS              schemas.TLS   `yaml:"tls"`  // TLS to the brokers: ca_file, cert_file and key_file (mutual TLS), server_name
+	SASL             SASL          `yaml:"sasl"` // SASL authentication
 	Group            string        `yaml:"group"`
 	InputTopic       string        `yaml:"input_topic"`
 	InputSchema      string        `yaml:"input_schema"` // embedded name or file path
@@ -33,6 +41,49 @@ type Config struct {
 	StartupTimeout   time.Duration `yaml:"startup_timeout"`  // how long serve waits for a first broker answer before it fails
 	LagInterval      time.Duration `yaml:"lag_interval"`     // how often committed lag is read from the brokers
 	LivenessTimeout  time.Duration `yaml:"liveness_timeout"` // /healthz fails when the loops made no progress for this long
+}
+
+// SASL is kafka.sasl. The password is never read from YAML: it comes from
+// SEER_KAFKA_SASL_PASSWORD or password_file.
+type SASL struct {
+	Mechanism    string         `yaml:"mechanism"` // SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN; "" for none
+	Username     string         `yaml:"username"`
+	PasswordFile string         `yaml:"password_file"`
+	Password     schemas.Secret `yaml:"-"`
+}
+
+// SASL mechanisms.
+const (
+	ScramSHA512 = "SCRAM-SHA-512"
+	ScramSHA256 = "SCRAM-SHA-256"
+	Plain       = "PLAIN"
+)
+
+// Auth returns the franz-go mechanism; nil when SASL is off.
+func (s SASL) Auth() sasl.Mechanism {
+	switch s.Mechanism {
+	case ScramSHA512:
+		return scram.Auth{User: s.Username, Pass: s.Password.Reveal()}.AsSha512Mechanism()
+	case ScramSHA256:
+		return scram.Auth{User: s.Username, Pass: s.Password.Reveal()}.AsSha256Mechanism()
+	case Plain:
+		return plain.Auth{User: s.Username, Pass: s.Password.Reveal()}.AsMechanism()
+	}
+	return nil
+}
+
+func (s SASL) validate() error {
+	switch {
+	case s.Mechanism == "":
+		return nil
+	case s.Mechanism != ScramSHA512 && s.Mechanism != ScramSHA256 && s.Mechanism != Plain:
+		return fmt.Errorf("kafka.sasl.mechanism: %q is not %s, %s or %s", s.Mechanism, ScramSHA512, ScramSHA256, Plain)
+	case s.Username == "":
+		return errors.New("kafka.sasl.username: required with kafka.sasl.mechanism")
+	case s.Password == "":
+		return errors.New("kafka.sasl: no password; set SEER_KAFKA_SASL_PASSWORD or kafka.sasl.password_file")
+	}
+	return nil
 }
 
 // DefaultConfig returns defaults for the example topics on a local broker.
@@ -100,5 +151,5 @@ func (c *Config) Validate() error {
 	case c.LivenessTimeout < c.RetryBackoffMax:
 		return fmt.Errorf("kafka.liveness_timeout: %v must be at least retry_backoff_max (%v)", c.LivenessTimeout, c.RetryBackoffMax)
 	}
-	return nil
+	return c.SASL.validate()
 }

@@ -70,12 +70,13 @@ func DefaultConfig() Config {
 var secretKeys = map[string]string{
 	"redis.password":      "SEER_REDIS_PASSWORD or redis.password_file",
 	"clickhouse.password": "SEER_CLICKHOUSE_PASSWORD or clickhouse.password_file",
+	"kafka.sasl.password": "SEER_KAFKA_SASL_PASSWORD or kafka.sasl.password_file",
 }
 
 // toolVars are SEER_* variables that are not config keys: the secrets, and
 // those the stack script and the tests read.
 var toolVars = map[string]bool{
-	"SEER_REDIS_PASSWORD": true, "SEER_CLICKHOUSE_PASSWORD": true,
+	"SEER_REDIS_PASSWORD": true, "SEER_CLICKHOUSE_PASSWORD": true, "SEER_KAFKA_SASL_PASSWORD": true,
 	"SEER_CACHE_DIR": true, "SEER_PYTHON": true, "SEER_PYTHON_EVIDENTLY": true, "SEER_REQUIRE_SERVICES": true,
 	"SEER_KAFKA_PORT": true, "SEER_KAFKA_CONTROLLER_PORT": true, "SEER_REDIS_PORT": true,
 	"SEER_CLICKHOUSE_PORT": true, "SEER_CLICKHOUSE_HTTP_PORT": true,
@@ -113,10 +114,14 @@ func LoadConfig(path string, environ []string) (Config, error) {
 	if err := unknownEnv(env, known); err != nil {
 		return cfg, err
 	}
-	var rerr, cerr error
+	var rerr, cerr, kerr error
 	cfg.Redis.Password, rerr = schemas.LoadSecret(environ, "SEER_REDIS_PASSWORD", cfg.Redis.PasswordFile, "redis.password_file")
 	cfg.ClickHouse.Password, cerr = schemas.LoadSecret(environ, "SEER_CLICKHOUSE_PASSWORD", cfg.ClickHouse.PasswordFile, "clickhouse.password_file")
-	if err := errors.Join(rerr, cerr); err != nil {
+	cfg.Kafka.SASL.Password, kerr = schemas.LoadSecret(environ, "SEER_KAFKA_SASL_PASSWORD", cfg.Kafka.SASL.PasswordFile, "kafka.sasl.password_file")
+	if err := errors.Join(rerr, cerr, kerr); err != nil {
+		return cfg, err
+	}
+	if err := cfg.loadTLS(time.Now()); err != nil {
 		return cfg, err
 	}
 	if err := cfg.resolveSpoolDir(); err != nil {
@@ -276,4 +281,10 @@ func applyEnv(v reflect.Value, prefix string, env map[string]string, known map[s
 		}
 	}
 	return nil
+}
+
+// loadTLS reads the certificates of every TLS section, so that a bad file
+// fails the start with its name rather than the first connection.
+func (c *Config) loadTLS(now time.Time) error {
+	return errors.Join(c.Kafka.TLS.Load("kafka.tls", now), c.Redis.TLS.Load("redis.tls", now), c.ClickHouse.TLS.Load("clickhouse.tls", now))
 }

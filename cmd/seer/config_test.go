@@ -89,3 +89,33 @@ func TestConfigUnknownEnv(t *testing.T) {
 		t.Errorf("tool variables rejected: %v", err)
 	}
 }
+
+// FuzzLoadConfig: the config decoder, TLS and SASL sections included, never
+// panics; what it accepts validates, and a SASL password never comes from
+// the file.
+func FuzzLoadConfig(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.yml")
+	for _, file := range files {
+		data, _ := os.ReadFile(file)
+		f.Add(data)
+	}
+	f.Add([]byte("kafka:\n  tls:\n    enabled: true\n    server_name: broker\n  sasl:\n    mechanism: SCRAM-SHA-512\n    username: serve\n    password_file: /nonexistent\n"))
+	f.Add([]byte("redis:\n  tls: {ca_file: x, cert_file: y, key_file: z}\nclickhouse:\n  tls: {enabled: true}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(t.TempDir(), "c.yml")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := LoadConfig(path, noEnv)
+		if err != nil {
+			return
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("LoadConfig accepted a config that does not validate: %v", err)
+		}
+		if cfg.Kafka.SASL.Password != "" && cfg.Kafka.SASL.PasswordFile == "" || cfg.Redis.Password != "" && cfg.Redis.PasswordFile == "" ||
+			cfg.ClickHouse.Password != "" && cfg.ClickHouse.PasswordFile == "" {
+			t.Errorf("a password came from the YAML file itself")
+		}
+	})
+}
