@@ -43,12 +43,12 @@ type Config struct {
 }
 
 // DefaultConfig: 1,000 rows a step, 1 point more score failures than
-// production, twice production's scoring p99 (or 5 ms more), 90% label
+// production, twice production's scoring p99 (or 25 ms more), 90% label
 // agreement, correlation 0.5, a p95 score difference of 0.2, and drift at
 // 1% with a PSI floor of 0.1.
 func DefaultConfig() Config {
 	return Config{MinSamples: 1000, MinAgreement: 0.9, MinCorrelation: 0.5, MaxScoreDiffP95: 0.2, MaxDriftPValue: 0.01, MinDriftPSI: 0.1,
-		MaxErrorRateIncrease: 0.01, MaxLatencyRatio: 2, LatencySlack: 5 * time.Millisecond}
+		MaxErrorRateIncrease: 0.01, MaxLatencyRatio: 2, LatencySlack: 25 * time.Millisecond}
 }
 
 // Validate names the first bad field.
@@ -301,7 +301,7 @@ func (j Judge) health(ctx context.Context, model, production, candidate string, 
 	case candRate > prodRate+c.MaxErrorRateIncrease:
 		r.Outcome, r.Gate = Fail, "error_rate"
 	case prodOwn > 0 && cand.p99us > limit:
-		r.Outcome, r.Gate = Fail, "scoring_latency_p99"
+		r.Outcome, r.Gate = Fail, "scoring_p99_ms"
 	}
 	return r, nil
 }
