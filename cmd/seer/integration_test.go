@@ -27,9 +27,14 @@ import (
 // (checked against an independent Python reference), exactly k DLQ records
 // with the right reasons, and exactly N−k inference_log rows.
 func TestEndToEndRealServices(t *testing.T) {
-	const n, every = 400, 16 // every 16th event is malformed
 	cfg, admin := integrationConfig(t)
-	brokers := cfg.Kafka.Brokers[0]
+	endToEnd(t, cfg, admin, cfg.Kafka.Brokers[0])
+}
+
+// endToEnd is TestEndToEndRealServices on cfg; admin produces the events
+// and brokers (plaintext) is where the outputs are read back.
+func endToEnd(t *testing.T, cfg Config, admin *kgo.Client, brokers string) {
+	const n, every = 400, 16 // every 16th event is malformed
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 

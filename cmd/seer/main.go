@@ -63,6 +63,7 @@ local defaults: every service on 127.0.0.1 and the example model package.`,
 		newFeaturesCmd(g),
 		newModelsCmd(g),
 		newRolloutCmd(g),
+		newACLsCmd(g),
 		newLoadtestCmd(g),
 		newDriftCmd(g),
 	)

@@ -11,11 +11,14 @@
 #                      port is left alone and not restarted
 #   stack.sh down      stop the services this script started (never others)
 #   stack.sh status    say which services answer
-#   stack.sh env       print the environment seer and its tests read
+#   stack.sh env       print the environment seer and its tests read;
+#                      `env --secure` points seer at the SASL_SSL listener
+#                      with serve's credentials
 #
 # Everything lives under one git-ignored cache folder, $SEER_CACHE_DIR
 # (default: <repo>/.cache). Every step is idempotent and fast on re-run.
 # Ports: SEER_KAFKA_PORT (9092), SEER_KAFKA_CONTROLLER_PORT (9093),
+# SEER_KAFKA_SASL_PORT (9094, SASL_SSL), SEER_KAFKA_MTLS_PORT (9095, mTLS),
 # SEER_REDIS_PORT (6379), SEER_CLICKHOUSE_PORT (9000),
 # SEER_CLICKHOUSE_HTTP_PORT (8123). All servers bind to 127.0.0.1 only.
 set -euo pipefail
@@ -28,6 +31,11 @@ cache=$(cd "$cache" && pwd)
 
 kafka_port=${SEER_KAFKA_PORT:-9092}
 kafka_ctl_port=${SEER_KAFKA_CONTROLLER_PORT:-9093}
+kafka_sasl_port=${SEER_KAFKA_SASL_PORT:-9094}
+kafka_mtls_port=${SEER_KAFKA_MTLS_PORT:-9095}
+# The secure listeners' principals: admin (a super user), and one per seer
+# client, each with a SCRAM password and a client certificate.
+kafka_principals=(admin serve monitor registry loadtest)
 redis_port=${SEER_REDIS_PORT:-6379}
 ch_port=${SEER_CLICKHOUSE_PORT:-9000}
 ch_http_port=${SEER_CLICKHOUSE_HTTP_PORT:-8123}
@@ -180,25 +188,78 @@ start_clickhouse() {
   wait_port clickhouse "$ch_port" 60 "$d/log/clickhouse-server.err.log"
 }
 
+# kafka_secrets — once: a test CA; the broker's certificate (SANs 127.0.0.1
+# and localhost); a client certificate per principal (CN = the principal);
+# a CA of another name with a client certificate for "serve" (an impostor,
+# for the refusal tests); and a SCRAM password per principal (0600).
+kafka_secrets() {
+  local s=$cache/kafka/secure p
+  [ -f "$s/.done" ] && return 0
+  command -v openssl >/dev/null || die "openssl is needed to make the local broker's certificates"
+  rm -rf "$s" && mkdir -p "$s/impostor" && chmod 700 "$s"
+  log "kafka: making a test CA, certificates and SCRAM passwords in $s"
+  (
+    cd "$s"
+    newca() { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj "/CN=$1" -keyout "$1.key" -out "$1.crt" 2>/dev/null; }
+    issue() { # issue CA NAME: NAME.crt and its PKCS#8 key NAME.key
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" -keyout "$2.tmp" -out "$2.csr" 2>/dev/null &&
+        openssl pkcs8 -topk8 -nocrypt -in "$2.tmp" -out "$2.key" &&
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >"$2.ext" &&
+        openssl x509 -req -in "$2.csr" -CA "$1.crt" -CAkey "$1.key" -CAcreateserial -days 825 -extfile "$2.ext" -out "$2.crt" 2>/dev/null &&
+        rm -f "$2.tmp" "$2.csr" "$2.ext"
+    }
+    newca ca && newca other-ca
+    issue ca broker && cat broker.key broker.crt >broker.pem
+    for p in "${kafka_principals[@]}"; do issue ca "$p"; done
+    (cd impostor && cp ../other-ca.crt ../other-ca.key . && issue other-ca serve && rm -f other-ca.key other-ca.srl)
+    for p in "${kafka_principals[@]}"; do head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24 >"$p.password"; done
+    chmod 600 ./*.key ./*.password ./*.pem impostor/*
+  ) || die "making the local broker's certificates failed"
+  touch "$s/.done"
+}
+
 start_kafka() {
   if port_open "$kafka_port"; then log "kafka: something already answers on $kafka_port; leaving it alone"; return 0; fi
-  local d=$cache/kafka
+  local d=$cache/kafka p
   mkdir -p "$d/data" "$d/log" "$cache/run"
+  kafka_secrets
   sed -e "s|@DATA@|$d/data|g" -e "s|@PORT@|$kafka_port|g" -e "s|@CTL_PORT@|$kafka_ctl_port|g" \
+    -e "s|@SASL_PORT@|$kafka_sasl_port|g" -e "s|@MTLS_PORT@|$kafka_mtls_port|g" -e "s|@SECURE@|$d/secure|g" \
     "$here/kafka/server.properties" >"$d/server.properties"
   local java_opts=(-Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true
     "-Dlog4j2.configurationFile=$here/kafka/log4j2.properties" "-Dkafka.logs.dir=$d/log")
+  # Storage formatted before the secure listeners has no SCRAM users: this
+  # is a local test broker, so it starts again from empty.
+  if [ -f "$d/data/meta.properties" ] && [ ! -f "$d/data/.scram" ]; then
+    log "kafka: the local storage predates the SCRAM users; formatting it again (local test data is dropped)"
+    rm -rf "$d/data" && mkdir -p "$d/data"
+  fi
   if [ ! -f "$d/data/meta.properties" ]; then
-    log "kafka: formatting KRaft storage (first start)"
-    local id
+    log "kafka: formatting KRaft storage with SCRAM users ${kafka_principals[*]} (first start)"
+    local id scram=()
     id=$(java -cp "$d/lib/*" "${java_opts[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+    for p in "${kafka_principals[@]}"; do
+      scram+=(--add-scram "SCRAM-SHA-512=[name=$p,password=$(cat "$d/secure/$p.password")]"
+        --add-scram "SCRAM-SHA-256=[name=$p,password=$(cat "$d/secure/$p.password")]")
+    done
     java -cp "$d/lib/*" "${java_opts[@]}" kafka.tools.StorageTool format \
-      -t "$id" -c "$d/server.properties" --standalone >"$d/log/format.log" 2>&1 ||
+      -t "$id" -c "$d/server.properties" --standalone "${scram[@]}" >"$d/log/format.log" 2>&1 ||
       { cat "$d/log/format.log" >&2; die "kafka storage format failed"; }
+    touch "$d/data/.scram"
   fi
   nohup java -cp "$d/lib/*" "${java_opts[@]}" kafka.Kafka "$d/server.properties" >"$d/log/stdout.log" 2>&1 &
   echo $! >"$cache/run/kafka.pid"
   wait_port kafka "$kafka_port" 90 "$d/log/server.log"
+  wait_port kafka-sasl "$kafka_sasl_port" 30 "$d/log/server.log"
+  # The default config's ACLs for each principal (seer acls), as admin.
+  if [ -x "$repo/bin/seer" ]; then
+    SEER_KAFKA_BROKERS=127.0.0.1:$kafka_sasl_port SEER_KAFKA_TLS_CA_FILE=$d/secure/ca.crt SEER_KAFKA_SASL_MECHANISM=SCRAM-SHA-512 \
+      SEER_KAFKA_SASL_USERNAME=admin SEER_KAFKA_SASL_PASSWORD_FILE=$d/secure/admin.password \
+      "$repo/bin/seer" acls --apply >"$d/log/acls.log" 2>&1 || { cat "$d/log/acls.log" >&2; die "creating the Kafka ACLs failed"; }
+    log "kafka: least-privilege ACLs of serve, monitor, registry and loadtest created (log: $d/log/acls.log)"
+  else
+    log "kafka: bin/seer is not built; create the ACLs later with: bin/seer acls --apply (as admin on 127.0.0.1:$kafka_sasl_port)"
+  fi
 }
 
 # cmd_up [SERVICE...] — SERVICE is kafka, redis or clickhouse; none means all
@@ -257,8 +318,22 @@ cmd_status() {
 }
 
 cmd_env() {
+  if [ "${1:-}" = --secure ]; then
+    local s=$cache/kafka/secure
+    [ -f "$s/.done" ] || die "no secure listener material in $s; run: deploy/local/stack.sh up kafka"
+    cat <<EOF
+export SEER_KAFKA_BROKERS=127.0.0.1:$kafka_sasl_port
+export SEER_KAFKA_TLS_CA_FILE=$s/ca.crt
+export SEER_KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+export SEER_KAFKA_SASL_USERNAME=serve
+export SEER_KAFKA_SASL_PASSWORD_FILE=$s/serve.password
+EOF
+    return 0
+  fi
   cat <<EOF
 export SEER_CACHE_DIR=$cache
+export SEER_KAFKA_SASL_PORT=$kafka_sasl_port
+export SEER_KAFKA_MTLS_PORT=$kafka_mtls_port
 export SEER_KAFKA_BROKERS=127.0.0.1:$kafka_port
 export SEER_REDIS_ADDR=127.0.0.1:$redis_port
 export SEER_CLICKHOUSE_ADDR=127.0.0.1:$ch_port
@@ -273,6 +348,6 @@ case ${1:-} in
   up) shift; cmd_up "$@" ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  env) cmd_env ;;
+  env) shift; cmd_env "$@" ;;
   *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

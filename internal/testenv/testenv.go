@@ -246,3 +246,56 @@ func Near(t testing.TB, what string, got, want, tol float64) {
 		t.Errorf("%s = %.12g, reference %.12g (tolerance %g)", what, got, want, tol)
 	}
 }
+
+// SecureKafka is the local broker's secure side (deploy/local/stack.sh):
+// the SASL_SSL and mutual-TLS listeners and the folder holding the test
+// CA, each principal's certificate and key (NAME.crt, NAME.key), its SCRAM
+// password (NAME.password), and impostor/serve.{crt,key} from another CA.
+type SecureKafka struct {
+	SASL, MTLS string // host:port
+	Dir        string
+}
+
+// CA is the test CA's certificate file.
+func (s SecureKafka) CA() string { return filepath.Join(s.Dir, "ca.crt") }
+
+// Password returns principal's SCRAM password.
+func (s SecureKafka) Password(t testing.TB, principal string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.Dir, principal+".password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// Secure returns the local broker's secure listeners, skipping (or failing,
+// with SEER_REQUIRE_SERVICES=1) when they do not answer.
+func Secure(t testing.TB) SecureKafka {
+	t.Helper()
+	cache := os.Getenv("SEER_CACHE_DIR")
+	if cache == "" {
+		cache = filepath.Join(RepoRoot(t), ".cache")
+	}
+	s := SecureKafka{Dir: filepath.Join(cache, "kafka", "secure"),
+		SASL: "127.0.0.1:" + envOr("SEER_KAFKA_SASL_PORT", "9094"), MTLS: "127.0.0.1:" + envOr("SEER_KAFKA_MTLS_PORT", "9095")}
+	for _, addr := range []string{s.SASL, s.MTLS} {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			Unavailable(t, "the local broker's secure listener %s does not answer: %v", addr, err)
+			return s
+		}
+		c.Close()
+	}
+	if _, err := os.Stat(s.CA()); err != nil {
+		Unavailable(t, "the local broker's secure listener material: %v", err)
+	}
+	return s
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// principals names the Kafka principal of each seer client.
+type principals struct {
+	Serve, Monitor, Registry, Loadtest string
+}
+
+func defaultPrincipals() principals {
+	return principals{Serve: "User:serve", Monitor: "User:monitor", Registry: "User:registry", Loadtest: "User:loadtest"}
+}
+
+// grant is one line of a principal's least privilege: operations on named
+// resources of one type (literal names, or prefixed).
+type grant struct {
+	principal string
+	resource  string // topic, group or transactional_id
+	names     []string
+	prefixed  bool
+	ops       []kadm.ACLOperation
+}
+
+// kafkaACLs is every grant seer's principals need for cfg's topics, group
+// and transactional ids, and nothing more:
+//   - serve reads the input topic in its group, writes predictions, dead
+//     letters and shadow predictions (under its transactional id prefix
+//     for exactly-once), reads the registry and appends its load events;
+//   - monitor describes the group and the input topic (lag, members),
+//     reads and appends to the registry (rollout events) and writes alerts;
+//   - registry (seer models, seer rollout) reads and appends to the registry;
+//   - loadtest writes the input topic and reads predictions and dead letters.
+//
+// The registry and alerts topics may be created by whoever first needs them.
+func kafkaACLs(cfg Config, p principals) []grant {
+	k := cfg.Kafka
+	read, write := []kadm.ACLOperation{kadm.OpRead, kadm.OpDescribe}, []kadm.ACLOperation{kadm.OpWrite, kadm.OpDescribe}
+	out := []string{k.PredictionsTopic, k.DLQTopic}
+	if k.ShadowTopic != "" {
+		out = append(out, k.ShadowTopic)
+	}
+	registry := []kadm.ACLOperation{kadm.OpRead, kadm.OpWrite, kadm.OpDescribe, kadm.OpCreate}
+	g := []grant{
+		{p.Serve, "topic", []string{k.InputTopic}, false, read},
+		{p.Serve, "topic", out, false, write},
+		{p.Serve, "group", []string{k.Group}, false, read},
+		{p.Serve, "topic", []string{cfg.Registry.Topic}, false, []kadm.ACLOperation{kadm.OpRead, kadm.OpWrite, kadm.OpDescribe}},
+		{p.Monitor, "group", []string{k.Group}, false, []kadm.ACLOperation{kadm.OpDescribe}},
+		{p.Monitor, "topic", []string{k.InputTopic}, false, []kadm.ACLOperation{kadm.OpDescribe}},
+		{p.Monitor, "topic", []string{cfg.Registry.Topic}, false, registry},
+		{p.Registry, "topic", []string{cfg.Registry.Topic}, false, registry},
+		{p.Loadtest, "topic", []string{k.InputTopic}, false, write},
+		{p.Loadtest, "topic", []string{k.PredictionsTopic, k.DLQTopic}, false, read},
+	}
+	if k.TransactionalID != "" {
+		g = append(g, grant{p.Serve, "transactional_id", []string{k.TransactionalID}, true, write})
+	}
+	if cfg.Monitor.AlertsTopic != "" {
+		g = append(g, grant{p.Monitor, "topic", []string{cfg.Monitor.AlertsTopic}, false, []kadm.ACLOperation{kadm.OpWrite, kadm.OpDescribe, kadm.OpCreate}})
+	}
+	return g
+}
+
+// builder is the kadm form of a grant.
+func (g grant) builder() *kadm.ACLBuilder {
+	b := kadm.NewACLs().Allow(g.principal).AllowHosts().Operations(g.ops...)
+	switch g.resource {
+	case "topic":
+		b.Topics(g.names...)
+	case "group":
+		b.Groups(g.names...)
+	case "transactional_id":
+		b.TransactionalIDs(g.names...)
+	}
+	if g.prefixed {
+		b.ResourcePatternType(kadm.ACLPatternPrefixed)
+	}
+	return b
+}
+
+func (g grant) String() string {
+	ops := make([]string, len(g.ops))
+	for i, o := range g.ops {
+		ops[i] = o.String()
+	}
+	pattern := "literal"
+	if g.prefixed {
+		pattern = "prefixed"
+	}
+	return fmt.Sprintf("%s ALLOW %s on %s %s (%s)", g.principal, strings.Join(ops, ","), g.resource, strings.Join(g.names, ","), pattern)
+}
+
+// applyACLs creates the grants through cl, whose principal must be allowed
+// to alter ACLs (a super user); creating an ACL that exists changes nothing.
+func applyACLs(ctx context.Context, cl *kgo.Client, grants []grant, w io.Writer) error {
+	adm := kadm.NewClient(cl)
+	for _, g := range grants {
+		res, err := adm.CreateACLs(ctx, g.builder())
+		if err != nil {
+			return fmt.Errorf("creating %s: %w", g, err)
+		}
+		for _, r := range res {
+			if r.Err != nil {
+				return fmt.Errorf("creating %s: %w", g, r.Err)
+			}
+		}
+		fmt.Fprintf(w, "created: %s\n", g)
+	}
+	return nil
+}
+
+func newACLsCmd(g *globals) *cobra.Command {
+	var apply bool
+	p := defaultPrincipals()
+	cmd := &cobra.Command{
+		Use:   "acls",
+		Short: "Print, or create with --apply, the least-privilege Kafka ACLs of seer's principals",
+		Long: `acls derives from the config (kafka topics, group and transactional id,
+registry.topic, monitor.alerts_topic) the Kafka ACLs each seer client needs
+and nothing more: serve reads its input topic in its group and writes its
+predictions, dead-letter and shadow topics (and, for exactly-once, under its
+transactional id prefix), reads the registry and appends its load events;
+monitor describes the group and the input topic, reads and appends to the
+registry and writes alerts; registry (seer models, seer rollout) reads and
+appends to the registry; loadtest writes the input topic and reads the
+predictions and dead letters. It prints them; --apply creates them on the
+brokers, connecting with the config's kafka.tls and kafka.sasl as a
+principal that may alter ACLs (a super user). Name the principals with
+--serve, --monitor, --registry and --loadtest.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cfg, logger, err := g.load()
+			if err != nil {
+				return err
+			}
+			grants := kafkaACLs(cfg, p)
+			if !apply {
+				for _, gr := range grants {
+					fmt.Fprintln(g.stdout, gr)
+				}
+				return nil
+			}
+			cl, err := kgo.NewClient(kafkaOpts(cfg.Kafka, "acls", logger, nil)...)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			return applyACLs(c.Context(), cl, grants, g.stdout)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&apply, "apply", false, "create the ACLs on the brokers")
+	f.StringVar(&p.Serve, "serve", p.Serve, "principal of seer serve")
+	f.StringVar(&p.Monitor, "monitor", p.Monitor, "principal of seer monitor")
+	f.StringVar(&p.Registry, "registry", p.Registry, "principal of the registry commands (seer models, seer rollout)")
+	f.StringVar(&p.Loadtest, "loadtest", p.Loadtest, "principal of seer loadtest")
+	return cmd
+}
