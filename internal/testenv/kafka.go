@@ -24,7 +24,8 @@ type KafkaBroker struct {
 	t    testing.TB
 }
 
-// StartKafka formats and starts a private broker on free loopback ports;
+// StartKafka formats and starts a private broker on free loopback ports,
+// from the stack's config (its secure listeners too, without SCRAM users);
 // t.Cleanup kills it. It takes the JVM's start-up time, so tests share one.
 func StartKafka(t testing.TB) *KafkaBroker {
 	t.Helper()
@@ -47,7 +48,12 @@ func StartKafka(t testing.TB) *KafkaBroker {
 		t.Fatal(err)
 	}
 	props := filepath.Join(dir, "server.properties")
-	conf := strings.NewReplacer("@DATA@", filepath.Join(dir, "data"), "@PORT@", strconv.Itoa(port), "@CTL_PORT@", strconv.Itoa(ctl)).Replace(string(tpl))
+	secure := filepath.Join(cache, "kafka", "secure") // the stack's test CA and broker certificate
+	if _, err := os.Stat(filepath.Join(secure, "broker.pem")); err != nil {
+		Unavailable(t, "the local broker's certificates are not in %s (run `deploy/local/stack.sh up kafka`): %v", secure, err)
+	}
+	conf := strings.NewReplacer("@DATA@", filepath.Join(dir, "data"), "@PORT@", strconv.Itoa(port), "@CTL_PORT@", strconv.Itoa(ctl),
+		"@SASL_PORT@", strconv.Itoa(freePort(t)), "@MTLS_PORT@", strconv.Itoa(freePort(t)), "@SECURE@", secure).Replace(string(tpl))
 	if err := os.WriteFile(props, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
