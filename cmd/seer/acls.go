@@ -9,6 +9,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/seer-ml/seer/featurestore"
+	"github.com/seer-ml/seer/schemas"
 )
 
 // principals names the Kafka principal of each seer client.
@@ -118,8 +121,25 @@ func applyACLs(ctx context.Context, cl *kgo.Client, grants []grant, w io.Writer)
 	return nil
 }
 
+// redisUser is one Redis ACL user of the feature store.
+type redisUser struct {
+	name, passwordFile string
+	rules              []string
+}
+
+// redisUsers are the reader (serve) and the loader (features load).
+func redisUsers(cfg Config, reader, loader redisUser) []redisUser {
+	reader.rules, loader.rules = featurestore.ReaderRules(cfg.Redis.KeyPrefix), featurestore.LoaderRules(cfg.Redis.KeyPrefix)
+	return []redisUser{reader, loader}
+}
+
+func (u redisUser) String() string {
+	return fmt.Sprintf("redis user %s: %s", u.name, strings.Join(u.rules, " "))
+}
+
 func newACLsCmd(g *globals) *cobra.Command {
-	var apply bool
+	var apply, onKafka, onRedis bool
+	reader, loader := redisUser{name: "seer-reader"}, redisUser{name: "seer-loader"}
 	p := defaultPrincipals()
 	cmd := &cobra.Command{
 		Use:   "acls",
@@ -135,26 +155,63 @@ appends to the registry; loadtest writes the input topic and reads the
 predictions and dead letters. It prints them; --apply creates them on the
 brokers, connecting with the config's kafka.tls and kafka.sasl as a
 principal that may alter ACLs (a super user). Name the principals with
---serve, --monitor, --registry and --loadtest.`,
+--serve, --monitor, --registry and --loadtest.
+
+For Redis it gives two users of redis.key_prefix's keys: the reader (serve:
+HMGET and PING only) and the loader (seer features load: also replaces the
+hashes). --apply creates them, through redis.addr as a user allowed to run
+ACL SETUSER, with the passwords in --redis-reader-password-file and
+--redis-loader-password-file. --kafka=false or --redis=false leaves one
+side out.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cfg, logger, err := g.load()
 			if err != nil {
 				return err
 			}
-			grants := kafkaACLs(cfg, p)
+			grants, users := kafkaACLs(cfg, p), redisUsers(cfg, reader, loader)
 			if !apply {
 				for _, gr := range grants {
-					fmt.Fprintln(g.stdout, gr)
+					if onKafka {
+						fmt.Fprintln(g.stdout, gr)
+					}
+				}
+				for _, u := range users {
+					if onRedis {
+						fmt.Fprintln(g.stdout, u)
+					}
 				}
 				return nil
 			}
-			cl, err := kgo.NewClient(kafkaOpts(cfg.Kafka, "acls", logger, nil)...)
-			if err != nil {
-				return err
+			if onKafka {
+				cl, err := kgo.NewClient(kafkaOpts(cfg.Kafka, "acls", logger, nil)...)
+				if err != nil {
+					return err
+				}
+				defer cl.Close()
+				if err := applyACLs(c.Context(), cl, grants, g.stdout); err != nil {
+					return err
+				}
 			}
-			defer cl.Close()
-			return applyACLs(c.Context(), cl, grants, g.stdout)
+			if !onRedis {
+				return nil
+			}
+			rdb := featurestore.NewClient(cfg.Redis)
+			defer rdb.Close()
+			for _, u := range users {
+				if u.passwordFile == "" {
+					return fmt.Errorf("--redis-%s-password-file: required to create %s", strings.TrimPrefix(u.name, "seer-"), u.name)
+				}
+				pw, err := schemas.LoadSecret(nil, "", u.passwordFile, "--redis-password-file")
+				if err != nil {
+					return err
+				}
+				if err := featurestore.SetUser(c.Context(), rdb, u.name, pw, u.rules); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "created: %s\n", u)
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -163,5 +220,11 @@ principal that may alter ACLs (a super user). Name the principals with
 	f.StringVar(&p.Monitor, "monitor", p.Monitor, "principal of seer monitor")
 	f.StringVar(&p.Registry, "registry", p.Registry, "principal of the registry commands (seer models, seer rollout)")
 	f.StringVar(&p.Loadtest, "loadtest", p.Loadtest, "principal of seer loadtest")
+	f.BoolVar(&onKafka, "kafka", true, "the Kafka ACLs")
+	f.BoolVar(&onRedis, "redis", true, "the Redis users")
+	f.StringVar(&reader.name, "redis-reader", reader.name, "the Redis user serve reads features as")
+	f.StringVar(&loader.name, "redis-loader", loader.name, "the Redis user features are loaded as")
+	f.StringVar(&reader.passwordFile, "redis-reader-password-file", "", "the reader's password (with --apply)")
+	f.StringVar(&loader.passwordFile, "redis-loader-password-file", "", "the loader's password (with --apply)")
 	return cmd
 }

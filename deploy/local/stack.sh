@@ -19,7 +19,7 @@
 # (default: <repo>/.cache). Every step is idempotent and fast on re-run.
 # Ports: SEER_KAFKA_PORT (9092), SEER_KAFKA_CONTROLLER_PORT (9093),
 # SEER_KAFKA_SASL_PORT (9094, SASL_SSL), SEER_KAFKA_MTLS_PORT (9095, mTLS),
-# SEER_REDIS_PORT (6379), SEER_CLICKHOUSE_PORT (9000),
+# SEER_REDIS_PORT (6379), SEER_REDIS_TLS_PORT (6380), SEER_CLICKHOUSE_PORT (9000),
 # SEER_CLICKHOUSE_HTTP_PORT (8123). All servers bind to 127.0.0.1 only.
 set -euo pipefail
 
@@ -28,6 +28,7 @@ repo=$(cd "$here/../.." && pwd)
 cache=${SEER_CACHE_DIR:-$repo/.cache}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
+secure=$cache/secure # certificates and passwords of the local stack (make_secrets)
 
 kafka_port=${SEER_KAFKA_PORT:-9092}
 kafka_ctl_port=${SEER_KAFKA_CONTROLLER_PORT:-9093}
@@ -36,7 +37,12 @@ kafka_mtls_port=${SEER_KAFKA_MTLS_PORT:-9095}
 # The secure listeners' principals: admin (a super user), and one per seer
 # client, each with a SCRAM password and a client certificate.
 kafka_principals=(admin serve monitor registry loadtest)
+# Redis users (ACLs; the default user stays open on the plaintext port for
+# development) and ClickHouse users (users.xml).
+redis_users=(seer-reader seer-loader)
+clickhouse_users=(seer_writer seer_monitor seer_analyst)
 redis_port=${SEER_REDIS_PORT:-6379}
+redis_tls_port=${SEER_REDIS_TLS_PORT:-6380}
 ch_port=${SEER_CLICKHOUSE_PORT:-9000}
 ch_http_port=${SEER_CLICKHOUSE_HTTP_PORT:-8123}
 
@@ -170,10 +176,23 @@ cmd_install() {
 start_redis() {
   if port_open "$redis_port"; then log "redis: something already answers on $redis_port; leaving it alone"; return 0; fi
   mkdir -p "$cache/redis" "$cache/run"
+  make_secrets
+  # The plaintext port keeps the open default user for development; the TLS
+  # port asks for a client certificate from the test CA.
   redis-server --bind 127.0.0.1 --port "$redis_port" --protected-mode yes \
+    --tls-port "$redis_tls_port" --tls-cert-file "$secure/server.crt" --tls-key-file "$secure/server.key" \
+    --tls-ca-cert-file "$secure/ca.crt" --tls-auth-clients yes \
     --dir "$cache/redis" --logfile "$cache/redis/redis.log" \
     --save '' --appendonly no --daemonize yes --pidfile "$cache/run/redis.pid"
   wait_port redis "$redis_port" 20 "$cache/redis/redis.log"
+  # The feature store's reader and loader users (seer acls), for the
+  # default key prefix.
+  if [ -x "$repo/bin/seer" ]; then
+    SEER_REDIS_ADDR=127.0.0.1:$redis_port "$repo/bin/seer" acls --apply --kafka=false \
+      --redis-reader-password-file "$secure/seer-reader.password" --redis-loader-password-file "$secure/seer-loader.password" \
+      >"$cache/redis/acls.log" 2>&1 || { cat "$cache/redis/acls.log" >&2; die "creating the Redis users failed"; }
+    log "redis: users seer-reader and seer-loader created; TLS on 127.0.0.1:$redis_tls_port (client certificates required)"
+  fi
 }
 
 start_clickhouse() {
@@ -188,12 +207,14 @@ start_clickhouse() {
   wait_port clickhouse "$ch_port" 60 "$d/log/clickhouse-server.err.log"
 }
 
-# kafka_secrets — once: a test CA; the broker's certificate (SANs 127.0.0.1
-# and localhost); a client certificate per principal (CN = the principal);
-# a CA of another name with a client certificate for "serve" (an impostor,
-# for the refusal tests); and a SCRAM password per principal (0600).
-kafka_secrets() {
-  local s=$cache/kafka/secure p
+# make_secrets — once, in $secure: a test CA; the servers' certificate (SANs
+# 127.0.0.1 and localhost; Kafka, Redis and ClickHouse share it); a client
+# certificate per Kafka principal (CN = the principal); a CA of another name
+# with a client certificate for "serve" (an impostor, for the refusal
+# tests); and a password (0600) per Kafka principal (SCRAM), Redis user and
+# ClickHouse user.
+make_secrets() {
+  local s=$secure p
   [ -f "$s/.done" ] && return 0
   command -v openssl >/dev/null || die "openssl is needed to make the local broker's certificates"
   rm -rf "$s" && mkdir -p "$s/impostor" && chmod 700 "$s"
@@ -209,10 +230,12 @@ kafka_secrets() {
         rm -f "$2.tmp" "$2.csr" "$2.ext"
     }
     newca ca && newca other-ca
-    issue ca broker && cat broker.key broker.crt >broker.pem
+    issue ca server && cat server.key server.crt >server.pem
     for p in "${kafka_principals[@]}"; do issue ca "$p"; done
     (cd impostor && cp ../other-ca.crt ../other-ca.key . && issue other-ca serve && rm -f other-ca.key other-ca.srl)
-    for p in "${kafka_principals[@]}"; do head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24 >"$p.password"; done
+    for p in "${kafka_principals[@]}" "${redis_users[@]}" "${clickhouse_users[@]}"; do
+      head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24 >"$p.password"
+    done
     chmod 600 ./*.key ./*.password ./*.pem impostor/*
   ) || die "making the local broker's certificates failed"
   touch "$s/.done"
@@ -222,9 +245,9 @@ start_kafka() {
   if port_open "$kafka_port"; then log "kafka: something already answers on $kafka_port; leaving it alone"; return 0; fi
   local d=$cache/kafka p
   mkdir -p "$d/data" "$d/log" "$cache/run"
-  kafka_secrets
+  make_secrets
   sed -e "s|@DATA@|$d/data|g" -e "s|@PORT@|$kafka_port|g" -e "s|@CTL_PORT@|$kafka_ctl_port|g" \
-    -e "s|@SASL_PORT@|$kafka_sasl_port|g" -e "s|@MTLS_PORT@|$kafka_mtls_port|g" -e "s|@SECURE@|$d/secure|g" \
+    -e "s|@SASL_PORT@|$kafka_sasl_port|g" -e "s|@MTLS_PORT@|$kafka_mtls_port|g" -e "s|@SECURE@|$secure|g" \
     "$here/kafka/server.properties" >"$d/server.properties"
   local java_opts=(-Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true
     "-Dlog4j2.configurationFile=$here/kafka/log4j2.properties" "-Dkafka.logs.dir=$d/log")
@@ -239,8 +262,8 @@ start_kafka() {
     local id scram=()
     id=$(java -cp "$d/lib/*" "${java_opts[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
     for p in "${kafka_principals[@]}"; do
-      scram+=(--add-scram "SCRAM-SHA-512=[name=$p,password=$(cat "$d/secure/$p.password")]"
-        --add-scram "SCRAM-SHA-256=[name=$p,password=$(cat "$d/secure/$p.password")]")
+      scram+=(--add-scram "SCRAM-SHA-512=[name=$p,password=$(cat "$secure/$p.password")]"
+        --add-scram "SCRAM-SHA-256=[name=$p,password=$(cat "$secure/$p.password")]")
     done
     java -cp "$d/lib/*" "${java_opts[@]}" kafka.tools.StorageTool format \
       -t "$id" -c "$d/server.properties" --standalone "${scram[@]}" >"$d/log/format.log" 2>&1 ||
@@ -253,8 +276,8 @@ start_kafka() {
   wait_port kafka-sasl "$kafka_sasl_port" 30 "$d/log/server.log"
   # The default config's ACLs for each principal (seer acls), as admin.
   if [ -x "$repo/bin/seer" ]; then
-    SEER_KAFKA_BROKERS=127.0.0.1:$kafka_sasl_port SEER_KAFKA_TLS_CA_FILE=$d/secure/ca.crt SEER_KAFKA_SASL_MECHANISM=SCRAM-SHA-512 \
-      SEER_KAFKA_SASL_USERNAME=admin SEER_KAFKA_SASL_PASSWORD_FILE=$d/secure/admin.password \
+    SEER_KAFKA_BROKERS=127.0.0.1:$kafka_sasl_port SEER_KAFKA_TLS_CA_FILE=$secure/ca.crt SEER_KAFKA_SASL_MECHANISM=SCRAM-SHA-512 \
+      SEER_KAFKA_SASL_USERNAME=admin SEER_KAFKA_SASL_PASSWORD_FILE=$secure/admin.password \
       "$repo/bin/seer" acls --apply >"$d/log/acls.log" 2>&1 || { cat "$d/log/acls.log" >&2; die "creating the Kafka ACLs failed"; }
     log "kafka: least-privilege ACLs of serve, monitor, registry and loadtest created (log: $d/log/acls.log)"
   else
@@ -319,8 +342,8 @@ cmd_status() {
 
 cmd_env() {
   if [ "${1:-}" = --secure ]; then
-    local s=$cache/kafka/secure
-    [ -f "$s/.done" ] || die "no secure listener material in $s; run: deploy/local/stack.sh up kafka"
+    local s=$secure
+    [ -f "$s/.done" ] || die "no certificates or passwords in $s; run: deploy/local/stack.sh up"
     cat <<EOF
 export SEER_KAFKA_BROKERS=127.0.0.1:$kafka_sasl_port
 export SEER_KAFKA_TLS_CA_FILE=$s/ca.crt
@@ -334,6 +357,7 @@ EOF
 export SEER_CACHE_DIR=$cache
 export SEER_KAFKA_SASL_PORT=$kafka_sasl_port
 export SEER_KAFKA_MTLS_PORT=$kafka_mtls_port
+export SEER_REDIS_TLS_PORT=$redis_tls_port
 export SEER_KAFKA_BROKERS=127.0.0.1:$kafka_port
 export SEER_REDIS_ADDR=127.0.0.1:$redis_port
 export SEER_CLICKHOUSE_ADDR=127.0.0.1:$ch_port

@@ -48,8 +48,8 @@ func StartKafka(t testing.TB) *KafkaBroker {
 		t.Fatal(err)
 	}
 	props := filepath.Join(dir, "server.properties")
-	secure := filepath.Join(cache, "kafka", "secure") // the stack's test CA and broker certificate
-	if _, err := os.Stat(filepath.Join(secure, "broker.pem")); err != nil {
+	secure := filepath.Join(cache, "secure") // the stack's test CA and server certificate
+	if _, err := os.Stat(filepath.Join(secure, "server.pem")); err != nil {
 		Unavailable(t, "the local broker's certificates are not in %s (run `deploy/local/stack.sh up kafka`): %v", secure, err)
 	}
 	conf := strings.NewReplacer("@DATA@", filepath.Join(dir, "data"), "@PORT@", strconv.Itoa(port), "@CTL_PORT@", strconv.Itoa(ctl),

@@ -31,8 +31,8 @@ func Unavailable(t testing.TB, format string, args ...any) {
 	t.Skipf(format+" (run `make stack-up` and `eval \"$(deploy/local/stack.sh env)\"`)", args...)
 }
 
-// Addr returns the address in env (or def) after checking that it accepts
-// TCP connections.
+// Addr returns the address in env (or def, also when env is "") after
+// checking that it accepts TCP connections.
 func Addr(t testing.TB, env, def string) string {
 	t.Helper()
 	addr := os.Getenv(env)
@@ -273,24 +273,29 @@ func (s SecureKafka) Password(t testing.TB, principal string) string {
 // with SEER_REQUIRE_SERVICES=1) when they do not answer.
 func Secure(t testing.TB) SecureKafka {
 	t.Helper()
+	return SecureKafka{Dir: SecureDir(t), SASL: Addr(t, "", "127.0.0.1:"+envOr("SEER_KAFKA_SASL_PORT", "9094")),
+		MTLS: Addr(t, "", "127.0.0.1:"+envOr("SEER_KAFKA_MTLS_PORT", "9095"))}
+}
+
+// SecureDir is the local stack's folder of certificates and passwords
+// (deploy/local/stack.sh make_secrets): ca.crt, server.*, NAME.crt,
+// NAME.key and NAME.password per principal or user.
+func SecureDir(t testing.TB) string {
+	t.Helper()
 	cache := os.Getenv("SEER_CACHE_DIR")
 	if cache == "" {
 		cache = filepath.Join(RepoRoot(t), ".cache")
 	}
-	s := SecureKafka{Dir: filepath.Join(cache, "kafka", "secure"),
-		SASL: "127.0.0.1:" + envOr("SEER_KAFKA_SASL_PORT", "9094"), MTLS: "127.0.0.1:" + envOr("SEER_KAFKA_MTLS_PORT", "9095")}
-	for _, addr := range []string{s.SASL, s.MTLS} {
-		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-		if err != nil {
-			Unavailable(t, "the local broker's secure listener %s does not answer: %v", addr, err)
-			return s
-		}
-		c.Close()
+	dir := filepath.Join(cache, "secure")
+	if _, err := os.Stat(filepath.Join(dir, ".done")); err != nil {
+		Unavailable(t, "the local stack's certificates: %v", err)
 	}
-	if _, err := os.Stat(s.CA()); err != nil {
-		Unavailable(t, "the local broker's secure listener material: %v", err)
-	}
-	return s
+	return dir
+}
+
+// RedisTLS returns the local Redis's TLS port (client certificates required).
+func RedisTLS(t testing.TB) string {
+	return Addr(t, "", "127.0.0.1:"+envOr("SEER_REDIS_TLS_PORT", "6380"))
 }
 
 func envOr(key, def string) string {

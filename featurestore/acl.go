@@ -1,0 +1,36 @@
+package featurestore
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/seer-ml/seer/schemas"
+)
+
+// ReaderRules are the Redis ACL rules of serve's user: HMGET of the views
+// and PING, on the keys under prefix, and nothing else.
+func ReaderRules(prefix string) []string {
+	return []string{"~" + prefix + ":*", "resetchannels", "-@all", "+hmget", "+ping"}
+}
+
+// LoaderRules are the rules of the user that loads features (seer
+// features load and ingest): replace a view's hashes (MULTI, DEL, HSET,
+// PEXPIRE, EXEC) and read them, on the keys under prefix.
+func LoaderRules(prefix string) []string {
+	return []string{"~" + prefix + ":*", "resetchannels", "-@all", "+hmget", "+hset", "+del", "+pexpire", "+multi", "+exec", "+ping"}
+}
+
+// SetUser creates or replaces Redis user with password and rules, through
+// rdb, a connection allowed to run ACL SETUSER.
+func SetUser(ctx context.Context, rdb *redis.Client, user string, password schemas.Secret, rules []string) error {
+	args := []any{"ACL", "SETUSER", user, "reset", "on", ">" + password.Reveal()}
+	for _, r := range rules {
+		args = append(args, r)
+	}
+	if err := rdb.Do(ctx, args...).Err(); err != nil {
+		return fmt.Errorf("redis ACL SETUSER %s: %w", user, err)
+	}
+	return nil
+}
