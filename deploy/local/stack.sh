@@ -20,7 +20,7 @@
 # Ports: SEER_KAFKA_PORT (9092), SEER_KAFKA_CONTROLLER_PORT (9093),
 # SEER_KAFKA_SASL_PORT (9094, SASL_SSL), SEER_KAFKA_MTLS_PORT (9095, mTLS),
 # SEER_REDIS_PORT (6379), SEER_REDIS_TLS_PORT (6380), SEER_CLICKHOUSE_PORT (9000),
-# SEER_CLICKHOUSE_HTTP_PORT (8123). All servers bind to 127.0.0.1 only.
+# SEER_CLICKHOUSE_HTTP_PORT (8123), SEER_CLICKHOUSE_TLS_PORT (9440). All servers bind to 127.0.0.1 only.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -45,6 +45,7 @@ redis_port=${SEER_REDIS_PORT:-6379}
 redis_tls_port=${SEER_REDIS_TLS_PORT:-6380}
 ch_port=${SEER_CLICKHOUSE_PORT:-9000}
 ch_http_port=${SEER_CLICKHOUSE_HTTP_PORT:-8123}
+ch_tls_port=${SEER_CLICKHOUSE_TLS_PORT:-9440}
 
 ort_version=1.30.0
 ort_sha256=ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23
@@ -199,9 +200,15 @@ start_clickhouse() {
   if port_open "$ch_port"; then log "clickhouse: something already answers on $ch_port; leaving it alone"; return 0; fi
   local d=$cache/clickhouse
   mkdir -p "$d/data" "$d/tmp" "$d/user_files" "$d/log" "$d/format_schemas" "$cache/run"
+  make_secrets
   sed -e "s|@DIR@|$d|g" -e "s|@TCP_PORT@|$ch_port|g" -e "s|@HTTP_PORT@|$ch_http_port|g" \
+    -e "s|@TCP_SECURE_PORT@|$ch_tls_port|g" -e "s|@SECURE@|$secure|g" \
     "$here/clickhouse/config.xml" >"$d/config.xml"
-  cp "$here/clickhouse/users.xml" "$d/users.xml"
+  local sha=() u
+  for u in "${clickhouse_users[@]}"; do
+    sha+=(-e "s|@${u^^}_SHA256@|$(tr -d '\n' <"$secure/$u.password" | sha256sum | cut -d' ' -f1)|g")
+  done
+  sed "${sha[@]}" "$here/clickhouse/users.xml" >"$d/users.xml"
   nohup clickhouse-server --config-file="$d/config.xml" >"$d/log/stdout.log" 2>&1 &
   echo $! >"$cache/run/clickhouse.pid"
   wait_port clickhouse "$ch_port" 60 "$d/log/clickhouse-server.err.log"
@@ -358,6 +365,7 @@ export SEER_CACHE_DIR=$cache
 export SEER_KAFKA_SASL_PORT=$kafka_sasl_port
 export SEER_KAFKA_MTLS_PORT=$kafka_mtls_port
 export SEER_REDIS_TLS_PORT=$redis_tls_port
+export SEER_CLICKHOUSE_TLS_PORT=$ch_tls_port
 export SEER_KAFKA_BROKERS=127.0.0.1:$kafka_port
 export SEER_REDIS_ADDR=127.0.0.1:$redis_port
 export SEER_CLICKHOUSE_ADDR=127.0.0.1:$ch_port

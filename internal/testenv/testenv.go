@@ -304,3 +304,8 @@ func envOr(key, def string) string {
 	}
 	return def
 }
+
+// ClickHouseTLS returns the local ClickHouse's secure native port.
+func ClickHouseTLS(t testing.TB) string {
+	return Addr(t, "", "127.0.0.1:"+envOr("SEER_CLICKHOUSE_TLS_PORT", "9440"))
+}
