@@ -49,8 +49,10 @@ func TestClickHouseUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer admin.Close()
-	t.Cleanup(func() { admin.Exec(context.Background(), "DROP DATABASE IF EXISTS seer_secure") })
+	t.Cleanup(func() { admin.Close() })
+	drop := func() { admin.Exec(context.Background(), "DROP DATABASE IF EXISTS seer_secure") }
+	drop()
+	t.Cleanup(drop)
 
 	writerCfg, err := open("seer_writer", password("seer_writer"), nil)
 	if err != nil {
