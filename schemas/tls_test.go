@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -141,5 +143,25 @@ func TestTLSConfigErrorsNameTheFile(t *testing.T) {
 	err = dial(TLS{CAFile: caFile, CertFile: client, KeyFile: clientKey, ServerName: "broker.example.com"})
 	if err == nil || !strings.Contains(err.Error(), "broker.example.com") {
 		t.Errorf("a server name the certificate lacks: %v; want it named", err)
+	}
+}
+
+// TestRedactAttr: secret-named attributes and URL passwords never reach a
+// log line; everything else passes unchanged.
+func TestRedactAttr(t *testing.T) {
+	var b strings.Builder
+	log := slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{ReplaceAttr: RedactAttr}))
+	log.Info("connecting", "password", "hunter2", "sasl_password", Secret("hunter3"), "store", "s3://AKIA:hunter4@bucket/x",
+		"err", errors.New("dial redis://seer:hunter5@127.0.0.1:6379: refused"), "addr", "user@example.com", "rows", 3)
+	out := b.String()
+	for _, leaked := range []string{"hunter2", "hunter3", "hunter4", "hunter5"} {
+		if strings.Contains(out, leaked) {
+			t.Errorf("%s leaked: %s", leaked, out)
+		}
+	}
+	for _, kept := range []string{"s3://AKIA:<secret>@bucket/x", "redis://seer:<secret>@127.0.0.1:6379", "user@example.com", "rows=3"} {
+		if !strings.Contains(out, kept) {
+			t.Errorf("%q missing from %s", kept, out)
+		}
 	}
 }

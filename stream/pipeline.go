@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
@@ -295,16 +296,23 @@ func (p *Pipeline) poll(ctx context.Context, pollFn func(context.Context, int) k
 
 // waitForBrokers pings until a broker answers or StartupTimeout passes:
 // a wrong address or a broker that accepts connections but never answers
-// fails the start instead of waiting silently forever.
+// fails the start instead of waiting silently forever. Credentials or a
+// certificate the brokers refuse fail it at once: waiting would not help.
 func (p *Pipeline) waitForBrokers(ctx context.Context) error {
 	deadline := time.Now().Add(p.cfg.StartupTimeout)
-	var err error
+	var err, last error
 	for attempt := 0; ; attempt++ {
 		pctx, cancel := context.WithDeadline(ctx, deadline)
 		err = p.cl.Ping(pctx)
 		cancel()
 		if err == nil || ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, kerr.SaslAuthenticationFailed) || errors.Is(err, kerr.UnsupportedSaslMechanism) || errors.Is(err, kerr.IllegalSaslState) {
+			return fmt.Errorf("kafka: %v refused kafka.sasl (mechanism %s, username %q): %w", p.cfg.Brokers, p.cfg.SASL.Mechanism, p.cfg.SASL.Username, err)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			last = err
 		}
 		if time.Now().After(deadline) {
 			break
@@ -317,6 +325,9 @@ func (p *Pipeline) waitForBrokers(ctx context.Context) error {
 			return nil
 		case <-time.After(min(time.Second, time.Until(deadline))):
 		}
+	}
+	if last != nil {
+		err = last
 	}
 	return fmt.Errorf("kafka: no broker answered within kafka.startup_timeout (%v); tried %v: %w", p.cfg.StartupTimeout, p.cfg.Brokers, err)
 }

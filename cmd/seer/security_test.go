@@ -1,19 +1,28 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/segmentio/ksuid"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/seer-ml/seer/drift"
+	"github.com/seer-ml/seer/featurestore"
 	"github.com/seer-ml/seer/internal/testenv"
+	"github.com/seer-ml/seer/loadtest"
 	"github.com/seer-ml/seer/schemas"
 	"github.com/seer-ml/seer/stream"
 )
@@ -161,4 +170,164 @@ func TestEndToEndOverSASL(t *testing.T) {
 			endToEnd(t, cfg, admin, plain)
 		})
 	}
+}
+
+// syncBuffer is a log sink safe for the goroutines that write to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestSecretsStayHidden runs serve with debug logs on the secure Kafka
+// listener (SCRAM password), Redis as its own ACL user (password) and
+// ClickHouse as the writer (password), scores events and reads /metrics;
+// then starts it with a wrong password for each service. No log line, no
+// error and no metric carries any of the passwords.
+func TestSecretsStayHidden(t *testing.T) {
+	cfg, admin := integrationConfig(t)
+	s := testenv.Secure(t)
+	grantACLs(t, cfg, s)
+	onSASL(t, &cfg.Kafka, s, "serve")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	rcfg := cfg.Redis
+	rdb := featurestore.NewClient(rcfg)
+	defer rdb.Close()
+	user, redisPW := "reader-"+cfg.Kafka.Group, schemas.Secret("redis-secret-"+ksuid.New().String())
+	if err := featurestore.SetUser(ctx, rdb, user, redisPW, featurestore.ReaderRules(rcfg.KeyPrefix)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Do(context.Background(), "ACL", "DELUSER", user) })
+	cfg.Redis.Username, cfg.Redis.Password = user, redisPW
+	chPW, err := os.ReadFile(filepath.Join(s.Dir, "seer_writer.password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ClickHouse.Username, cfg.ClickHouse.Password, cfg.ClickHouse.Database = "seer_writer", schemas.Secret(strings.TrimSpace(string(chPW))), "seer_leak"
+	cfg.LogLevel, cfg.HTTP = "debug", "127.0.0.1:0"
+	secrets := []string{s.Password(t, "serve"), redisPW.Reveal(), cfg.ClickHouse.Password.Reveal()}
+
+	var logs syncBuffer
+	logger := newLogger(&logs, "debug", "text")
+	sctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- serve(sctx, cfg, logger) }()
+	var addr string
+	for deadline := time.Now().Add(60 * time.Second); addr == "" && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, rest, ok := strings.Cut(logs.String(), `msg="http listening" addr=`); ok {
+			addr, _, _ = strings.Cut(rest, "\n")
+		}
+	}
+	if addr == "" {
+		t.Fatalf("serve did not listen:\n%s", logs.String())
+	}
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if r, err := http.Get("http://" + addr + "/readyz"); err == nil {
+			r.Body.Close()
+			if r.StatusCode == http.StatusOK {
+				break
+			}
+		}
+	}
+	gen, err := loadtest.NewGenerator(mustSchema(t, cfg), mustManifest(t, cfg), 20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []*kgo.Record
+	for i := range 50 {
+		ev := gen.Next(time.Now(), i%10 == 0)
+		recs = append(recs, &kgo.Record{Topic: cfg.Kafka.InputTopic, Key: ev.Key, Value: ev.Value})
+	}
+	if err := admin.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if got := consume(ctx, t, testenv.Kafka(t), cfg.Kafka.PredictionsTopic, 45); len(got) != 45 {
+		t.Errorf("%d predictions over the secure services, want 45", len(got))
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	stop()
+	if err := <-served; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+	admin2, _ := drift.Open(ctx, func() drift.Config { c := drift.DefaultConfig(); c.Addr = cfg.ClickHouse.Addr; return c }())
+	if admin2 != nil {
+		admin2.Exec(ctx, "DROP DATABASE IF EXISTS seer_leak")
+		admin2.Close()
+	}
+
+	// Each service with a wrong password: the start fails, naming the
+	// service, not the password.
+	var errs []string
+	for _, wrong := range []func(c *Config){
+		func(c *Config) {
+			c.Kafka.SASL.Password = "kafka-wrong-" + schemas.Secret(ksuid.New().String())
+			c.Kafka.StartupTimeout = 3 * time.Second
+		},
+		func(c *Config) { c.Redis.Password = "redis-wrong-" + schemas.Secret(ksuid.New().String()) },
+		func(c *Config) { c.ClickHouse.Password = "ch-wrong-" + schemas.Secret(ksuid.New().String()) },
+	} {
+		c := cfg
+		wrong(&c)
+		secrets = append(secrets, c.Kafka.SASL.Password.Reveal(), c.Redis.Password.Reveal(), c.ClickHouse.Password.Reveal())
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		err := serve(wctx, c, logger)
+		cancel()
+		if err == nil {
+			t.Errorf("serve started with a wrong password")
+			continue
+		}
+		errs = append(errs, err.Error())
+	}
+	for i, want := range []string{"refused kafka.sasl", "WRONGPASS", "Wrong password"} {
+		if i < len(errs) && !strings.Contains(errs[i], want) {
+			t.Errorf("start with a wrong password: %q; want it to say %q", errs[i], want)
+		}
+	}
+	t.Logf("the starts with a wrong password failed with: %q", errs)
+	for _, sec := range secrets {
+		for what, text := range map[string]string{"logs": logs.String(), "errors": strings.Join(errs, "\n"), "/metrics": string(metrics)} {
+			if sec != "" && strings.Contains(text, sec) {
+				t.Errorf("a password appears in the %s", what)
+			}
+		}
+	}
+	if !strings.Contains(logs.String(), "level=DEBUG") || len(metrics) == 0 {
+		t.Errorf("the test saw no debug logs (%d bytes) or no metrics (%d bytes)", len(logs.String()), len(metrics))
+	}
+}
+
+func mustSchema(t *testing.T, cfg Config) *schemas.InputSchema {
+	t.Helper()
+	s, err := schemas.LoadInputSchema(cfg.Kafka.InputSchema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func mustManifest(t *testing.T, cfg Config) *schemas.Manifest {
+	t.Helper()
+	m, err := schemas.LoadManifest(cfg.Scoring.Package)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
