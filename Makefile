@@ -19,8 +19,8 @@ help: ## list the targets
 build: ## build bin/seer
 	$(GO) build -o bin/seer ./cmd/seer
 
-demo: build ## run seer demo: embedded Kafka, local Redis + ClickHouse, ~60 s of traffic
-	$(STACK) up redis clickhouse
+demo: build ## run seer demo: embedded Kafka, local Redis + ClickHouse, rollouts and drift, ~105 s (DEMO_ARGS=--secure: over the secured ports)
+	$(STACK) up redis clickhouse $(if $(findstring --secure,$(DEMO_ARGS)),kafka)
 	$(STACK_ENV); bin/seer demo --summary-json .cache/demo-summary.json $(DEMO_ARGS)
 
 test: build ## install and start the stack, then run every test (services required)

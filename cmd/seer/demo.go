@@ -39,6 +39,7 @@ type demoOptions struct {
 	bad          string
 	stepDuration time.Duration
 	database     string
+	secure       bool
 	duration     time.Duration
 	rate         int
 	malformed    float64
@@ -95,6 +96,7 @@ With --candidate "" and --bad-candidate "" no rollout runs.`,
 	}
 	f := cmd.Flags()
 	f.StringSliceVar(&o.brokers, "brokers", nil, "use these Kafka brokers instead of the embedded one")
+	f.BoolVar(&o.secure, "secure", false, "run on the local stack's secured ports: Kafka SASL_SSL (as its admin principal), Redis and ClickHouse over TLS (see docs/security.md)")
 	f.StringVar(&o.candidate, "candidate", filepath.Join("deploy", "examples", "card-fraud-1.1.0"), "package rolled out and promoted (\"\": no rollouts)")
 	f.StringVar(&o.bad, "bad-candidate", filepath.Join("deploy", "examples", "card-fraud-1.2.0-rc.1"), "package rolled out first and rolled back by the judge (\"\": none)")
 	f.DurationVar(&o.stepDuration, "step-duration", 5*time.Second, "how long each rollout step is held before it is judged")
@@ -214,6 +216,14 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	// Keep the demo's own output readable: pipeline logs at warn and above.
 	quiet := newLogger(g.stderr, "warn", cfg.LogFormat)
 
+	if o.secure {
+		if err := secureDemo(&cfg); err != nil {
+			return err
+		}
+		fmt.Fprintf(g.stdout, "secure: Kafka SASL_SSL %s as %s, Redis TLS %s, ClickHouse TLS %s (CA %s)\n",
+			cfg.Kafka.Brokers[0], cfg.Kafka.SASL.Username, cfg.Redis.Addr, cfg.ClickHouse.Addr, cfg.Kafka.TLS.CAFile)
+		o.brokers = cfg.Kafka.Brokers
+	}
 	if len(o.brokers) == 0 {
 		cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic))
 		if err != nil {
@@ -605,4 +615,36 @@ func printDemoSummary(g *globals, s DemoSummary) {
 	for _, q := range s.AnalystQueries {
 		fmt.Fprintf(w, "  %s;\n", q)
 	}
+}
+
+// secureDemo points cfg at the local stack's secured ports
+// (deploy/local/stack.sh, docs/security.md): Kafka's SASL_SSL listener as
+// its admin principal (the demo creates its own topics and acts for every
+// role), Redis's TLS port with serve's client certificate, and
+// ClickHouse's secure native port, each verified against the test CA.
+func secureDemo(cfg *Config) error {
+	cache := os.Getenv("SEER_CACHE_DIR")
+	if cache == "" {
+		cache = ".cache"
+	}
+	dir := filepath.Join(cache, "secure")
+	port := func(env, def string) string {
+		if v := os.Getenv(env); v != "" {
+			return v
+		}
+		return def
+	}
+	pw, err := schemas.LoadSecret(nil, "", filepath.Join(dir, "admin.password"), "--secure")
+	if err != nil {
+		return fmt.Errorf("%w (start the local stack: make stack-up)", err)
+	}
+	ca := filepath.Join(dir, "ca.crt")
+	cfg.Kafka.Brokers = []string{"127.0.0.1:" + port("SEER_KAFKA_SASL_PORT", "9094")}
+	cfg.Kafka.TLS = schemas.TLS{CAFile: ca}
+	cfg.Kafka.SASL = stream.SASL{Mechanism: stream.ScramSHA512, Username: "admin", Password: pw}
+	cfg.Redis.Addr = "127.0.0.1:" + port("SEER_REDIS_TLS_PORT", "6380")
+	cfg.Redis.TLS = schemas.TLS{CAFile: ca, CertFile: filepath.Join(dir, "serve.crt"), KeyFile: filepath.Join(dir, "serve.key")}
+	cfg.ClickHouse.Addr = "127.0.0.1:" + port("SEER_CLICKHOUSE_TLS_PORT", "9440")
+	cfg.ClickHouse.TLS = schemas.TLS{CAFile: ca}
+	return cfg.loadTLS(time.Now())
 }
