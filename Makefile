@@ -9,7 +9,7 @@ STACK_ENV = eval "$$($(STACK) env)"
 DEMO_ARGS ?=
 TEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build demo test stack-up stack-down stack-status models gpu-bundle bench bench-hotpath bench-e2e clean help
+.PHONY: all build demo test stack-up stack-down stack-status models gpu-bundle bench bench-hotpath bench-e2e bench-secure clean help
 
 all: build
 
@@ -26,6 +26,9 @@ demo: build ## run seer demo: embedded Kafka, local Redis + ClickHouse, rollouts
 test: build ## install and start the stack, then run every test (services required)
 	$(STACK) up
 	$(STACK_ENV); SEER_REQUIRE_SERVICES=1 $(GO) test -race $(TEST_FLAGS) ./...
+
+bench-secure: build ## seer serve's max throughput open, then over Kafka SASL_SSL and TLS to Redis and ClickHouse (about 1 minute)
+	loadtest/bench-secure.sh
 
 bench: build ## the suite: seer against the Python baseline, then seer's own figures and stage breakdown (about 11 minutes)
 	$(STACK) up
