@@ -6,6 +6,8 @@ package testenv
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"math"
 	"net"
@@ -155,9 +157,19 @@ func StartClickHouse(t testing.TB) *ClickHouseServer {
 		t.Fatal(err)
 	}
 	tcp, http := freePort(t), freePort(t)
-	conf := strings.NewReplacer("@DIR@", dir, "@TCP_PORT@", strconv.Itoa(tcp), "@HTTP_PORT@", strconv.Itoa(http)).Replace(string(tpl))
+	secure := SecureDir(t) // the stack's certificate for the secure port, its users' passwords
+	conf := strings.NewReplacer("@DIR@", dir, "@TCP_PORT@", strconv.Itoa(tcp), "@HTTP_PORT@", strconv.Itoa(http),
+		"@TCP_SECURE_PORT@", strconv.Itoa(freePort(t)), "@SECURE@", secure).Replace(string(tpl))
 	os.WriteFile(filepath.Join(dir, "config.xml"), []byte(conf), 0o644)
 	users, _ := os.ReadFile(filepath.Join(RepoRoot(t), "deploy", "local", "clickhouse", "users.xml"))
+	for _, u := range []string{"seer_writer", "seer_monitor", "seer_analyst"} {
+		pw, err := os.ReadFile(filepath.Join(secure, u+".password"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(bytes.TrimSpace(pw))
+		users = bytes.ReplaceAll(users, []byte("@"+strings.ToUpper(u)+"_SHA256@"), []byte(hex.EncodeToString(sum[:])))
+	}
 	os.WriteFile(filepath.Join(dir, "users.xml"), users, 0o644)
 	s := &ClickHouseServer{Addr: "127.0.0.1:" + strconv.Itoa(tcp), dir: dir, t: t}
 	s.cmd = exec.Command(bin, "--config-file="+filepath.Join(dir, "config.xml"))
