@@ -192,11 +192,12 @@ func (s *syncBuffer) String() string {
 
 // TestSecretsStayHidden runs serve with debug logs on the secure Kafka
 // listener (SCRAM password), Redis as its own ACL user (password) and
-// ClickHouse as the writer (password), scores events and reads /metrics;
-// then starts it with a wrong password for each service. No log line, no
+// ClickHouse as the writer (password), drives it with seer loadtest as its
+// own Kafka principal (debug logs too) and reads /metrics; then starts
+// serve with a wrong password for each service. No log line, no
 // error and no metric carries any of the passwords.
 func TestSecretsStayHidden(t *testing.T) {
-	cfg, admin := integrationConfig(t)
+	cfg, _ := integrationConfig(t)
 	s := testenv.Secure(t)
 	grantACLs(t, cfg, s)
 	onSASL(t, &cfg.Kafka, s, "serve")
@@ -246,16 +247,15 @@ func TestSecretsStayHidden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var recs []*kgo.Record
-	for i := range 50 {
-		ev := gen.Next(time.Now(), i%10 == 0)
-		recs = append(recs, &kgo.Record{Topic: cfg.Kafka.InputTopic, Key: ev.Key, Value: ev.Value})
-	}
-	if err := admin.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	if got := consume(ctx, t, testenv.Kafka(t), cfg.Kafka.PredictionsTopic, 45); len(got) != 45 {
-		t.Errorf("%d predictions over the secure services, want 45", len(got))
+	// The traffic is seer loadtest's, as its own principal: it writes the
+	// input topic and reads predictions and dead letters under its ACLs.
+	lt := cfg.Kafka
+	onSASL(t, &lt, s, "loadtest")
+	secrets = append(secrets, s.Password(t, "loadtest"))
+	rep, err := loadtest.Run(ctx, loadtest.RunConfig{InputTopic: cfg.Kafka.InputTopic, PredictionsTopic: cfg.Kafka.PredictionsTopic, DLQTopic: cfg.Kafka.DLQTopic,
+		Preload: 50, MalformedShare: 0.1, DrainTimeout: 30 * time.Second, Partitions: 3, ClientOpts: kafkaOpts(lt, "loadtest", logger, nil)}, gen)
+	if err != nil || rep.Sent != 50 || rep.Predicted+rep.DeadLettered != rep.Sent || rep.DeadLettered == 0 {
+		t.Errorf("loadtest over SASL_SSL as loadtest: %+v, %v; want 50 events, each predicted or dead-lettered", rep, err)
 	}
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
