@@ -271,7 +271,7 @@ func (r *Report) Summary() string {
 	return b.String()
 }
 
-// ensureTopics creates the run's topics when the broker lacks them.
+// ensureTopics creates those of the run's topics the broker lacks.
 func ensureTopics(ctx context.Context, cfg RunConfig) error {
 	cl, err := kgo.NewClient(cfg.ClientOpts...)
 	if err != nil {
@@ -282,7 +282,23 @@ func ensureTopics(ctx context.Context, cfg RunConfig) error {
 	if parts <= 0 {
 		parts = 4
 	}
-	resp, err := kadm.NewClient(cl).CreateTopics(ctx, parts, -1, nil, cfg.InputTopic, cfg.PredictionsTopic, cfg.DLQTopic)
+	// Only the missing ones: a principal allowed to use a topic need not be
+	// allowed to create it (with ACLs, creating an existing topic is refused).
+	adm := kadm.NewClient(cl)
+	have, err := adm.ListTopics(ctx, cfg.InputTopic, cfg.PredictionsTopic, cfg.DLQTopic)
+	if err != nil {
+		return fmt.Errorf("listing topics: %w", err)
+	}
+	var missing []string
+	for _, t := range []string{cfg.InputTopic, cfg.PredictionsTopic, cfg.DLQTopic} {
+		if d, ok := have[t]; !ok || d.Err != nil {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	resp, err := adm.CreateTopics(ctx, parts, -1, nil, missing...)
 	if err != nil {
 		return fmt.Errorf("creating topics: %w", err)
 	}
