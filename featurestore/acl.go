@@ -22,6 +22,14 @@ func LoaderRules(prefix string) []string {
 	return []string{"~" + prefix + ":*", "resetchannels", "-@all", "+hmget", "+hset", "+del", "+pexpire", "+multi", "+exec", "+ping"}
 }
 
+// MonitorRules are the rules of seer monitor's user: its leases (SET NX,
+// the renew and release scripts, the fencing counter) under prefix, and
+// nothing of the features.
+func MonitorRules(prefix string) []string {
+	return []string{"~" + prefix + ":lease:*", "~" + prefix + ":fence:*", "resetchannels", "-@all",
+		"+get", "+set", "+incr", "+del", "+pexpire", "+eval", "+evalsha", "+ping"}
+}
+
 // SetUser creates or replaces Redis user with password and rules, through
 // rdb, a connection allowed to run ACL SETUSER.
 func SetUser(ctx context.Context, rdb *redis.Client, user string, password schemas.Secret, rules []string) error {

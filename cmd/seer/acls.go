@@ -127,10 +127,12 @@ type redisUser struct {
 	rules              []string
 }
 
-// redisUsers are the reader (serve) and the loader (features load).
-func redisUsers(cfg Config, reader, loader redisUser) []redisUser {
-	reader.rules, loader.rules = featurestore.ReaderRules(cfg.Redis.KeyPrefix), featurestore.LoaderRules(cfg.Redis.KeyPrefix)
-	return []redisUser{reader, loader}
+// redisUsers are the reader (serve), the loader (features load) and the
+// monitor (its leases).
+func redisUsers(cfg Config, reader, loader, mon redisUser) []redisUser {
+	p := cfg.Redis.KeyPrefix
+	reader.rules, loader.rules, mon.rules = featurestore.ReaderRules(p), featurestore.LoaderRules(p), featurestore.MonitorRules(p)
+	return []redisUser{reader, loader, mon}
 }
 
 func (u redisUser) String() string {
@@ -139,7 +141,7 @@ func (u redisUser) String() string {
 
 func newACLsCmd(g *globals) *cobra.Command {
 	var apply, onKafka, onRedis bool
-	reader, loader := redisUser{name: "seer-reader"}, redisUser{name: "seer-loader"}
+	reader, loader, mon := redisUser{name: "seer-reader"}, redisUser{name: "seer-loader"}, redisUser{name: "seer-monitor"}
 	p := defaultPrincipals()
 	cmd := &cobra.Command{
 		Use:   "acls",
@@ -157,11 +159,12 @@ brokers, connecting with the config's kafka.tls and kafka.sasl as a
 principal that may alter ACLs (a super user). Name the principals with
 --serve, --monitor, --registry and --loadtest.
 
-For Redis it gives two users of redis.key_prefix's keys: the reader (serve:
-HMGET and PING only) and the loader (seer features load: also replaces the
-hashes). --apply creates them, through redis.addr as a user allowed to run
-ACL SETUSER, with the passwords in --redis-reader-password-file and
---redis-loader-password-file. --kafka=false or --redis=false leaves one
+For Redis it gives three users of redis.key_prefix's keys: the reader
+(serve: HMGET and PING only), the loader (seer features load: also replaces
+the hashes) and the monitor (its leases only). --apply creates them,
+through redis.addr as a user allowed to run ACL SETUSER, with the passwords
+in --redis-reader-password-file, --redis-loader-password-file and
+--redis-monitor-password-file. --kafka=false or --redis=false leaves one
 side out.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -169,7 +172,7 @@ side out.`,
 			if err != nil {
 				return err
 			}
-			grants, users := kafkaACLs(cfg, p), redisUsers(cfg, reader, loader)
+			grants, users := kafkaACLs(cfg, p), redisUsers(cfg, reader, loader, mon)
 			if !apply {
 				for _, gr := range grants {
 					if onKafka {
@@ -226,5 +229,7 @@ side out.`,
 	f.StringVar(&loader.name, "redis-loader", loader.name, "the Redis user features are loaded as")
 	f.StringVar(&reader.passwordFile, "redis-reader-password-file", "", "the reader's password (with --apply)")
 	f.StringVar(&loader.passwordFile, "redis-loader-password-file", "", "the loader's password (with --apply)")
+	f.StringVar(&mon.name, "redis-monitor", mon.name, "the Redis user seer monitor holds its leases as")
+	f.StringVar(&mon.passwordFile, "redis-monitor-password-file", "", "the monitor's password (with --apply)")
 	return cmd
 }

@@ -331,3 +331,81 @@ func mustManifest(t *testing.T, cfg Config) *schemas.Manifest {
 	}
 	return m
 }
+
+// TestMonitorAsItsPrincipals runs seer monitor with debug logs as its own
+// principals — Kafka's monitor (SASL_SSL, under the ACLs seer acls makes),
+// Redis's monitor user (its leases only) and ClickHouse's seer_monitor —
+// until it holds its lease and has evaluated windows: nothing it does is
+// refused, and no password reaches its logs.
+func TestMonitorAsItsPrincipals(t *testing.T) {
+	cfg, _ := integrationConfig(t)
+	cfg.Registry.Topic, cfg.Monitor.AlertsTopic = "it-registry-"+cfg.Kafka.Group, "it-alerts-"+cfg.Kafka.Group
+	cfg.Registry.Store = "file://" + t.TempDir()
+	s := testenv.Secure(t)
+	grantACLs(t, cfg, s)
+	t.Cleanup(func() {
+		k := cfg.Kafka
+		onSASL(t, &k, s, "admin")
+		kadm.NewClient(secureClient(t, k)).DeleteTopics(context.Background(), cfg.Registry.Topic, cfg.Monitor.AlertsTopic)
+	})
+	onSASL(t, &cfg.Kafka, s, "monitor")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	rdb := featurestore.NewClient(cfg.Redis)
+	defer rdb.Close()
+	user, redisPW := "monitor-"+cfg.Kafka.Group, schemas.Secret("redis-secret-"+ksuid.New().String())
+	if err := featurestore.SetUser(ctx, rdb, user, redisPW, featurestore.MonitorRules(cfg.Redis.KeyPrefix)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Do(context.Background(), "ACL", "DELUSER", user) })
+	cfg.Redis.Username, cfg.Redis.Password = user, redisPW
+	chPW, err := os.ReadFile(filepath.Join(s.Dir, "seer_monitor.password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ClickHouse.Username, cfg.ClickHouse.Password, cfg.ClickHouse.Database = "seer_monitor", schemas.Secret(strings.TrimSpace(string(chPW))), "seer_leak"
+	t.Cleanup(func() {
+		if admin, err := drift.Open(context.Background(), func() drift.Config { c := drift.DefaultConfig(); c.Addr = cfg.ClickHouse.Addr; return c }()); err == nil {
+			admin.Exec(context.Background(), "DROP DATABASE IF EXISTS seer_leak")
+			admin.Close()
+		}
+	})
+	cfg.Monitor.Window, cfg.Monitor.Lateness, cfg.Monitor.LeaseTTL = 2*time.Second, 0, time.Second
+	cfg.Rollout.Interval = time.Second
+
+	var logs syncBuffer
+	mctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- runMonitor(mctx, cfg, newLogger(&logs, "debug", "text")) }()
+wait:
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		select {
+		case err := <-done: // it stopped by itself
+			done <- err
+			break wait
+		default:
+		}
+		if strings.Count(logs.String(), `msg="window evaluated"`) >= 2 {
+			break
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("monitor as its principals: %v\n%s", err, logs.String())
+	}
+	out := logs.String()
+	if !strings.Contains(out, "holding the monitor lease") || strings.Count(out, `msg="window evaluated"`) < 2 {
+		t.Fatalf("the monitor did not hold its lease and evaluate windows:\n%s", out)
+	}
+	for _, refused := range []string{"AUTHORIZATION_FAILED", "NOPERM", "Access denied", "readonly"} {
+		if strings.Contains(out, refused) {
+			t.Errorf("the monitor was refused something (%s):\n%s", refused, out)
+		}
+	}
+	for _, sec := range []string{s.Password(t, "monitor"), redisPW.Reveal(), cfg.ClickHouse.Password.Reveal()} {
+		if strings.Contains(out, sec) {
+			t.Error("a password appears in the monitor's logs")
+		}
+	}
+}

@@ -39,7 +39,7 @@ kafka_mtls_port=${SEER_KAFKA_MTLS_PORT:-9095}
 kafka_principals=(admin serve monitor registry loadtest)
 # Redis users (ACLs; the default user stays open on the plaintext port for
 # development) and ClickHouse users (users.xml).
-redis_users=(seer-reader seer-loader)
+redis_users=(seer-reader seer-loader seer-monitor)
 clickhouse_users=(seer_writer seer_monitor seer_analyst)
 redis_port=${SEER_REDIS_PORT:-6379}
 redis_tls_port=${SEER_REDIS_TLS_PORT:-6380}
@@ -191,8 +191,9 @@ start_redis() {
   if [ -x "$repo/bin/seer" ]; then
     SEER_REDIS_ADDR=127.0.0.1:$redis_port "$repo/bin/seer" acls --apply --kafka=false \
       --redis-reader-password-file "$secure/seer-reader.password" --redis-loader-password-file "$secure/seer-loader.password" \
+      --redis-monitor-password-file "$secure/seer-monitor.password" \
       >"$cache/redis/acls.log" 2>&1 || { cat "$cache/redis/acls.log" >&2; die "creating the Redis users failed"; }
-    log "redis: users seer-reader and seer-loader created; TLS on 127.0.0.1:$redis_tls_port (client certificates required)"
+    log "redis: users seer-reader, seer-loader and seer-monitor created; TLS on 127.0.0.1:$redis_tls_port (client certificates required)"
   fi
 }
 
@@ -222,7 +223,13 @@ start_clickhouse() {
 # ClickHouse user.
 make_secrets() {
   local s=$secure p
-  [ -f "$s/.done" ] && return 0
+  # Passwords of principals or users added since the folder was made.
+  if [ -f "$s/.done" ]; then
+    for p in "${kafka_principals[@]}" "${redis_users[@]}" "${clickhouse_users[@]}"; do
+      [ -f "$s/$p.password" ] || { head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24 >"$s/$p.password"; chmod 600 "$s/$p.password"; }
+    done
+    return 0
+  fi
   command -v openssl >/dev/null || die "openssl is needed to make the local broker's certificates"
   rm -rf "$s" && mkdir -p "$s/impostor" && chmod 700 "$s"
   log "kafka: making a test CA, certificates and SCRAM passwords in $s"
