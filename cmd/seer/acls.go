@@ -40,7 +40,8 @@ type grant struct {
 //     for exactly-once), reads the registry and appends its load events;
 //   - monitor describes the group and the input topic (lag, members),
 //     reads and appends to the registry (rollout events) and writes alerts;
-//   - registry (seer models, seer rollout) reads and appends to the registry;
+//   - registry (seer models, seer rollout) reads and appends to the registry
+//     and describes the group (the serve instances a rollout waits for);
 //   - loadtest writes the input topic and reads predictions and dead letters.
 //
 // The registry and alerts topics may be created by whoever first needs them.
@@ -61,6 +62,7 @@ func kafkaACLs(cfg Config, p principals) []grant {
 		{p.Monitor, "topic", []string{k.InputTopic}, false, []kadm.ACLOperation{kadm.OpDescribe}},
 		{p.Monitor, "topic", []string{cfg.Registry.Topic}, false, registry},
 		{p.Registry, "topic", []string{cfg.Registry.Topic}, false, registry},
+		{p.Registry, "group", []string{k.Group}, false, []kadm.ACLOperation{kadm.OpDescribe}}, // seer rollout status: the live instances
 		{p.Loadtest, "topic", []string{k.InputTopic}, false, write},
 		{p.Loadtest, "topic", []string{k.PredictionsTopic, k.DLQTopic}, false, read},
 	}

@@ -409,3 +409,54 @@ wait:
 		}
 	}
 }
+
+// TestRegistryAsItsPrincipal runs the registry commands over SASL_SSL as
+// the registry principal, under the ACLs seer acls makes: register a
+// version, move the alias, start a rollout, read its status (the group's
+// live members) and abort it. Nothing is refused; the loadtest principal,
+// which has no registry ACL, may not move an alias.
+func TestRegistryAsItsPrincipal(t *testing.T) {
+	cfg, _ := integrationConfig(t)
+	cfg.Registry.Topic = "it-registry-" + cfg.Kafka.Group
+	s := testenv.Secure(t)
+	grantACLs(t, cfg, s)
+	t.Cleanup(func() {
+		k := cfg.Kafka
+		onSASL(t, &k, s, "admin")
+		kadm.NewClient(secureClient(t, k)).DeleteTopics(context.Background(), cfg.Registry.Topic)
+	})
+	env := map[string]string{"SEER_KAFKA_BROKERS": s.SASL, "SEER_KAFKA_GROUP": cfg.Kafka.Group, "SEER_KAFKA_TLS_CA_FILE": s.CA(),
+		"SEER_KAFKA_SASL_MECHANISM": stream.ScramSHA512, "SEER_KAFKA_SASL_USERNAME": "registry",
+		"SEER_KAFKA_SASL_PASSWORD_FILE": filepath.Join(s.Dir, "registry.password"), "SEER_ONNXRUNTIME_LIB": cfg.OnnxRuntimeLib,
+		"SEER_REGISTRY_TOPIC": cfg.Registry.Topic, "SEER_REGISTRY_STORE": "file://" + t.TempDir()}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	seer := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		root := newRootCmd(&out, &out)
+		root.SetArgs(args)
+		err := root.ExecuteContext(ctx)
+		return out.String(), err
+	}
+	for _, args := range [][]string{
+		{"models", "register", cfg.Scoring.Package, "--reason", "first"},
+		{"models", "register", filepath.Join("..", "..", "deploy", "examples", "card-fraud-1.1.0"), "--reason", "better"},
+		{"models", "alias", "set", "card-fraud", "champion", "1.0.0", "--reason", "first champion"},
+		{"rollout", "start", "card-fraud", "1.1.0", "--steps", "shadow,50", "--reason", "try it"},
+		{"rollout", "status", "card-fraud"},
+		{"rollout", "abort", "card-fraud", "--reason", "done"},
+	} {
+		if out, err := seer(args...); err != nil {
+			t.Fatalf("seer %s as the registry principal: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Setenv("SEER_KAFKA_SASL_USERNAME", "loadtest")
+	t.Setenv("SEER_KAFKA_SASL_PASSWORD_FILE", filepath.Join(s.Dir, "loadtest.password"))
+	out, err := seer("models", "alias", "set", "card-fraud", "champion", "1.1.0", "--reason", "loadtest may not")
+	if err == nil || !strings.Contains(out+err.Error(), "AUTHORIZATION_FAILED") {
+		t.Errorf("the loadtest principal moving an alias: %v\n%s; want an authorization failure", err, out)
+	}
+}
