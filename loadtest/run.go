@@ -211,7 +211,13 @@ func Run(ctx context.Context, cfg RunConfig, gen *Generator) (*Report, error) {
 		return nil, fmt.Errorf("flushing load: %w", err)
 	}
 	deadline := time.Now().Add(cfg.DrainTimeout)
-	for rec.Outstanding() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+	// Drained: every valid event predicted and every malformed one's DLQ
+	// record read (the last ones may come after the last prediction).
+	drained := func() bool {
+		_, _, dlq, _ := rec.Counts()
+		return rec.Outstanding() == 0 && dlq >= sentMalformed
+	}
+	for !drained() && time.Now().Before(deadline) && ctx.Err() == nil {
 		select {
 		case <-ticker.C:
 			window(0)
