@@ -104,7 +104,7 @@ func (j Judge) ShadowQuery(model, production, candidate string, from, to time.Ti
 		return fmt.Sprintf("FROM %s.inference_log WHERE model = %s AND model_version = %s AND route = '%s' AND scored_time_ms >= %d AND scored_time_ms < %d",
 			j.Database, drift.Quote(model), drift.Quote(version), route, from.UnixMilli(), to.UnixMilli())
 	}
-	return fmt.Sprintf(`SELECT count(), avg(label = s_label), quantile(0.95)(abs(score - s_score)), corr(toFloat64(score), toFloat64(s_score))
+	return fmt.Sprintf(`SELECT count(), avg(label = s_label), quantiles(0.5, 0.95, 0.99)(abs(score - s_score)), corr(toFloat64(score), toFloat64(s_score))
 FROM (SELECT event_id, any(label) AS label, any(score) AS score %s GROUP BY event_id) AS p
 ALL INNER JOIN (SELECT event_id, any(label) AS s_label, any(score) AS s_score %s GROUP BY event_id) AS s USING event_id`, where(production, "production"), where(candidate, "shadow"))
 }
@@ -117,11 +117,17 @@ func (j Judge) Shadow(ctx context.Context, model, production, candidate string, 
 	}
 	q := j.ShadowQuery(model, production, candidate, from, to)
 	var n uint64
-	var agree, diff, corr float64
-	if err := j.Conn.QueryRow(ctx, q).Scan(&n, &agree, &diff, &corr); err != nil {
+	var agree, corr float64
+	var diffs []float32 // p50, p95, p99 of |candidate − production|
+	if err := j.Conn.QueryRow(ctx, q).Scan(&n, &agree, &diffs, &corr); err != nil {
 		return Result{}, fmt.Errorf("judging the shadow step: %w", err)
 	}
-	r.Figures["samples"], r.Figures["label_agreement"], r.Figures["score_diff_p95"], r.Figures["score_correlation"] = float64(n), agree, diff, corr
+	if len(diffs) != 3 {
+		return Result{}, fmt.Errorf("judging the shadow step: %d score-difference quantiles, want 3", len(diffs))
+	}
+	diff := float64(diffs[1])
+	r.Figures["samples"], r.Figures["label_agreement"], r.Figures["score_correlation"] = float64(n), agree, corr
+	r.Figures["score_diff_p50"], r.Figures["score_diff_p95"], r.Figures["score_diff_p99"] = float64(diffs[0]), diff, float64(diffs[2])
 	c := j.Config
 	switch {
 	case n < c.MinSamples:

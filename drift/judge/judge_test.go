@@ -59,6 +59,9 @@ func TestJudgeShadowAndCanary(t *testing.T) {
 	if err != nil || good.Outcome != Pass || good.Figures["samples"] != 3000 || good.Figures["score_correlation"] < 0.99 {
 		t.Errorf("tracking shadow: %+v, %v; want pass on 3000 events", good, err)
 	}
+	if f := good.Figures; !(f["score_diff_p50"] > 0 && f["score_diff_p50"] <= f["score_diff_p95"] && f["score_diff_p95"] <= f["score_diff_p99"]) {
+		t.Errorf("score-difference quantiles %v, %v, %v; want 0 < p50 ≤ p95 ≤ p99", f["score_diff_p50"], f["score_diff_p95"], f["score_diff_p99"])
+	}
 	bad, err := j.Shadow(ctx, "card-fraud", "1.0.0", "1.2.0-rc.1", from, to)
 	if err != nil || bad.Outcome != Fail || bad.Figures["score_correlation"] > 0.2 {
 		t.Errorf("constant shadow: %+v, %v; want a failure, with a correlation near 0", bad, err)
