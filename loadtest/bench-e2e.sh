@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(deploy/local/stack.sh env)"
+. loadtest/serve.sh
 
 preload=${BENCH_PRELOAD:-300000}
 rate=${BENCH_RATE:-25000}
@@ -28,14 +29,7 @@ export SEER_KAFKA_GROUP=$run SEER_CLICKHOUSE_DATABASE=seer_bench SEER_CLICKHOUSE
 export SEER_HTTP=127.0.0.1:18080 SEER_LOG_LEVEL=warn SEER_PPROF=true
 export SEER_KAFKA_MAX_POLL_RECORDS=${BENCH_MAX_POLL:-2000}
 
-bin/seer serve >"$work/serve.log" 2>&1 &
-serve_pid=$!
-for _ in $(seq 1 120); do
-  curl -fsS "http://$SEER_HTTP/readyz" >/dev/null 2>&1 && break
-  kill -0 $serve_pid 2>/dev/null || { cat "$work/serve.log"; exit 1; }
-  sleep 0.25
-done
-curl -fsS "http://$SEER_HTTP/readyz" >/dev/null || { echo "seer serve never became ready"; cat "$work/serve.log"; exit 1; }
+start_serve "$work/serve.log"
 
 echo "== warm-up and feature load"
 bin/seer loadtest --load-features --rate 2000 --duration 5s --report "$work/warmup.json" >/dev/null

@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/local/stack.sh up >/dev/null
 eval "$(deploy/local/stack.sh env)"
+. loadtest/serve.sh
 s=$SEER_CACHE_DIR/secure
 preload=${BENCH_PRELOAD:-200000}
 out=loadtest/results/$(date -u +%Y-%m-%d)-$(hostname)-secure.json
@@ -26,13 +27,7 @@ run() {
   export SEER_KAFKA_INPUT_TOPIC=$id.events SEER_KAFKA_PREDICTIONS_TOPIC=$id.predictions SEER_KAFKA_DLQ_TOPIC=$id.dlq
   export SEER_KAFKA_GROUP=$id SEER_CLICKHOUSE_DATABASE=seer_bench SEER_CLICKHOUSE_SPOOL_DIR=$work/spool-$name
   export SEER_HTTP=127.0.0.1:18090 SEER_LOG_LEVEL=warn SEER_KAFKA_MAX_POLL_RECORDS=2000
-  bin/seer serve >"$work/serve-$name.log" 2>&1 &
-  serve_pid=$!
-  for _ in $(seq 1 120); do
-    curl -fsS "http://$SEER_HTTP/readyz" >/dev/null 2>&1 && break
-    kill -0 $serve_pid 2>/dev/null || { cat "$work/serve-$name.log"; exit 1; }
-    sleep 0.25
-  done
+  start_serve "$work/serve-$name.log"
   echo "== $name: warm-up, then $preload events preloaded"
   bin/seer loadtest --load-features --rate 2000 --duration 5s --report "$work/warmup-$name.json" >/dev/null
   bin/seer loadtest --preload "$preload" --report "$work/$name.json" | tail -n 3
