@@ -10,6 +10,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/seer-ml/seer/scoring/registry"
+
 	"github.com/seer-ml/seer/featurestore"
 	"github.com/seer-ml/seer/schemas"
 )
@@ -37,9 +39,11 @@ type grant struct {
 // and transactional ids, and nothing more:
 //   - serve reads the input topic in its group, writes predictions, dead
 //     letters and shadow predictions (under its transactional id prefix
-//     for exactly-once), reads the registry and appends its load events;
+//     for exactly-once), reads the registry, and appends its load events
+//     to the loads topic: it cannot write the registry itself;
 //   - monitor describes the group and the input topic (lag, members),
-//     reads and appends to the registry (rollout events) and writes alerts;
+//     reads and appends to the registry (rollout events), reads the loads
+//     and writes alerts;
 //   - registry (seer models, seer rollout) reads and appends to the registry
 //     and describes the group (the serve instances a rollout waits for);
 //   - loadtest writes the input topic and reads predictions and dead letters.
@@ -52,16 +56,20 @@ func kafkaACLs(cfg Config, p principals) []grant {
 	if k.ShadowTopic != "" {
 		out = append(out, k.ShadowTopic)
 	}
-	registry := []kadm.ACLOperation{kadm.OpRead, kadm.OpWrite, kadm.OpDescribe, kadm.OpCreate}
+	owner := []kadm.ACLOperation{kadm.OpRead, kadm.OpWrite, kadm.OpDescribe, kadm.OpCreate}
+	loads, readLoads := registry.LoadsTopic(cfg.Registry.Topic), []kadm.ACLOperation{kadm.OpRead, kadm.OpDescribe, kadm.OpCreate}
 	g := []grant{
 		{p.Serve, "topic", []string{k.InputTopic}, false, read},
 		{p.Serve, "topic", out, false, write},
 		{p.Serve, "group", []string{k.Group}, false, read},
-		{p.Serve, "topic", []string{cfg.Registry.Topic}, false, []kadm.ACLOperation{kadm.OpRead, kadm.OpWrite, kadm.OpDescribe}},
+		{p.Serve, "topic", []string{cfg.Registry.Topic}, false, read},
+		{p.Serve, "topic", []string{loads}, false, []kadm.ACLOperation{kadm.OpRead, kadm.OpWrite, kadm.OpDescribe}},
 		{p.Monitor, "group", []string{k.Group}, false, []kadm.ACLOperation{kadm.OpDescribe}},
 		{p.Monitor, "topic", []string{k.InputTopic}, false, []kadm.ACLOperation{kadm.OpDescribe}},
-		{p.Monitor, "topic", []string{cfg.Registry.Topic}, false, registry},
-		{p.Registry, "topic", []string{cfg.Registry.Topic}, false, registry},
+		{p.Monitor, "topic", []string{cfg.Registry.Topic}, false, owner},
+		{p.Monitor, "topic", []string{loads}, false, readLoads},
+		{p.Registry, "topic", []string{cfg.Registry.Topic}, false, owner},
+		{p.Registry, "topic", []string{loads}, false, readLoads},
 		{p.Registry, "group", []string{k.Group}, false, []kadm.ACLOperation{kadm.OpDescribe}}, // seer rollout status: the live instances
 		{p.Loadtest, "topic", []string{k.InputTopic}, false, write},
 		{p.Loadtest, "topic", []string{k.PredictionsTopic, k.DLQTopic}, false, read},

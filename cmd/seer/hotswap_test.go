@@ -46,7 +46,9 @@ func TestHotSwapUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer reg.Close()
-	t.Cleanup(func() { kadm.NewClient(admin).DeleteTopics(context.Background(), cfg.Registry.Topic) })
+	t.Cleanup(func() {
+		kadm.NewClient(admin).DeleteTopics(context.Background(), cfg.Registry.Topic, registry.LoadsTopic(cfg.Registry.Topic))
+	})
 	store, err := registry.OpenStore(ctx, cfg.Registry.Store)
 	if err != nil {
 		t.Fatal(err)

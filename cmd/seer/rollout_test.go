@@ -44,7 +44,7 @@ func TestRolloutsEndToEnd(t *testing.T) {
 	t.Cleanup(func() {
 		adm := kadm.NewClient(admin)
 		base := "seer-demo-" + s.RunID
-		adm.DeleteTopics(context.Background(), base+".events", base+".predictions", base+".dlq", base+".registry")
+		adm.DeleteTopics(context.Background(), base+".events", base+".predictions", base+".dlq", base+".registry", registry.LoadsTopic(base+".registry"))
 		if a, err := buildApp(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil); err == nil {
 			cleanupApp(cfg, a)
 		}
@@ -126,7 +126,9 @@ func TestRolloutCommands(t *testing.T) {
 	cfg.Registry.Store = "file://" + t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	t.Cleanup(func() { kadm.NewClient(admin).DeleteTopics(context.Background(), cfg.Registry.Topic) })
+	t.Cleanup(func() {
+		kadm.NewClient(admin).DeleteTopics(context.Background(), cfg.Registry.Topic, registry.LoadsTopic(cfg.Registry.Topic))
+	})
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg, err := openRegistry(ctx, cfg, quiet)
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/seer-ml/seer/internal/testenv"
 	"github.com/seer-ml/seer/loadtest"
 	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/scoring/registry"
 	"github.com/seer-ml/seer/stream"
 )
 
@@ -346,7 +347,7 @@ func TestMonitorAsItsPrincipals(t *testing.T) {
 	t.Cleanup(func() {
 		k := cfg.Kafka
 		onSASL(t, &k, s, "admin")
-		kadm.NewClient(secureClient(t, k)).DeleteTopics(context.Background(), cfg.Registry.Topic, cfg.Monitor.AlertsTopic)
+		kadm.NewClient(secureClient(t, k)).DeleteTopics(context.Background(), cfg.Registry.Topic, registry.LoadsTopic(cfg.Registry.Topic), cfg.Monitor.AlertsTopic)
 	})
 	onSASL(t, &cfg.Kafka, s, "monitor")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -413,8 +414,9 @@ wait:
 // TestRegistryAsItsPrincipal runs the registry commands over SASL_SSL as
 // the registry principal, under the ACLs seer acls makes: register a
 // version, move the alias, start a rollout, read its status (the group's
-// live members) and abort it. Nothing is refused; the loadtest principal,
-// which has no registry ACL, may not move an alias.
+// live members) and abort it. Nothing is refused. Neither the loadtest
+// principal nor serve's may move an alias; serve records its loads on the
+// loads topic, and a read of the registry sees them.
 func TestRegistryAsItsPrincipal(t *testing.T) {
 	cfg, _ := integrationConfig(t)
 	cfg.Registry.Topic = "it-registry-" + cfg.Kafka.Group
@@ -423,7 +425,7 @@ func TestRegistryAsItsPrincipal(t *testing.T) {
 	t.Cleanup(func() {
 		k := cfg.Kafka
 		onSASL(t, &k, s, "admin")
-		kadm.NewClient(secureClient(t, k)).DeleteTopics(context.Background(), cfg.Registry.Topic)
+		kadm.NewClient(secureClient(t, k)).DeleteTopics(context.Background(), cfg.Registry.Topic, registry.LoadsTopic(cfg.Registry.Topic))
 	})
 	env := map[string]string{"SEER_KAFKA_BROKERS": s.SASL, "SEER_KAFKA_GROUP": cfg.Kafka.Group, "SEER_KAFKA_TLS_CA_FILE": s.CA(),
 		"SEER_KAFKA_SASL_MECHANISM": stream.ScramSHA512, "SEER_KAFKA_SASL_USERNAME": "registry",
@@ -453,10 +455,27 @@ func TestRegistryAsItsPrincipal(t *testing.T) {
 			t.Fatalf("seer %s as the registry principal: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	t.Setenv("SEER_KAFKA_SASL_USERNAME", "loadtest")
-	t.Setenv("SEER_KAFKA_SASL_PASSWORD_FILE", filepath.Join(s.Dir, "loadtest.password"))
-	out, err := seer("models", "alias", "set", "card-fraud", "champion", "1.1.0", "--reason", "loadtest may not")
-	if err == nil || !strings.Contains(out+err.Error(), "AUTHORIZATION_FAILED") {
-		t.Errorf("the loadtest principal moving an alias: %v\n%s; want an authorization failure", err, out)
+	for _, who := range []string{"loadtest", "serve"} {
+		t.Setenv("SEER_KAFKA_SASL_USERNAME", who)
+		t.Setenv("SEER_KAFKA_SASL_PASSWORD_FILE", filepath.Join(s.Dir, who+".password"))
+		out, err := seer("models", "alias", "set", "card-fraud", "champion", "1.1.0", "--reason", who+" may not")
+		if err == nil || !strings.Contains(out+err.Error(), "AUTHORIZATION_FAILED") {
+			t.Errorf("the %s principal moving an alias: %v\n%s; want an authorization failure", who, err, out)
+		}
+	}
+	// serve records its loads, on the loads topic, and the registry sees them.
+	k := cfg.Kafka
+	onSASL(t, &k, s, "serve")
+	log, err := registry.NewLog(kafkaOpts(k, "serve-registry", slog.New(slog.DiscardHandler), nil), cfg.Registry.Topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	e := registry.Event{ID: registry.NewID(), Type: registry.VersionLoaded, Model: "card-fraud", Version: "1.0.0", Actor: "serve-x", Instance: "serve-x", Time: time.Now().UTC()}
+	if err := log.Append(ctx, e); err != nil {
+		t.Fatalf("serve recording a load: %v", err)
+	}
+	if st, _, err := log.Read(ctx); err != nil || !st.Applied(e.ID) {
+		t.Errorf("serve's load event read back: %v; want it applied", err)
 	}
 }

@@ -39,7 +39,7 @@ func testRegistry(t *testing.T) (*Log, *Store, Gates) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		kadm.NewClient(log.cl).DeleteTopics(context.Background(), topic)
+		kadm.NewClient(log.cl).DeleteTopics(context.Background(), topic, LoadsTopic(topic))
 		log.Close()
 	})
 	store, err := OpenStore(ctx, "file://"+t.TempDir())

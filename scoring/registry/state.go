@@ -109,3 +109,11 @@ func (s *State) Resolve(model, ref string) (*Event, error) {
 	}
 	return v, nil
 }
+
+// sortHistory orders each model's history by time: Read folds the load
+// events after the registry's own.
+func (s *State) sortHistory() {
+	for _, m := range s.Models {
+		slices.SortStableFunc(m.History, func(a, b Event) int { return a.Time.Compare(b.Time) })
+	}
+}

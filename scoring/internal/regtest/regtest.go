@@ -50,7 +50,11 @@ func New(t testing.TB, packages ...string) *Registry {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { kadm.NewClient(adm).DeleteTopics(context.Background(), topic); adm.Close(); log.Close() })
+	t.Cleanup(func() {
+		kadm.NewClient(adm).DeleteTopics(context.Background(), topic, registry.LoadsTopic(topic))
+		adm.Close()
+		log.Close()
+	})
 	storeDir := t.TempDir()
 	store, err := registry.OpenStore(ctx, "file://"+storeDir)
 	if err != nil {
