@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/ksuid"
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -96,7 +97,7 @@ With --candidate "" and --bad-candidate "" no rollout runs.`,
 	}
 	f := cmd.Flags()
 	f.StringSliceVar(&o.brokers, "brokers", nil, "use these Kafka brokers instead of the embedded one")
-	f.BoolVar(&o.secure, "secure", false, "run on the local stack's secured ports: Kafka SASL_SSL (as its admin principal), Redis and ClickHouse over TLS (see docs/security.md)")
+	f.BoolVar(&o.secure, "secure", false, "run on the local stack's secured ports: Kafka SASL_SSL with each role as its own principal under least-privilege ACLs, Redis and ClickHouse over TLS (see docs/security.md)")
 	f.StringVar(&o.candidate, "candidate", filepath.Join("deploy", "examples", "card-fraud-1.1.0"), "package rolled out and promoted (\"\": no rollouts)")
 	f.StringVar(&o.bad, "bad-candidate", filepath.Join("deploy", "examples", "card-fraud-1.2.0-rc.1"), "package rolled out first and rolled back by the judge (\"\": none)")
 	f.DurationVar(&o.stepDuration, "step-duration", 5*time.Second, "how long each rollout step is held before it is judged")
@@ -216,12 +217,16 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	// Keep the demo's own output readable: pipeline logs at warn and above.
 	quiet := newLogger(g.stderr, "warn", cfg.LogFormat)
 
+	// as is the config a role runs with: on --secure, its own Kafka
+	// principal under the ACLs seer acls makes for the demo's topics.
+	as := func(string) Config { return cfg }
 	if o.secure {
-		if err := secureDemo(&cfg); err != nil {
+		var err error
+		if as, err = secureDemo(ctx, &cfg); err != nil {
 			return err
 		}
-		fmt.Fprintf(g.stdout, "secure: Kafka SASL_SSL %s as %s, Redis TLS %s, ClickHouse TLS %s (CA %s)\n",
-			cfg.Kafka.Brokers[0], cfg.Kafka.SASL.Username, cfg.Redis.Addr, cfg.ClickHouse.Addr, cfg.Kafka.TLS.CAFile)
+		fmt.Fprintf(g.stdout, "secure: Kafka SASL_SSL %s, each role as its own principal (serve, monitor, registry, loadtest); Redis TLS %s, ClickHouse TLS %s (CA %s)\n",
+			cfg.Kafka.Brokers[0], cfg.Redis.Addr, cfg.ClickHouse.Addr, cfg.Kafka.TLS.CAFile)
 		o.brokers = cfg.Kafka.Brokers
 	}
 	if len(o.brokers) == 0 {
@@ -250,7 +255,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 
 	// A registry of its own: the champion and the candidates, registered
 	// through every gate; serve follows champion.
-	pkgs, closePkgs, err := openPackages(ctx, cfg, quiet)
+	pkgs, closePkgs, err := openPackages(ctx, as("registry"), quiet)
 	if err != nil {
 		return err
 	}
@@ -267,7 +272,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	}
 	cfg.Scoring.Model, cfg.Scoring.Alias = model, "champion"
 
-	a, err := buildApp(ctx, cfg, quiet, prometheus.NewRegistry())
+	a, err := buildApp(ctx, as("serve"), quiet, prometheus.NewRegistry())
 	if err != nil {
 		return fmt.Errorf("demo needs Redis and ClickHouse (run `make stack-up` or `make demo`): %w", err)
 	}
@@ -306,11 +311,16 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	alerts := &alertLog{start: start}
 	ch := notify.ClickHouse{Conn: a.ch, Database: cfg.ClickHouse.Database}
 	sinks := []notify.Sink{alerts, ch}
-	measured, err := monitorVersions(cfg, a.ch, pkgs, quiet)
+	monPkgs, closeMonPkgs, err := openPackages(ctx, as("monitor"), quiet)
 	if err != nil {
 		return err
 	}
-	group, err := kgo.NewClient(kafkaOpts(cfg.Kafka, "demo-monitor", quiet, nil)...)
+	defer closeMonPkgs()
+	measured, err := monitorVersions(cfg, a.ch, monPkgs, quiet)
+	if err != nil {
+		return err
+	}
+	group, err := kgo.NewClient(kafkaOpts(as("monitor").Kafka, "demo-monitor", quiet, nil)...)
 	if err != nil {
 		return err
 	}
@@ -323,7 +333,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	cfg.Rollout.Interval = time.Second
 	gates := cfg.RolloutGates
 	gates.MinSamples = 300
-	ctl := newController(cfg, model, reg, judge.Judge{Conn: a.ch, Database: cfg.ClickHouse.Database, Config: gates}, pkgs, group, sinks, quiet)
+	ctl := newController(cfg, model, monPkgs.log, judge.Judge{Conn: a.ch, Database: cfg.ClickHouse.Database, Config: gates}, monPkgs, group, sinks, quiet)
 	ctl.Actor = "seer-demo-monitor"
 	mctx, stopMonitor := context.WithCancel(ctx)
 	defer stopMonitor()
@@ -331,7 +341,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	go func() { monDone <- mon.Run(mctx) }()
 	go func() { ctlDone <- ctl.Run(mctx) }()
 	go func() { // the registry's events in ClickHouse (model_events), for analysts
-		err := reg.MirrorLoop(mctx, registry.Mirror{Conn: a.ch, Database: cfg.ClickHouse.Database}, func(err error) {
+		err := monPkgs.log.MirrorLoop(mctx, registry.Mirror{Conn: a.ch, Database: cfg.ClickHouse.Database}, func(err error) {
 			quiet.Warn("mirroring the registry to ClickHouse failed; retrying with the next events", "err", err)
 		})
 		if mctx.Err() != nil {
@@ -361,7 +371,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 		InputTopic: cfg.Kafka.InputTopic, PredictionsTopic: cfg.Kafka.PredictionsTopic, DLQTopic: cfg.Kafka.DLQTopic,
 		Profile:        loadtest.Profile{Kind: "constant", Rate: float64(o.rate), Duration: o.duration},
 		MalformedShare: o.malformed, DrainTimeout: 30 * time.Second, Partitions: 4, Progress: g.stderr,
-		ClientOpts: kafkaOpts(cfg.Kafka, "demo", quiet, nil),
+		ClientOpts: kafkaOpts(as("loadtest").Kafka, "demo", quiet, nil),
 		EachSecond: func(el time.Duration) error {
 			if el >= 2*time.Second {
 				if err := plan.step(ctx, el); err != nil {
@@ -618,11 +628,12 @@ func printDemoSummary(g *globals, s DemoSummary) {
 }
 
 // secureDemo points cfg at the local stack's secured ports
-// (deploy/local/stack.sh, docs/security.md): Kafka's SASL_SSL listener as
-// its admin principal (the demo creates its own topics and acts for every
-// role), Redis's TLS port with serve's client certificate, and
-// ClickHouse's secure native port, each verified against the test CA.
-func secureDemo(cfg *Config) error {
+// (deploy/local/stack.sh, docs/security.md) — Kafka's SASL_SSL listener,
+// Redis's TLS port with serve's client certificate, ClickHouse's secure
+// native port, each verified against the test CA — and, as Kafka's admin,
+// creates the demo's topics and the ACLs seer acls makes for them. It
+// returns the config of each role: its own SCRAM principal.
+func secureDemo(ctx context.Context, cfg *Config) (func(role string) Config, error) {
 	cache := os.Getenv("SEER_CACHE_DIR")
 	if cache == "" {
 		cache = ".cache"
@@ -634,9 +645,16 @@ func secureDemo(cfg *Config) error {
 		}
 		return def
 	}
-	pw, err := schemas.LoadSecret(nil, "", filepath.Join(dir, "admin.password"), "--secure")
+	password := func(who string) (schemas.Secret, error) {
+		pw, err := schemas.LoadSecret(nil, "", filepath.Join(dir, who+".password"), "--secure")
+		if err != nil {
+			return "", fmt.Errorf("%w (start the local stack: make stack-up)", err)
+		}
+		return pw, nil
+	}
+	pw, err := password("admin")
 	if err != nil {
-		return fmt.Errorf("%w (start the local stack: make stack-up)", err)
+		return nil, err
 	}
 	ca := filepath.Join(dir, "ca.crt")
 	cfg.Kafka.Brokers = []string{"127.0.0.1:" + port("SEER_KAFKA_SASL_PORT", "9094")}
@@ -646,5 +664,34 @@ func secureDemo(cfg *Config) error {
 	cfg.Redis.TLS = schemas.TLS{CAFile: ca, CertFile: filepath.Join(dir, "serve.crt"), KeyFile: filepath.Join(dir, "serve.key")}
 	cfg.ClickHouse.Addr = "127.0.0.1:" + port("SEER_CLICKHOUSE_TLS_PORT", "9440")
 	cfg.ClickHouse.TLS = schemas.TLS{CAFile: ca}
-	return cfg.loadTLS(time.Now())
+	if err := cfg.loadTLS(time.Now()); err != nil {
+		return nil, err
+	}
+	admin, err := kgo.NewClient(kafkaOpts(cfg.Kafka, "demo-admin", slog.New(slog.DiscardHandler), nil)...)
+	if err != nil {
+		return nil, err
+	}
+	defer admin.Close()
+	resp, err := kadm.NewClient(admin).CreateTopics(ctx, 4, -1, nil, cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating the demo's topics as admin: %w", err)
+	}
+	if err := applyACLs(ctx, admin, kafkaACLs(*cfg, defaultPrincipals()), io.Discard); err != nil {
+		return nil, err
+	}
+	roles := map[string]schemas.Secret{}
+	for _, who := range []string{"serve", "monitor", "registry", "loadtest"} {
+		if roles[who], err = password(who); err != nil {
+			return nil, err
+		}
+	}
+	// The config as it is when the role starts (the demo sets more later).
+	return func(role string) Config {
+		c := *cfg
+		c.Kafka.SASL.Username, c.Kafka.SASL.Password = role, roles[role]
+		return c
+	}, nil
 }
