@@ -151,13 +151,7 @@ func TestRolloutCommands(t *testing.T) {
 		"SEER_REGISTRY_TOPIC": cfg.Registry.Topic, "SEER_REGISTRY_STORE": cfg.Registry.Store} {
 		t.Setenv(k, v)
 	}
-	seer := func(args ...string) (string, error) {
-		var out bytes.Buffer
-		root := newRootCmd(&out, &out)
-		root.SetArgs(args)
-		err := root.ExecuteContext(ctx)
-		return out.String(), err
-	}
+	seer := func(args ...string) (string, error) { return runSeer(ctx, args...) }
 	champion := func() string {
 		st, _, err := reg.Read(ctx)
 		if err != nil {
@@ -218,4 +212,13 @@ func TestRolloutCommands(t *testing.T) {
 	if want := "rollout_started by " + actorName("") + ",rollout_rolled_back by oncall,rollout_started by " + actorName("") + ",rollout_promoted by mlops"; strings.Join(trail, ",") != want {
 		t.Errorf("audit trail %v, want %s", trail, want)
 	}
+}
+
+// runSeer runs the seer command line with args and returns what it printed.
+func runSeer(ctx context.Context, args ...string) (string, error) {
+	var out bytes.Buffer
+	root := newRootCmd(&out, &out)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	return out.String(), err
 }

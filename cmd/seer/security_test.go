@@ -205,20 +205,7 @@ func TestSecretsStayHidden(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	rcfg := cfg.Redis
-	rdb := featurestore.NewClient(rcfg)
-	defer rdb.Close()
-	user, redisPW := "reader-"+cfg.Kafka.Group, schemas.Secret("redis-secret-"+ksuid.New().String())
-	if err := featurestore.SetUser(ctx, rdb, user, redisPW, featurestore.ReaderRules(rcfg.KeyPrefix)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Do(context.Background(), "ACL", "DELUSER", user) })
-	cfg.Redis.Username, cfg.Redis.Password = user, redisPW
-	chPW, err := os.ReadFile(filepath.Join(s.Dir, "seer_writer.password"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ClickHouse.Username, cfg.ClickHouse.Password, cfg.ClickHouse.Database = "seer_writer", schemas.Secret(strings.TrimSpace(string(chPW))), "seer_leak"
+	redisPW, _ := asUsers(t, &cfg, s, "reader-"+cfg.Kafka.Group, featurestore.ReaderRules(cfg.Redis.KeyPrefix), "seer_writer")
 	cfg.LogLevel, cfg.HTTP = "debug", "127.0.0.1:0"
 	secrets := []string{s.Password(t, "serve"), redisPW.Reveal(), cfg.ClickHouse.Password.Reveal()}
 
@@ -267,11 +254,6 @@ func TestSecretsStayHidden(t *testing.T) {
 	stop()
 	if err := <-served; err != nil {
 		t.Errorf("serve: %v", err)
-	}
-	admin2, _ := drift.Open(ctx, func() drift.Config { c := drift.DefaultConfig(); c.Addr = cfg.ClickHouse.Addr; return c }())
-	if admin2 != nil {
-		admin2.Exec(ctx, "DROP DATABASE IF EXISTS seer_leak")
-		admin2.Close()
 	}
 
 	// Each service with a wrong password: the start fails, naming the
@@ -353,25 +335,7 @@ func TestMonitorAsItsPrincipals(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	rdb := featurestore.NewClient(cfg.Redis)
-	defer rdb.Close()
-	user, redisPW := "monitor-"+cfg.Kafka.Group, schemas.Secret("redis-secret-"+ksuid.New().String())
-	if err := featurestore.SetUser(ctx, rdb, user, redisPW, featurestore.MonitorRules(cfg.Redis.KeyPrefix)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Do(context.Background(), "ACL", "DELUSER", user) })
-	cfg.Redis.Username, cfg.Redis.Password = user, redisPW
-	chPW, err := os.ReadFile(filepath.Join(s.Dir, "seer_monitor.password"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ClickHouse.Username, cfg.ClickHouse.Password, cfg.ClickHouse.Database = "seer_monitor", schemas.Secret(strings.TrimSpace(string(chPW))), "seer_leak"
-	t.Cleanup(func() {
-		if admin, err := drift.Open(context.Background(), func() drift.Config { c := drift.DefaultConfig(); c.Addr = cfg.ClickHouse.Addr; return c }()); err == nil {
-			admin.Exec(context.Background(), "DROP DATABASE IF EXISTS seer_leak")
-			admin.Close()
-		}
-	})
+	redisPW, _ := asUsers(t, &cfg, s, "monitor-"+cfg.Kafka.Group, featurestore.MonitorRules(cfg.Redis.KeyPrefix), "seer_monitor")
 	cfg.Monitor.Window, cfg.Monitor.Lateness, cfg.Monitor.LeaseTTL = 2*time.Second, 0, time.Second
 	cfg.Rollout.Interval = time.Second
 
@@ -436,13 +400,7 @@ func TestRegistryAsItsPrincipal(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	seer := func(args ...string) (string, error) {
-		var out bytes.Buffer
-		root := newRootCmd(&out, &out)
-		root.SetArgs(args)
-		err := root.ExecuteContext(ctx)
-		return out.String(), err
-	}
+	seer := func(args ...string) (string, error) { return runSeer(ctx, args...) }
 	for _, args := range [][]string{
 		{"models", "register", cfg.Scoring.Package, "--reason", "first"},
 		{"models", "register", filepath.Join("..", "..", "deploy", "examples", "card-fraud-1.1.0"), "--reason", "better"},
@@ -478,4 +436,35 @@ func TestRegistryAsItsPrincipal(t *testing.T) {
 	if st, _, err := log.Read(ctx); err != nil || !st.Applied(e.ID) {
 		t.Errorf("serve's load event read back: %v; want it applied", err)
 	}
+}
+
+// asUsers points cfg at Redis as a new user of the test (rules, a random
+// password) and at ClickHouse as chUser of the local stack, in database
+// seer_leak (dropped afterwards); it returns both passwords.
+func asUsers(t *testing.T, cfg *Config, s testenv.SecureKafka, redisUser string, rules []string, chUser string) (redisPW, chPW schemas.Secret) {
+	t.Helper()
+	ctx := context.Background()
+	rdb := featurestore.NewClient(cfg.Redis)
+	t.Cleanup(func() { rdb.Do(context.Background(), "ACL", "DELUSER", redisUser); rdb.Close() })
+	redisPW = schemas.Secret("redis-secret-" + ksuid.New().String())
+	if err := featurestore.SetUser(ctx, rdb, redisUser, redisPW, rules); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(s.Dir, chUser+".password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chPW = schemas.Secret(strings.TrimSpace(string(b)))
+	cfg.Redis.Username, cfg.Redis.Password = redisUser, redisPW
+	cfg.ClickHouse.Username, cfg.ClickHouse.Password, cfg.ClickHouse.Database = chUser, chPW, "seer_leak"
+	addr := cfg.ClickHouse.Addr
+	t.Cleanup(func() {
+		c := drift.DefaultConfig()
+		c.Addr = addr
+		if admin, err := drift.Open(context.Background(), c); err == nil {
+			admin.Exec(context.Background(), "DROP DATABASE IF EXISTS seer_leak")
+			admin.Close()
+		}
+	})
+	return redisPW, chPW
 }

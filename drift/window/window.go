@@ -233,9 +233,6 @@ func (j *Job) Queries(start, end time.Time) []string {
 	return []string{q, j.deadLetterQuery(start, end)}
 }
 
-// Model returns the name and version of the model the job measures.
-func (j *Job) Model() (name, version string) { return j.m.Name, j.m.Version }
-
 // windowCounts are the aggregates of one window query.
 type windowCounts struct {
 	rows             uint64
