@@ -43,7 +43,7 @@ func TestRedisUsers(t *testing.T) {
 		return &Store{rdb: rdb, prefix: cfg.KeyPrefix}
 	}
 	ld := as(loader, pw)
-	if err := ld.Put(ctx, "user", []Row{{Entity: "u1", Values: map[string]string{"count": "3"}, TsMs: time.Now().UnixMilli()}}, time.Hour); err != nil {
+	if err := ld.rdb.HSet(ctx, Key(cfg.KeyPrefix, "user", "u1"), "count", "3", TimestampField, time.Now().UnixMilli()).Err(); err != nil {
 		t.Fatalf("the loader writing a view: %v", err)
 	}
 	rd := as(reader, pw)
@@ -53,7 +53,7 @@ func TestRedisUsers(t *testing.T) {
 	if v, err := rd.rdb.HMGet(ctx, Key(cfg.KeyPrefix, "user", "u1"), "count").Result(); err != nil || len(v) != 1 || v[0] != "3" {
 		t.Errorf("the reader's HMGET: %v, %v; want [3]", v, err)
 	}
-	if err := rd.Put(ctx, "user", []Row{{Entity: "u2", Values: map[string]string{"count": "1"}}}, 0); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+	if err := rd.rdb.HSet(ctx, Key(cfg.KeyPrefix, "user", "u2"), "count", "1").Err(); err == nil || !strings.Contains(err.Error(), "NOPERM") {
 		t.Errorf("the reader writing a view: %v; want NOPERM", err)
 	}
 	if err := rd.rdb.HMGet(ctx, "other:user:u1", "count").Err(); err == nil || !strings.Contains(err.Error(), "NOPERM") {

@@ -172,6 +172,9 @@ func New(cfg Config, rdb *redis.Client, views []string, features map[string][]st
 // Key returns the Redis key of a view and entity.
 func Key(prefix, view, entity string) string { return prefix + ":" + view + ":" + entity }
 
+// Prefix is the key prefix the store reads under.
+func (s *Store) Prefix() string { return s.prefix }
+
 // Ping checks that Redis answers.
 func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
 

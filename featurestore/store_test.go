@@ -4,8 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -41,23 +39,21 @@ func newStore(t *testing.T, views []ViewConfig) *Store {
 		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 }
 
-func TestLoadAndEnrich(t *testing.T) {
+func TestEnrich(t *testing.T) {
 	s := newStore(t, []ViewConfig{{Name: "merchant", MaxAge: time.Hour, OnStale: PolicyDLQ, OnMissing: PolicyDefault}})
 	ctx := context.Background()
 	now := time.Now()
 	fresh := now.Add(-time.Minute).UnixMilli()
-	csv := "user_id,count,avg,updated\nu1,3,40.5," + strconv.FormatInt(fresh, 10) + "\nu2,7,,2020-01-01T00:00:00Z\n"
-	var progress []int
-	n, err := s.Load(ctx, strings.NewReader(csv), LoadOptions{View: "user", Format: "csv", EntityColumn: "user_id", TimeColumn: "updated", BatchSize: 1, Progress: func(n int) { progress = append(progress, n) }})
-	if err != nil || n != 2 {
-		t.Fatalf("Load csv = %d, %v; want 2 rows", n, err)
-	}
-	if len(progress) != 2 || progress[1] != 2 {
-		t.Errorf("progress = %v, want [1 2]", progress)
-	}
-	jsonl := `{"merchant":"u1","risk":0.7,"ts":` + strconv.FormatInt(fresh, 10) + "}\n\n" + `{"merchant":"u2","risk":0.1,"ts":"2020-01-01T00:00:00Z"}` + "\n"
-	if n, err := s.Load(ctx, strings.NewReader(jsonl), LoadOptions{View: "merchant", Format: "jsonl", EntityColumn: "merchant", TimeColumn: "ts"}); err != nil || n != 2 {
-		t.Fatalf("Load jsonl = %d, %v; want 2 rows", n, err)
+	old := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	for key, fields := range map[string][]any{
+		Key(s.prefix, "user", "u1"):     {"count", "3", "avg", "40.5", TimestampField, fresh},
+		Key(s.prefix, "user", "u2"):     {"count", "7", TimestampField, old},
+		Key(s.prefix, "merchant", "u1"): {"risk", "0.7", TimestampField, fresh},
+		Key(s.prefix, "merchant", "u2"): {"risk", "0.1", TimestampField, old},
+	} {
+		if err := s.rdb.HSet(ctx, key, fields...).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	items := []schemas.Item{
@@ -107,24 +103,6 @@ func TestMissingPolicyDLQ(t *testing.T) {
 	if items[0].Reject == nil || items[0].Reject.Reason != schemas.ReasonFeatureMissing || items[0].Reject.Stage != schemas.StageEnrich {
 		t.Errorf("reject = %+v, want feature_missing at enrich", items[0].Reject)
 	}
-}
-
-func TestLoadErrorsNameTheLine(t *testing.T) {
-	s := newStore(t, nil)
-	f := func(format, body, want string) {
-		t.Helper()
-		_, err := s.Load(context.Background(), strings.NewReader(body), LoadOptions{View: "user", Format: format, EntityColumn: "id"})
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("Load(%s %q) error = %v, want %q", format, body, err, want)
-		}
-	}
-	f("csv", "name,count\nx,1\n", `no entity column "id"`)
-	f("csv", "id,count\nx,1\ny,NaN\n", `line 3: column "count"`)
-	f("csv", "id,count\n,1\n", "line 2")
-	f("jsonl", `{"id":"a","v":1}`+"\n"+`{"id":"b","v":[1]}`, `line 2: field "v"`)
-	f("jsonl", `{"v":1}`, "line 1")
-	f("jsonl", `not json`, "line 1: invalid JSON")
-	f("parquet", "", `format: "parquet"`)
 }
 
 func TestEnrichReportsRedisDown(t *testing.T) {

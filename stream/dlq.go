@@ -23,7 +23,7 @@ func (p *Pipeline) outputs(b *batch) ([]*kgo.Record, []schemas.DeadLetter) {
 	for i := range b.items {
 		it := &b.items[i]
 		if it.Reject != nil {
-			out = append(out, p.deadLetter(b.recs[i], it.Reject, now))
+			out = append(out, DeadLetterRecord(p.cfg.DLQTopic, b.recs[i], it.Reject, now))
 			dls = append(dls, schemas.DeadLetter{Source: it.Event.Source, Reason: it.Reject.Reason, Stage: it.Reject.Stage, Detail: it.Reject.Error(), Time: now,
 				Model: it.Model, ModelVersion: it.ModelVersion, Route: it.Route})
 			continue
@@ -41,11 +41,11 @@ func (p *Pipeline) outputs(b *batch) ([]*kgo.Record, []schemas.DeadLetter) {
 	return out, dls
 }
 
-// deadLetter is the DLQ record of a rejected input: its original key and
-// value, and the reason headers of the contract.
-func (p *Pipeline) deadLetter(r *kgo.Record, why *schemas.DecodeError, now time.Time) *kgo.Record {
+// DeadLetterRecord is the DLQ record of a rejected input: its original key
+// and value, and the reason headers of the contract.
+func DeadLetterRecord(topic string, r *kgo.Record, why *schemas.DecodeError, now time.Time) *kgo.Record {
 	return &kgo.Record{
-		Topic: p.cfg.DLQTopic,
+		Topic: topic,
 		Key:   r.Key,
 		Value: r.Value,
 		Headers: []kgo.RecordHeader{

@@ -12,6 +12,7 @@ import (
 
 	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/featurestore"
+	"github.com/seer-ml/seer/featurestore/ingest"
 	"github.com/seer-ml/seer/schemas"
 	"github.com/seer-ml/seer/scoring"
 )
@@ -58,7 +59,7 @@ func newFeaturesCmd(g *globals) *cobra.Command {
 seer reads: one hash per view and entity, {prefix}:{view}:{entity} →
 {feature: value, ..., _ts: epoch ms of the update}.`,
 	}
-	var o featurestore.LoadOptions
+	var o ingest.LoadOptions
 	var file string
 	load := &cobra.Command{
 		Use:   "load --view NAME --entity COLUMN FILE",
@@ -71,7 +72,7 @@ load time. Rows are written 1000 per pipelined round trip; a bad row stops the
 load with an error naming its line. Progress goes to stderr.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, logger, err := g.load()
+			cfg, _, err := g.load()
 			if err != nil {
 				return err
 			}
@@ -88,7 +89,7 @@ load with an error naming its line. Progress goes to stderr.`,
 			defer in.Close()
 			rdb := featurestore.NewClient(cfg.Redis)
 			defer rdb.Close()
-			store := featurestore.New(cfg.Redis, rdb, nil, nil, logger, nil)
+			store := ingest.New(rdb, cfg.Redis.KeyPrefix)
 			start := time.Now()
 			o.Progress = func(n int) {
 				fmt.Fprintf(g.stderr, "\rloaded %d rows (%.0f rows/s)", n, float64(n)/time.Since(start).Seconds())
@@ -108,7 +109,7 @@ load with an error naming its line. Progress goes to stderr.`,
 	load.Flags().StringVar(&o.Format, "format", "", "csv or jsonl (default: from the file extension)")
 	load.Flags().DurationVar(&o.TTL, "ttl", 0, "key TTL, for example 72h (default: none)")
 	load.MarkFlagRequired("view")
-	cmd.AddCommand(load)
+	cmd.AddCommand(load, newFeaturesIngestCmd(g))
 	return cmd
 }
 

@@ -44,6 +44,33 @@ type Config struct {
 	Registry       registry.Config     `yaml:"registry"`
 	Rollout        rollout.Config      `yaml:"rollout"`
 	RolloutGates   judge.Config        `yaml:"rollout_gates"`
+	Ingest         IngestConfig        `yaml:"ingest"`
+}
+
+// IngestConfig is where seer labels ingest and seer features ingest read
+// and what they write their dead letters to.
+type IngestConfig struct {
+	LabelsTopic         string `yaml:"labels_topic"`          // the labels topic (labels.v1 records)
+	LabelsDLQTopic      string `yaml:"labels_dlq_topic"`      // bad label records
+	FeaturesTopicPrefix string `yaml:"features_topic_prefix"` // features ingest --view V reads <prefix><V> unless --topic says otherwise
+	FeaturesDLQTopic    string `yaml:"features_dlq_topic"`    // bad feature updates
+	// Group is the prefix of the ingests' consumer groups: <group>-labels
+	// and <group>-features-<view>.
+	Group string `yaml:"group"`
+}
+
+// Validate names the first bad field.
+func (c IngestConfig) Validate() error {
+	for _, f := range []struct{ key, v string }{{"labels_topic", c.LabelsTopic}, {"labels_dlq_topic", c.LabelsDLQTopic},
+		{"features_topic_prefix", c.FeaturesTopicPrefix}, {"features_dlq_topic", c.FeaturesDLQTopic}, {"group", c.Group}} {
+		if f.v == "" {
+			return fmt.Errorf("ingest.%s: required", f.key)
+		}
+	}
+	if c.LabelsDLQTopic == c.LabelsTopic {
+		return fmt.Errorf("ingest.labels_dlq_topic: must differ from labels_topic %q", c.LabelsTopic)
+	}
+	return nil
 }
 
 // DefaultConfig is what seer runs with when no file is given: everything on
@@ -63,6 +90,8 @@ func DefaultConfig() Config {
 		Registry:       registry.DefaultConfig(),
 		Rollout:        rollout.DefaultConfig(),
 		RolloutGates:   judge.DefaultConfig(),
+		Ingest: IngestConfig{LabelsTopic: "labels", LabelsDLQTopic: "labels.dlq", FeaturesTopicPrefix: "features.",
+			FeaturesDLQTopic: "features.dlq", Group: "seer-ingest"},
 	}
 }
 
@@ -211,7 +240,7 @@ func (c *Config) Validate() error {
 	if c.HTTP == "" {
 		errs = append(errs, errors.New("http: required (host:port for /metrics, /healthz, /readyz)"))
 	}
-	errs = append(errs, c.Kafka.Validate(), c.Redis.Validate(), c.ClickHouse.Validate(), c.Scoring.Validate(), c.Monitor.Validate(), c.Registry.Validate(), c.Rollout.Validate(), c.RolloutGates.Validate())
+	errs = append(errs, c.Kafka.Validate(), c.Redis.Validate(), c.ClickHouse.Validate(), c.Scoring.Validate(), c.Monitor.Validate(), c.Registry.Validate(), c.Rollout.Validate(), c.RolloutGates.Validate(), c.Ingest.Validate())
 	return errors.Join(errs...)
 }
 

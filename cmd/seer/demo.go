@@ -27,6 +27,7 @@ import (
 	"github.com/seer-ml/seer/drift/judge"
 	"github.com/seer-ml/seer/drift/monitor"
 	"github.com/seer-ml/seer/drift/notify"
+	"github.com/seer-ml/seer/featurestore/ingest"
 	"github.com/seer-ml/seer/loadtest"
 	"github.com/seer-ml/seer/schemas"
 	"github.com/seer-ml/seer/scoring"
@@ -296,7 +297,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 		fmt.Fprintf(g.stdout, "traffic replays the %d held-out examples of %s %s\n", len(exs), a.manifest.Name, a.manifest.Version)
 	}
 	features := gen.FeatureRows(20)
-	if err := a.store.PutViews(ctx, features, time.Now(), time.Hour); err != nil {
+	if err := ingest.New(a.rdb, a.store.Prefix()).PutViews(ctx, features, time.Now(), time.Hour); err != nil {
 		return err
 	}
 	for view, byUser := range features {
@@ -385,12 +386,12 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 				phase, drifted = 1, el
 				gen.SetShift(map[string]float64{"amount": 1})
 				fmt.Fprintf(g.stderr, "\n[%3.0fs] injecting drift (amount +1σ) and stale features (2 min old)\n", el.Seconds())
-				return a.store.PutViews(ctx, features, time.Now().Add(-2*time.Minute), time.Hour)
+				return ingest.New(a.rdb, a.store.Prefix()).PutViews(ctx, features, time.Now().Add(-2*time.Minute), time.Hour)
 			case phase == 1 && el >= drifted+o.duration/4:
 				phase = 2
 				gen.SetShift(nil)
 				fmt.Fprintf(g.stderr, "\n[%3.0fs] back to normal traffic and fresh features\n", el.Seconds())
-				return a.store.PutViews(ctx, features, time.Now(), time.Hour)
+				return ingest.New(a.rdb, a.store.Prefix()).PutViews(ctx, features, time.Now(), time.Hour)
 			}
 			return nil
 		},

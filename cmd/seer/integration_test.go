@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/seer-ml/seer/featurestore/ingest"
 	"github.com/seer-ml/seer/internal/testenv"
 	"github.com/seer-ml/seer/loadtest"
 	"github.com/seer-ml/seer/schemas"
@@ -258,7 +259,7 @@ func loadFeatures(ctx context.Context, t *testing.T, a *app) (*loadtest.Generato
 		t.Fatal(err)
 	}
 	features := gen.FeatureRows(10)
-	if err := a.store.PutViews(ctx, features, time.Now(), time.Hour); err != nil {
+	if err := ingest.New(a.rdb, a.store.Prefix()).PutViews(ctx, features, time.Now(), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	return gen, features

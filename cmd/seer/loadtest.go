@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/seer-ml/seer/featurestore"
+	"github.com/seer-ml/seer/featurestore/ingest"
 	"github.com/seer-ml/seer/loadtest"
 	"github.com/seer-ml/seer/schemas"
 )
@@ -148,7 +149,7 @@ your own test brokers should be targets.`,
 func loadGeneratedFeatures(ctx context.Context, cfg Config, logger *slog.Logger, gen *loadtest.Generator) error {
 	rdb := featurestore.NewClient(cfg.Redis)
 	defer rdb.Close()
-	return featurestore.New(cfg.Redis, rdb, nil, nil, logger, nil).PutViews(ctx, gen.FeatureRows(0), time.Now(), 0)
+	return ingest.New(rdb, cfg.Redis.KeyPrefix).PutViews(ctx, gen.FeatureRows(0), time.Now(), 0)
 }
 
 // MaxReport is the outcome of a --find-max search.

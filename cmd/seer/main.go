@@ -11,8 +11,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/seer-ml/seer/schemas"
 	"github.com/spf13/cobra"
+
+	"github.com/seer-ml/seer/schemas"
 )
 
 func main() {
@@ -62,6 +63,7 @@ local defaults: every service on 127.0.0.1 and the example model package.`,
 		newDemoCmd(g),
 		newMigrateCmd(g),
 		newFeaturesCmd(g),
+		newLabelsCmd(g),
 		newModelsCmd(g),
 		newRolloutCmd(g),
 		newACLsCmd(g),

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -26,7 +27,9 @@ import (
 )
 
 func newMonitorCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var once bool
+	var from, to string
+	cmd := &cobra.Command{
 		Use:   "monitor",
 		Short: "Run the windowed drift, data-quality and freshness jobs and route alerts",
 		Long: `monitor evaluates tumbling windows (monitor.window, by event time, once
@@ -51,6 +54,17 @@ pending, firing, resolved — whose changes go to the log, the ClickHouse alerts
 table, the Kafka topic monitor.alerts_topic and, if set, an
 Alertmanager-compatible webhook (monitor.webhook_url).
 
+Performance: with labels (seer labels) and monitor.label_delay set, each
+window's performance per version — AUC, precision and recall at the
+package threshold, Brier score, calibration error, label coverage and delay
+— is measured once the window is mature (label_delay after its end), and
+the performance rules alert on it; before, only the label coverage and the
+estimate from the scores alone (estimated_*) are stored.
+
+Backfill: --once --from T1 --to T2 (RFC 3339) computes every window that
+starts in [T1, T2) and exits, without the lease and without alerts; run
+again, it stores the same figures.
+
 Run several instances for availability: one holds a Redis lease (with a
 fencing token) and works; the others stand by and take over within two
 windows when it dies.
@@ -70,9 +84,71 @@ with an alert when a gate fails or a serve instance refuses the candidate.`,
 			if err != nil {
 				return err
 			}
-			return runMonitor(cmd.Context(), cfg, logger)
+			if !once {
+				if from != "" || to != "" {
+					return errors.New("--from and --to go with --once")
+				}
+				return runMonitor(cmd.Context(), cfg, logger)
+			}
+			start, err := time.Parse(time.RFC3339, from)
+			if err != nil {
+				return fmt.Errorf("--from: %q is not an RFC 3339 time", from)
+			}
+			end, err := time.Parse(time.RFC3339, to)
+			if err != nil || !end.After(start) {
+				return fmt.Errorf("--to: %q is not an RFC 3339 time after --from", to)
+			}
+			return backfill(cmd.Context(), g, cfg, logger, start, end)
 		},
 	}
+	cmd.Flags().BoolVar(&once, "once", false, "compute the windows of --from/--to, then exit (a backfill: no lease, no alerts)")
+	cmd.Flags().StringVar(&from, "from", "", "with --once: the first window's start (RFC 3339)")
+	cmd.Flags().StringVar(&to, "to", "", "with --once: the end of the range (RFC 3339)")
+	return cmd
+}
+
+// backfill computes the windows starting in [from, to) and exits.
+func backfill(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, from, to time.Time) error {
+	conn, err := drift.Open(ctx, cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := drift.Migrate(ctx, conn, cfg.ClickHouse.Database, logger); err != nil {
+		return err
+	}
+	var pkgs packages
+	if cfg.Scoring.Model != "" {
+		var closePkgs func()
+		if pkgs, closePkgs, err = openPackages(ctx, cfg, logger); err != nil {
+			return err
+		}
+		defer closePkgs()
+	}
+	versions, err := monitorVersions(cfg, conn, pkgs, logger)
+	if err != nil {
+		return err
+	}
+	mon, err := monitor.New(cfg.Monitor, versions, nil, nil, nil, nil, logger, time.Now)
+	if err != nil {
+		return err
+	}
+	n, total := 0, int(to.Sub(from.Truncate(cfg.Monitor.Window))/cfg.Monitor.Window)
+	if to.Sub(from.Truncate(cfg.Monitor.Window))%cfg.Monitor.Window != 0 {
+		total++
+	}
+	t0 := time.Now()
+	err = mon.Backfill(ctx, from, to, func(start time.Time) {
+		n++
+		fmt.Fprintf(g.stderr, "backfill: window %d of %d (%s)", n, total, start.UTC().Format(time.RFC3339))
+	})
+	fmt.Fprintln(g.stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "backfilled %d windows of %s from %s to %s in %s\n", n, versions.Model, from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339),
+		time.Since(t0).Round(time.Millisecond))
+	return nil
 }
 
 func runMonitor(ctx context.Context, cfg Config, logger *slog.Logger) error {

@@ -19,7 +19,7 @@ import (
 // Rule is one alert rule over window metrics.
 type Rule struct {
 	Name       string            `yaml:"name"`
-	Family     string            `yaml:"family"`      // drift, quality or freshness
+	Family     string            `yaml:"family"`      // drift, quality, freshness or performance
 	Metric     string            `yaml:"metric"`      // e.g. pvalue_adjusted, psi, age_p95_ms, dead_letter_share, rows
 	Feature    string            `yaml:"feature"`     // an input, score, a feature view, "" for window-level, "*" for each
 	Op         string            `yaml:"op"`          // ">" or "<"
@@ -37,8 +37,8 @@ func (r *Rule) Validate() error {
 	switch {
 	case r.Name == "":
 		return errors.New("name: required")
-	case r.Family != window.FamilyDrift && r.Family != window.FamilyQuality && r.Family != window.FamilyFreshness:
-		return fmt.Errorf("family: %q is not drift, quality or freshness", r.Family)
+	case r.Family != window.FamilyDrift && r.Family != window.FamilyQuality && r.Family != window.FamilyFreshness && r.Family != window.FamilyPerformance:
+		return fmt.Errorf("family: %q is not drift, quality, freshness or performance", r.Family)
 	case r.Metric == "":
 		return errors.New("metric: required")
 	case r.Op != ">" && r.Op != "<":

@@ -12,12 +12,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"strings"
 	"time"
 
+	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/drift/alert"
+	"github.com/seer-ml/seer/drift/labels"
 	"github.com/seer-ml/seer/drift/notify"
 	"github.com/seer-ml/seer/drift/window"
+	"github.com/seer-ml/seer/schemas"
 )
 
 // Config configures seer monitor.
@@ -29,6 +33,12 @@ type Config struct {
 	Reference   string        `yaml:"reference"`    // "profile" (the package's), or "START/END" (RFC 3339) of the log
 	WebhookURL  string        `yaml:"webhook_url"`  // Alertmanager-compatible endpoint ("" for none)
 	Rules       []alert.Rule  `yaml:"rules"`
+	// LabelDelay is how long labels take to arrive: a window's performance
+	// is measured from its labels (and alerted on) once this has passed
+	// after it ended (it is mature); before, only its label coverage and
+	// the estimate from the scores are stored. 0: no labels are expected,
+	// so no window ever matures.
+	LabelDelay time.Duration `yaml:"label_delay"`
 }
 
 // DefaultConfig: 5-minute windows, drift alerts at a 1% false
@@ -50,6 +60,12 @@ func DefaultConfig() Config {
 				For: 2, Severity: "page"},
 			{Name: "volume-drop", Family: window.FamilyQuality, Metric: "volume_ratio", Feature: "", Op: "<", Threshold: 0.5,
 				For: 2, Severity: "warning"},
+			// Performance rules see mature windows only, whose rows are
+			// the labelled events.
+			{Name: "performance-drop", Family: window.FamilyPerformance, Metric: "auc_drop", Feature: "", Op: ">", Threshold: 0.05,
+				For: 1, MinSamples: 200, Severity: "warning"},
+			{Name: "label-coverage", Family: window.FamilyPerformance, Metric: "label_coverage", Feature: "", Op: "<", Threshold: 0.5,
+				For: 2, Severity: "warning"},
 		},
 	}
 }
@@ -61,6 +77,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("monitor.window: %v is shorter than 1s", c.Window)
 	case c.Lateness < 0:
 		return fmt.Errorf("monitor.lateness: %v is negative", c.Lateness)
+	case c.LabelDelay < 0:
+		return fmt.Errorf("monitor.label_delay: %v is negative", c.LabelDelay)
 	case c.LeaseTTL < time.Second || c.LeaseTTL > c.Window:
 		return fmt.Errorf("monitor.lease_ttl: %v must be between 1s and the window (%v), so a standby takes over within two windows", c.LeaseTTL, c.Window)
 	}
@@ -103,6 +121,7 @@ type FiringAlerts interface {
 type Monitor struct {
 	cfg    Config
 	jobs   *window.Versions
+	perf   labels.Performance
 	eval   *alert.Evaluator
 	lease  *Lease
 	sinks  []notify.Sink
@@ -114,6 +133,9 @@ type Monitor struct {
 	leader  bool
 	token   uint64
 	lastEnd time.Time            // end of the last window evaluated
+	// matureEnd is the end of the last window whose performance was
+	// measured mature.
+	matureEnd time.Time
 	volumes map[string][]float64 // per version, rows of its last windows, for volume_ratio
 }
 
@@ -121,13 +143,14 @@ type Monitor struct {
 const volumeWindows = 6
 
 // New wires a monitor. lag may be nil; now is the clock that decides which
-// windows have closed and stamps alerts.
+// windows have closed and stamps alerts. Performance is measured in the
+// database the jobs read.
 func New(cfg Config, jobs *window.Versions, lease *Lease, sinks []notify.Sink, firing FiringAlerts, lag LagFunc, logger *slog.Logger, now func() time.Time) (*Monitor, error) {
 	eval, err := alert.NewEvaluator(append([]alert.Rule(nil), cfg.Rules...), now)
 	if err != nil {
 		return nil, err
 	}
-	return &Monitor{cfg: cfg, jobs: jobs, eval: eval, lease: lease, sinks: sinks, firing: firing, lag: lag,
+	return &Monitor{cfg: cfg, jobs: jobs, perf: labels.Performance{Conn: jobs.Conn, Database: jobs.Database}, eval: eval, lease: lease, sinks: sinks, firing: firing, lag: lag,
 		log: logger.With("component", "monitor", "model", jobs.Model), now: now, volumes: map[string][]float64{}}, nil
 }
 
@@ -172,13 +195,50 @@ func (m *Monitor) Step(ctx context.Context) error {
 	for {
 		end := m.lastEnd.Add(m.cfg.Window)
 		if m.now().Before(end.Add(m.cfg.Lateness)) {
-			return nil
+			break
 		}
-		if err := m.evaluate(ctx, m.lastEnd, end); err != nil {
+		if err := m.evaluate(ctx, m.lastEnd, end, true); err != nil {
 			return err
 		}
 		m.lastEnd = end
 	}
+	for m.matureEnd.Before(m.lastEnd) && m.mature(m.matureEnd.Add(m.cfg.Window)) {
+		end := m.matureEnd.Add(m.cfg.Window)
+		if err := m.evaluatePerformance(ctx, m.matureEnd, end, true); err != nil {
+			return err
+		}
+		m.matureEnd = end
+	}
+	return nil
+}
+
+// mature reports whether the labels of a window ending at end have had
+// time to arrive.
+func (m *Monitor) mature(end time.Time) bool {
+	return m.cfg.LabelDelay > 0 && !m.now().Before(end.Add(m.cfg.LabelDelay))
+}
+
+// Backfill computes every window that starts in [from, to) — drift,
+// quality, freshness and performance (mature or not, as of now) — and
+// stores their metrics, then returns. It needs no lease and sends no
+// alerts; run twice, it stores the same rows (the later computed_at wins).
+// Use it to catch up after an outage, or to measure a past range.
+func (m *Monitor) Backfill(ctx context.Context, from, to time.Time, progress func(start time.Time)) error {
+	for start := from.Truncate(m.cfg.Window); start.Before(to); start = start.Add(m.cfg.Window) {
+		end := start.Add(m.cfg.Window)
+		if err := m.evaluate(ctx, start, end, false); err != nil {
+			return fmt.Errorf("window %s: %w", start.Format(time.RFC3339), err)
+		}
+		if m.mature(end) {
+			if err := m.evaluatePerformance(ctx, start, end, false); err != nil {
+				return fmt.Errorf("window %s: %w", start.Format(time.RFC3339), err)
+			}
+		}
+		if progress != nil {
+			progress(start)
+		}
+	}
+	return nil
 }
 
 // takeOver resumes after the last stored window and restores firing alerts.
@@ -191,6 +251,9 @@ func (m *Monitor) takeOver(ctx context.Context) error {
 		last = m.now().Add(-m.cfg.Lateness).Truncate(m.cfg.Window).Add(-m.cfg.Window)
 	}
 	m.lastEnd = last
+	if m.matureEnd, err = m.resumeMature(ctx, last); err != nil {
+		return err
+	}
 	open, err := m.firing.Firing(ctx, m.jobs.Model)
 	if err != nil {
 		return err
@@ -199,6 +262,25 @@ func (m *Monitor) takeOver(ctx context.Context) error {
 		m.eval.Restore(a.DedupKey, a.ID, a.StartsAt)
 	}
 	return nil
+}
+
+// resumeMature returns where measuring mature windows resumes: after the
+// last mature window stored, else at the first window stored immature,
+// else at last (where the drift windows resume).
+func (m *Monitor) resumeMature(ctx context.Context, last time.Time) (time.Time, error) {
+	var mature, immature time.Time
+	q := fmt.Sprintf("SELECT maxIf(window_end, value = 1), minIf(window_start, value = 0) FROM %s.window_metrics WHERE model = %s AND family = 'performance' AND metric = 'mature'",
+		m.jobs.Database, drift.Quote(m.jobs.Model))
+	if err := m.jobs.Conn.QueryRow(ctx, q).Scan(&mature, &immature); err != nil {
+		return time.Time{}, fmt.Errorf("reading the last mature window: %w", err)
+	}
+	switch {
+	case mature.Unix() > 0:
+		return mature, nil
+	case immature.Unix() > 0 && immature.Before(last):
+		return immature, nil
+	}
+	return last, nil
 }
 
 func mean(xs []float64) float64 {
@@ -210,9 +292,11 @@ func mean(xs []float64) float64 {
 }
 
 // evaluate measures the window [start, end) for each version that served
-// in it, stores the metrics and sends the alert state changes. The
-// consumer lag belongs to the production version's window.
-func (m *Monitor) evaluate(ctx context.Context, start, end time.Time) error {
+// in it, stores the metrics and, when alerting, sends the alert state
+// changes. The consumer lag belongs to the production version's window.
+// An immature window's label coverage and estimated performance are stored
+// with it; a mature one's performance is evaluatePerformance's.
+func (m *Monitor) evaluate(ctx context.Context, start, end time.Time, alerting bool) error {
 	jobs, err := m.jobs.Jobs(ctx, start, end)
 	if err != nil {
 		return err
@@ -241,11 +325,69 @@ func (m *Monitor) evaluate(ctx context.Context, start, end time.Time) error {
 		if err := job.Store(ctx, w); err != nil {
 			return err
 		}
+		if !m.mature(end) {
+			pw, err := m.performance(ctx, job, start, end, false)
+			if err != nil {
+				return err
+			}
+			if err := job.Store(ctx, pw); err != nil {
+				return err
+			}
+		}
+		if !alerting {
+			continue
+		}
 		as := m.eval.Evaluate(w)
 		m.log.Info("window evaluated", "version", w.Version, "production", job.Production, "start", start, "end", end, "rows", w.Rows,
 			"metrics", len(w.Metrics), "alerts", len(as), "took", time.Since(t0).Round(time.Millisecond))
 		alerts = append(alerts, as...)
 	}
+	return m.send(ctx, alerts)
+}
+
+// performance measures a job's version's performance in [start, end) as a
+// window of the performance family whose rows are the labelled events.
+func (m *Monitor) performance(ctx context.Context, job *window.Job, start, end time.Time, mature bool) (*window.Window, error) {
+	r, err := m.perf.Measure(ctx, job.Manifest(), []schemas.Route{schemas.RouteProduction, schemas.RouteCanary}, start, end, mature)
+	if err != nil {
+		return nil, err
+	}
+	w := &window.Window{Model: job.Manifest().Name, Version: job.Manifest().Version, Route: string(job.Route()), Start: start, End: end, Rows: r.Labeled}
+	for name, v := range r.Figures {
+		w.Metrics = append(w.Metrics, window.Metric{Family: window.FamilyPerformance, Name: name, Value: v})
+	}
+	sort.Slice(w.Metrics, func(a, b int) bool { return w.Metrics[a].Name < w.Metrics[b].Name })
+	return w, nil
+}
+
+// evaluatePerformance measures the performance of the mature window
+// [start, end) for each version that served in it, stores it and, when
+// alert is set, sends the alert state changes of the performance rules.
+func (m *Monitor) evaluatePerformance(ctx context.Context, start, end time.Time, alerting bool) error {
+	jobs, err := m.jobs.Jobs(ctx, start, end)
+	if err != nil {
+		return err
+	}
+	var alerts []alert.Alert
+	for _, job := range jobs {
+		w, err := m.performance(ctx, job, start, end, true)
+		if err != nil {
+			return err
+		}
+		if err := job.Store(ctx, w); err != nil {
+			return err
+		}
+		m.log.Info("window performance measured", "version", w.Version, "start", start, "end", end, "labeled", w.Rows)
+		if alerting {
+			alerts = append(alerts, m.eval.Evaluate(w)...)
+		}
+	}
+	return m.send(ctx, alerts)
+}
+
+// send hands alert state changes to every sink while the fencing token is
+// current.
+func (m *Monitor) send(ctx context.Context, alerts []alert.Alert) error {
 	if len(alerts) == 0 {
 		return nil
 	}

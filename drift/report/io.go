@@ -12,8 +12,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/format"
 )
 
 // ReadTable reads a CSV file (with a header row), JSON Lines or a flat
@@ -56,7 +58,7 @@ func ReadTable(path, format string) (Table, error) {
 }
 
 // readParquet reads a Parquet file with flat columns; values become text
-// as in CSV (nulls are missing).
+// as in CSV (nulls are missing), timestamps RFC 3339 in UTC.
 func readParquet(r io.ReaderAt, size int64) (Table, error) {
 	pf, err := parquet.OpenFile(r, size)
 	if err != nil {
@@ -64,11 +66,21 @@ func readParquet(r io.ReaderAt, size int64) (Table, error) {
 	}
 	var t Table
 	t.Values = map[string][]string{}
+	var stamps []time.Duration // per column: the timestamp unit, or 0
 	for _, path := range pf.Schema().Columns() {
 		if len(path) != 1 {
 			return Table{}, fmt.Errorf("column %s is nested; only flat columns are supported", strings.Join(path, "."))
 		}
 		t.Columns = append(t.Columns, path[0])
+		var unit time.Duration
+		if leaf, ok := pf.Schema().Lookup(path...); ok {
+			if lt := leaf.Node.Type().LogicalType(); lt != nil {
+				if ts, ok := lt.Value.(*format.TimestampType); ok && ts.Unit.Value != nil {
+					unit = ts.Unit.Value.Duration()
+				}
+			}
+		}
+		stamps = append(stamps, unit)
 	}
 	buf := make([]parquet.Row, 512)
 	for _, rg := range pf.RowGroups() {
@@ -85,8 +97,10 @@ func readParquet(r io.ReaderAt, size int64) (Table, error) {
 					}
 					col := t.Columns[v.Column()]
 					var s string
-					switch v.Kind() {
-					case parquet.ByteArray, parquet.FixedLenByteArray:
+					switch {
+					case stamps[v.Column()] > 0 && v.Kind() == parquet.Int64:
+						s = time.Unix(0, v.Int64()*int64(stamps[v.Column()])).UTC().Format(time.RFC3339Nano)
+					case v.Kind() == parquet.ByteArray || v.Kind() == parquet.FixedLenByteArray:
 						s = string(v.ByteArray())
 					default:
 						s = v.String()

@@ -25,6 +25,9 @@ const (
 	FamilyDrift     = "drift"
 	FamilyQuality   = "quality"
 	FamilyFreshness = "freshness"
+	// FamilyPerformance: the labels joined to the log, and the estimate
+	// from the scores alone (drift/labels).
+	FamilyPerformance = "performance"
 )
 
 // Metric is one value computed for a window.
@@ -66,6 +69,17 @@ type Job struct {
 // the package's profile until UseReferenceRange says otherwise.
 func New(conn driver.Conn, database string, m *schemas.Manifest) *Job {
 	return &Job{conn: conn, database: database, m: m, ref: m.Profile}
+}
+
+// Manifest is the package of the version the job measures.
+func (j *Job) Manifest() *schemas.Manifest { return j.m }
+
+// Route is the route the job's version serves on: production, or canary.
+func (j *Job) Route() schemas.Route {
+	if j.Production {
+		return schemas.RouteProduction
+	}
+	return schemas.RouteCanary
 }
 
 // UseReferenceRange makes a time range of the inference log — for example
@@ -286,10 +300,7 @@ func (j *Job) count(ctx context.Context, start, end time.Time) (*windowCounts, e
 
 // Run computes the window [start, end).
 func (j *Job) Run(ctx context.Context, start, end time.Time) (*Window, error) {
-	w := &Window{Model: j.m.Name, Version: j.m.Version, Route: string(schemas.RouteCanary), Start: start, End: end}
-	if j.Production {
-		w.Route = string(schemas.RouteProduction)
-	}
+	w := &Window{Model: j.m.Name, Version: j.m.Version, Route: string(j.Route()), Start: start, End: end}
 	add := func(family, feature, name string, v float64) {
 		if !math.IsNaN(v) && !math.IsInf(v, 0) {
 			w.Metrics = append(w.Metrics, Metric{family, feature, name, v})
