@@ -80,8 +80,10 @@ func (p Performance) where(m *schemas.Manifest, routes []schemas.Route, from, to
 // label of each (has = 0 and defaults where none came yet).
 func (p Performance) joined(where string) string {
 	latest := "(label_time_ms, ingested_ms)"
-	return fmt.Sprintf(`SELECT score, event_time_ms, has, y, v, vhas, lt
-FROM (SELECT event_id, any(score) AS score, any(event_time_ms) AS event_time_ms FROM %[1]s.inference_log WHERE %[2]s GROUP BY event_id)
+	// Aliases differ from the columns: ClickHouse substitutes an alias
+	// wherever its name appears, WHERE included.
+	return fmt.Sprintf(`SELECT s, et, has, y, v, vhas, lt
+FROM (SELECT event_id, any(score) AS s, any(event_time_ms) AS et FROM %[1]s.inference_log WHERE %[2]s GROUP BY event_id)
 ANY LEFT JOIN (SELECT event_id, toUInt8(1) AS has, argMax(label, %[3]s) AS y, argMax(value, %[3]s) AS v, argMax(has_value, %[3]s) AS vhas, max(label_time_ms) AS lt
   FROM %[1]s.labels WHERE event_id IN (SELECT event_id FROM %[1]s.inference_log WHERE %[2]s) GROUP BY event_id) USING event_id`, p.Database, where, latest)
 }
@@ -94,13 +96,13 @@ func (p Performance) Queries(m *schemas.Manifest, routes []schemas.Route, from, 
 
 func (p Performance) groupQuery(joined string, t float64) string {
 	b := p.bins()
-	return fmt.Sprintf(`SELECT toUInt32(least(floor(greatest(toFloat64(score), 0) * %d), %d)) AS bin, has, y, toUInt8(score >= %v) AS pred,
-  count(), sum(toFloat64(score)), sum(toFloat64(score) * toFloat64(score)), sum(v * vhas), sum(toFloat64(vhas))
+	return fmt.Sprintf(`SELECT toUInt32(least(floor(greatest(toFloat64(s), 0) * %d), %d)) AS bin, has, y, toUInt8(s >= %v) AS pred,
+  count(), sum(toFloat64(s)), sum(toFloat64(s) * toFloat64(s)), sum(v * vhas), sum(toFloat64(vhas))
 FROM (%s) GROUP BY bin, has, y, pred`, b, b-1, t, joined)
 }
 
 func delayQuery(joined string) string {
-	return fmt.Sprintf("SELECT count(), quantiles(0.5, 0.95)(toFloat64(lt) - toFloat64(event_time_ms)) FROM (%s) WHERE has = 1", joined)
+	return fmt.Sprintf("SELECT count(), quantiles(0.5, 0.95)(toFloat64(lt) - toFloat64(et)) FROM (%s) WHERE has = 1", joined)
 }
 
 // threshold is the package's decision threshold, 0.5 when it sets none.
