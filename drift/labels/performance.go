@@ -35,7 +35,7 @@ type Performance struct {
 }
 
 // Result is what Measure found. Figures holds:
-//   - always: rows, labeled, label_coverage, mature (0 or 1), and the
+//   - always: labeled, label_coverage, mature (0 or 1), and the
 //     estimate from the scores alone — estimated_auc, estimated_precision,
 //     estimated_recall, estimated_brier, estimated_positive_rate (CBPE:
 //     right when the model is calibrated);
@@ -203,7 +203,6 @@ func finalize(gs []group, bins int, mature bool, eval *schemas.Evaluation) Resul
 		eceY[k] += y * n
 	}
 	rows := float64(r.Rows)
-	put("rows", rows)
 	put("labeled", labeledN)
 	put("label_coverage", labeledN/rows)
 	put("mature", map[bool]float64{false: 0, true: 1}[mature])
