@@ -150,6 +150,8 @@ func LoadConfig(path string, environ []string) (Config, error) {
 	if err := errors.Join(rerr, cerr, kerr); err != nil {
 		return cfg, err
 	}
+	// The performance gate waits for the labels as the monitor does.
+	cfg.RolloutGates.LabelDelay = cfg.Monitor.LabelDelay
 	if err := cfg.loadTLS(time.Now()); err != nil {
 		return cfg, err
 	}

@@ -39,8 +39,40 @@ func (a rolloutJudge) Judge(ctx context.Context, model string, r *registry.Rollo
 	if err != nil {
 		return rollout.Judgement{}, err
 	}
+	if res.Outcome == judge.Pass {
+		// Outputs that look fine may still be wrong: the labels decide.
+		if res, err = a.performance(ctx, model, r, from, to, res); err != nil {
+			return rollout.Judgement{}, err
+		}
+	}
 	v := map[judge.Outcome]rollout.Verdict{judge.Pass: rollout.Pass, judge.TooFew: rollout.Hold, judge.Fail: rollout.Fail}[res.Outcome]
 	return rollout.Judgement{Verdict: v, Gate: res.Gate, Figures: res.Figures}, nil
+}
+
+// performance adds the performance gate's verdict and figures to a step
+// that passed the others.
+func (a rolloutJudge) performance(ctx context.Context, model string, r *registry.Rollout, from, to time.Time, passed judge.Result) (judge.Result, error) {
+	prod, err := a.pkgs.manifest(ctx, model, r.From)
+	if err != nil {
+		return judge.Result{}, err
+	}
+	cand, err := a.pkgs.manifest(ctx, model, r.Candidate)
+	if err != nil {
+		return judge.Result{}, err
+	}
+	route := schemas.RouteCanary
+	if shadow, _ := r.Route(); shadow {
+		route = schemas.RouteShadow
+	}
+	perf, err := a.j.Performance(ctx, prod, cand, route, from, to, time.Now())
+	if err != nil {
+		return judge.Result{}, err
+	}
+	for k, v := range perf.Figures {
+		passed.Figures[k] = v
+	}
+	passed.Outcome, passed.Gate = perf.Outcome, perf.Gate
+	return passed, nil
 }
 
 // packages reads the manifests of registered versions, fetching each

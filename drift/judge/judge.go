@@ -20,6 +20,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/seer-ml/seer/drift"
+	"github.com/seer-ml/seer/drift/labels"
 	"github.com/seer-ml/seer/drift/stats"
 	"github.com/seer-ml/seer/schemas"
 )
@@ -40,15 +41,24 @@ type Config struct {
 	// or production's plus LatencySlack, whichever is larger.
 	MaxLatencyRatio float64       `yaml:"max_latency_ratio"`
 	LatencySlack    time.Duration `yaml:"latency_slack"`
+
+	// The performance gate, judged on labels once they have had
+	// LabelDelay (monitor.label_delay; 0 turns the gate off) to arrive:
+	// the candidate's AUC may be below production's by MaxAUCDrop, on at
+	// least MinLabels labelled events of each.
+	MinLabels  uint64        `yaml:"min_labels"`
+	MaxAUCDrop float64       `yaml:"max_auc_drop"`
+	LabelDelay time.Duration `yaml:"-"`
 }
 
 // DefaultConfig: 1,000 rows a step, 1 point more score failures than
 // production, twice production's scoring p99 (or 25 ms more), 90% label
-// agreement, correlation 0.5, a p95 score difference of 0.2, and drift at
-// 1% with a PSI floor of 0.1.
+// agreement, correlation 0.5, a p95 score difference of 0.2, drift at
+// 1% with a PSI floor of 0.1, and an AUC at most 0.02 below production's
+// on 500 labels each.
 func DefaultConfig() Config {
 	return Config{MinSamples: 1000, MinAgreement: 0.9, MinCorrelation: 0.5, MaxScoreDiffP95: 0.2, MaxDriftPValue: 0.01, MinDriftPSI: 0.1,
-		MaxErrorRateIncrease: 0.01, MaxLatencyRatio: 2, LatencySlack: 25 * time.Millisecond}
+		MaxErrorRateIncrease: 0.01, MaxLatencyRatio: 2, LatencySlack: 25 * time.Millisecond, MinLabels: 500, MaxAUCDrop: 0.02}
 }
 
 // Validate names the first bad field.
@@ -60,6 +70,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("rollout.gates.min_correlation: %v is not in [-1, 1]", c.MinCorrelation)
 	case c.MaxErrorRateIncrease < 0 || c.MaxErrorRateIncrease > 1:
 		return fmt.Errorf("rollout.gates.max_error_rate_increase: %v is not in [0, 1]", c.MaxErrorRateIncrease)
+	case c.MaxAUCDrop < 0 || c.MaxAUCDrop > 1:
+		return fmt.Errorf("rollout.gates.max_auc_drop: %v is not in [0, 1]", c.MaxAUCDrop)
 	case c.MaxLatencyRatio < 1:
 		return fmt.Errorf("rollout.gates.max_latency_ratio: %v is below 1", c.MaxLatencyRatio)
 	case c.MaxScoreDiffP95 <= 0 || c.MaxDriftPValue <= 0 || c.MinDriftPSI < 0 || c.LatencySlack < 0:
@@ -204,6 +216,49 @@ func (j Judge) Canary(ctx context.Context, model, production, candidate string, 
 	r.Figures["score_psi"], r.Figures["score_drift_pvalue"] = psi, pv
 	if pv < j.Config.MaxDriftPValue && psi >= j.Config.MinDriftPSI {
 		r.Outcome, r.Gate = Fail, "score_drift"
+	}
+	return r, nil
+}
+
+// Performance is the performance gate of a step on route (shadow or
+// canary) over [from, to): judged only on events whose labels have had
+// LabelDelay to arrive by now, the candidate's AUC on its route against
+// production's on its own rows (for a shadow, the same events). Too few
+// labelled events of either holds the step. Off (Pass, no figures) when
+// LabelDelay is 0.
+func (j Judge) Performance(ctx context.Context, production, candidate *schemas.Manifest, route schemas.Route, from, to, now time.Time) (Result, error) {
+	c := j.Config
+	r := Result{Figures: map[string]float64{}}
+	if c.LabelDelay <= 0 {
+		return r, nil
+	}
+	if mature := now.Add(-c.LabelDelay); mature.Before(to) {
+		to = mature
+	}
+	if !to.After(from) {
+		r.Outcome, r.Gate = TooFew, "labels_mature"
+		return r, nil
+	}
+	p := labels.Performance{Conn: j.Conn, Database: j.Database}
+	prod, err := p.Measure(ctx, production, []schemas.Route{schemas.RouteProduction}, from, to, true)
+	if err != nil {
+		return Result{}, fmt.Errorf("judging production's performance: %w", err)
+	}
+	cand, err := p.Measure(ctx, candidate, []schemas.Route{route}, from, to, true)
+	if err != nil {
+		return Result{}, fmt.Errorf("judging the candidate's performance: %w", err)
+	}
+	r.Figures["labeled"], r.Figures["production_labeled"] = float64(cand.Labeled), float64(prod.Labeled)
+	pa, okP := prod.Figures["auc"]
+	ca, okC := cand.Figures["auc"]
+	if okP && okC {
+		r.Figures["auc"], r.Figures["production_auc"], r.Figures["auc_drop"] = ca, pa, pa-ca
+	}
+	switch {
+	case cand.Labeled < c.MinLabels || prod.Labeled < c.MinLabels || !okP || !okC:
+		r.Outcome, r.Gate = TooFew, "min_labels"
+	case pa-ca > c.MaxAUCDrop:
+		r.Outcome, r.Gate = Fail, "auc"
 	}
 	return r, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/seer-ml/seer/drift/inferencelog"
 	"github.com/seer-ml/seer/drift/internal/chtest"
+	"github.com/seer-ml/seer/drift/labels"
 	"github.com/seer-ml/seer/internal/testenv"
 	"github.com/seer-ml/seer/schemas"
 )
@@ -171,4 +172,68 @@ func TestJudgeHealth(t *testing.T) {
 	if err != nil || passing.Outcome != Pass || math.Abs(passing.Figures["error_rate"]-20.0/2020) > 1e-9 {
 		t.Errorf("canary failing 1.0%% against production's 1%%: %+v, %v; want pass", passing, err)
 	}
+}
+
+// TestJudgePerformance on the real ClickHouse: a canary whose scores are
+// distributed as production's but whose labels say it ranks no better
+// than a coin fails the performance gate on the AUC; one as good as
+// production passes; before the labels are mature, or with too few of
+// them, the step holds; without a label delay the gate is off.
+func TestJudgePerformance(t *testing.T) {
+	conn, db := chtest.NewDB(t)
+	ctx := context.Background()
+	sink := inferencelog.NewSink(conn, db)
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	r := rand.New(rand.NewPCG(3, 4))
+	score := func(int) float32 { return r.Float32() }
+	prod := rows(2000, "1.0.0", "production", t0, score)
+	good := rows(2000, "1.1.0", "canary", t0.Add(time.Second), score)
+	bad := rows(2000, "1.2.0", "canary", t0.Add(2*time.Second), score)
+	var ls []labels.Label
+	label := func(rs []inferencelog.LogRow, informative bool) {
+		for _, row := range rs {
+			y := uint8(0)
+			if (informative && row.Score > 0.7) || (!informative && r.IntN(3) == 0) {
+				y = 1
+			}
+			ls = append(ls, labels.Label{EventID: row.EventID, Label: y, Time: t0.Add(time.Hour)})
+		}
+	}
+	label(prod, true)
+	label(good, true)
+	label(bad, false)
+	if err := sink.Insert(ctx, &inferencelog.Batch{Log: append(append(prod, good...), bad...)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := (labels.Writer{Conn: conn, Database: db}).Write(ctx, ls); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.LabelDelay = time.Hour
+	j := Judge{Conn: conn, Database: db, Config: cfg}
+	m := func(v string) *schemas.Manifest { return &schemas.Manifest{Name: "card-fraud", Version: v} }
+	from, to, later := t0.Add(-time.Minute), t0.Add(time.Minute), t0.Add(2*time.Hour)
+	check := func(what string, cand string, now time.Time, j Judge, outcome Outcome, gate string) Result {
+		t.Helper()
+		res, err := j.Performance(ctx, m("1.0.0"), m(cand), schemas.RouteCanary, from, to, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Outcome != outcome || res.Gate != gate {
+			t.Errorf("%s: %v at gate %q (%v), want %v at %q", what, res.Outcome, res.Gate, res.Figures, outcome, gate)
+		}
+		return res
+	}
+	res := check("a candidate the labels say is worse", "1.2.0", later, j, Fail, "auc")
+	if res.Figures["production_auc"] < 0.95 || res.Figures["auc"] > 0.6 || res.Figures["labeled"] != 2000 {
+		t.Errorf("figures %v: want production's AUC near 1, the candidate's near 0.5, on 2000 labels", res.Figures)
+	}
+	check("a candidate as good as production", "1.1.0", later, j, Pass, "")
+	check("labels not yet mature", "1.2.0", t0.Add(30*time.Minute), j, TooFew, "labels_mature")
+	few := j
+	few.Config.MinLabels = 5000
+	check("too few labels", "1.2.0", later, few, TooFew, "min_labels")
+	off := j
+	off.Config.LabelDelay = 0
+	check("no label delay: the gate is off", "1.2.0", later, off, Pass, "")
 }
