@@ -15,11 +15,14 @@ func ReaderRules(prefix string) []string {
 	return []string{"~" + prefix + ":*", "resetchannels", "-@all", "+hmget", "+ping"}
 }
 
-// LoaderRules are the rules of the user that loads features (seer
+// LoaderRules are the rules of the user that writes features (seer
 // features load and ingest): replace a view's hashes (MULTI, DEL, HSET,
-// PEXPIRE, EXEC) and read them, on the keys under prefix.
+// PEXPIRE, EXEC), or run the update script that does so unless the
+// stored _ts is newer (EVALSHA, SCRIPT LOAD; the script's HGET, DEL, HSET
+// and PEXPIRE), and read them, on the keys under prefix.
 func LoaderRules(prefix string) []string {
-	return []string{"~" + prefix + ":*", "resetchannels", "-@all", "+hmget", "+hset", "+del", "+pexpire", "+multi", "+exec", "+ping"}
+	return []string{"~" + prefix + ":*", "resetchannels", "-@all", "+hmget", "+hget", "+hset", "+del", "+pexpire", "+multi", "+exec",
+		"+evalsha", "+script|load", "+ping"}
 }
 
 // MonitorRules are the rules of seer monitor's user: its leases (SET NX,

@@ -170,7 +170,8 @@ func parseTime(s string) (int64, error) {
 }
 
 func checkValue(col, v string) error {
-	if f, err := strconv.ParseFloat(v, 64); err == nil && (math.IsNaN(f) || math.IsInf(f, 0)) {
+	// A number too large for float64 parses as ±Inf with ErrRange.
+	if f, err := strconv.ParseFloat(v, 64); (err == nil || errors.Is(err, strconv.ErrRange)) && (math.IsNaN(f) || math.IsInf(f, 0)) {
 		return fmt.Errorf("column %q: %q is not a finite number", col, v)
 	}
 	return nil
