@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/seer-ml/seer/drift"
+	"github.com/seer-ml/seer/drift/inferencelog"
+	"github.com/seer-ml/seer/featurestore"
+	"github.com/seer-ml/seer/schemas"
+)
+
+// ingestTopics creates a one-partition topic and its DLQ for the test.
+func ingestTopics(t *testing.T, admin *kgo.Client, topic string) {
+	t.Helper()
+	adm := kadm.NewClient(admin)
+	if _, err := adm.CreateTopics(context.Background(), 1, 1, nil, topic, topic+".dlq"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { adm.DeleteTopics(context.Background(), topic, topic+".dlq") })
+}
+
+// produce writes values (and keys, when given) to topic, in order.
+func produce(ctx context.Context, t *testing.T, admin *kgo.Client, topic string, keys []string, values []string) {
+	t.Helper()
+	recs := make([]*kgo.Record, len(values))
+	for i, v := range values {
+		recs[i] = &kgo.Record{Topic: topic, Value: []byte(v)}
+		if i < len(keys) {
+			recs[i].Key = []byte(keys[i])
+		}
+	}
+	if err := admin.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deadReasons returns the seer-error header of each DLQ record.
+func deadReasons(ctx context.Context, t *testing.T, brokers, topic string, want int) []string {
+	t.Helper()
+	var out []string
+	for _, r := range consume(ctx, t, brokers, topic, want) {
+		for _, h := range r.Headers {
+			if h.Key == schemas.HeaderError {
+				out = append(out, string(h.Value))
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestLabelsOnTheBrokerToWindowMetrics on the real broker and ClickHouse:
+// seer labels ingest takes the labels of 90% of a window's scored events
+// from the labels topic (bad records to the DLQ with their reasons, the
+// offsets committed: a second run finds nothing), then seer monitor
+// --once backfills the window, whose performance comes out mature, with
+// the coverage and an AUC.
+func TestLabelsOnTheBrokerToWindowMetrics(t *testing.T) {
+	cfg, admin := integrationConfig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	topic := "it-labels-" + cfg.Kafka.Group
+	ingestTopics(t, admin, topic)
+	conn, err := drift.Open(ctx, cfg.ClickHouse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Cleanup(func() { conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database) })
+	if err := drift.Migrate(ctx, conn, cfg.ClickHouse.Database, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	m := mustManifest(t, cfg)
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Minute)
+	r := rand.New(rand.NewPCG(9, 10))
+	var rows []inferencelog.LogRow
+	var values []string
+	for i := range 2000 {
+		id := fmt.Sprintf("ev-%d", i)
+		s := r.Float32()
+		rows = append(rows, inferencelog.LogRow{PredictionID: "p" + id, EventID: id, EntityID: "u", Model: m.Name, ModelVersion: m.Version, Route: "production",
+			EventTimeMs: t0.UnixMilli() + int64(i), ScoredTimeMs: t0.UnixMilli() + int64(i) + 3, Score: s})
+		if i%10 == 0 {
+			continue
+		}
+		y := 0
+		if s > 0.8 || r.IntN(20) == 0 {
+			y = 1
+		}
+		values = append(values, fmt.Sprintf(`{"event_id":%q,"label":%d,"label_time":%d}`, id, y, t0.Add(10*time.Minute).UnixMilli()))
+	}
+	if err := inferencelog.NewSink(conn, cfg.ClickHouse.Database).Insert(ctx, &inferencelog.Batch{Log: rows}); err != nil {
+		t.Fatal(err)
+	}
+	values = append(values, `{"event_id":"x","label":2,"label_time":1}`, `{"label":1,"label_time":1}`, `not json`)
+	produce(ctx, t, admin, topic, nil, values)
+	for k, v := range map[string]string{"SEER_KAFKA_BROKERS": cfg.Kafka.Brokers[0], "SEER_CLICKHOUSE_DATABASE": cfg.ClickHouse.Database,
+		"SEER_INGEST_LABELS_TOPIC": topic, "SEER_INGEST_LABELS_DLQ_TOPIC": topic + ".dlq", "SEER_INGEST_GROUP": cfg.Kafka.Group,
+		"SEER_SCORING_PACKAGE": cfg.Scoring.Package, "SEER_MONITOR_WINDOW": "1m", "SEER_MONITOR_LEASE_TTL": "10s", "SEER_MONITOR_LABEL_DELAY": "5m"} {
+		t.Setenv(k, v)
+	}
+	out, err := runSeer(ctx, "labels", "ingest", "--until-idle", "3s", "--http=")
+	if err != nil || !strings.Contains(out, "1800 written, 0 skipped as stale, 3 to "+topic+".dlq") {
+		t.Fatalf("labels ingest: %v\n%s", err, out)
+	}
+	if got := deadReasons(ctx, t, cfg.Kafka.Brokers[0], topic+".dlq", 3); strings.Join(got, ",") != "invalid_json,missing_field,out_of_bounds" {
+		t.Errorf("label dead letters: %v", got)
+	}
+	if out, err := runSeer(ctx, "labels", "ingest", "--until-idle", "2s", "--http="); err != nil || !strings.Contains(out, "0 written") {
+		t.Errorf("a second ingest in the same group: %v\n%s (want nothing: the offsets were committed)", err, out)
+	}
+	out, err = runSeer(ctx, "monitor", "--once", "--from", t0.Format(time.RFC3339), "--to", t0.Add(time.Minute).Format(time.RFC3339))
+	if err != nil || !strings.Contains(out, "backfilled 1 windows") {
+		t.Fatalf("monitor --once: %v\n%s", err, out)
+	}
+	figures := map[string]float64{}
+	q, err := conn.Query(ctx, "SELECT metric, value FROM "+cfg.ClickHouse.Database+".window_metrics FINAL WHERE family = 'performance' AND window_start = toDateTime("+fmt.Sprint(t0.Unix())+")")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for q.Next() {
+		var name string
+		var v float64
+		q.Scan(&name, &v)
+		figures[name] = v
+	}
+	q.Close()
+	if figures["mature"] != 1 || figures["label_coverage"] != 0.9 || figures["labeled"] != 1800 || figures["auc"] < 0.85 {
+		t.Errorf("the window's performance: %v; want mature, coverage 0.9 on 1800 labels, an AUC above 0.85", figures)
+	}
+}
+
+// TestFeaturesIngestOutOfOrder on the real broker and Redis: seer
+// features ingest writes a topic of updates, where some come after newer
+// ones (skipped as stale) and some are bad (to the DLQ with their
+// reasons); an entity may come from the record key.
+func TestFeaturesIngestOutOfOrder(t *testing.T) {
+	cfg, admin := integrationConfig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	topic := "it-features-" + cfg.Kafka.Group
+	ingestTopics(t, admin, topic)
+	rdb := featurestore.NewClient(cfg.Redis)
+	defer rdb.Close()
+	t.Cleanup(func() {
+		if keys, _ := rdb.Keys(context.Background(), cfg.Redis.KeyPrefix+":*").Result(); len(keys) > 0 {
+			rdb.Del(context.Background(), keys...)
+		}
+	})
+	produce(ctx, t, admin, topic, []string{"", "", "", "", "u3", "", "", ""}, []string{
+		`{"entity_id":"u1","event_time":2000,"count":5}`,
+		`{"entity_id":"u1","event_time":1000,"count":1}`,
+		`{"entity_id":"u2","event_time":1000,"count":2}`,
+		`{"entity_id":"u2","event_time":"1970-01-01T00:00:03Z","count":7,"tier":"gold"}`,
+		`{"event_time":1500,"count":3}`,
+		`{"entity_id":"u4","count":1}`,
+		`{"entity_id":"u5","event_time":1,"count":1e999}`,
+		`{"entity_id":"u6","event_time":1,"count":{"a":1}}`,
+	})
+	for k, v := range map[string]string{"SEER_KAFKA_BROKERS": cfg.Kafka.Brokers[0], "SEER_REDIS_KEY_PREFIX": cfg.Redis.KeyPrefix,
+		"SEER_INGEST_FEATURES_DLQ_TOPIC": topic + ".dlq", "SEER_INGEST_GROUP": cfg.Kafka.Group} {
+		t.Setenv(k, v)
+	}
+	out, err := runSeer(ctx, "features", "ingest", "--view", "user", "--topic", topic, "--until-idle", "3s", "--http=")
+	if err != nil || !strings.Contains(out, "4 written, 1 skipped as stale, 3 to "+topic+".dlq") {
+		t.Fatalf("features ingest: %v\n%s", err, out)
+	}
+	for entity, want := range map[string]string{"u1": "count=5 _ts=2000", "u2": "count=7 tier=gold _ts=3000", "u3": "count=3 _ts=1500"} {
+		h := rdb.HGetAll(ctx, featurestore.Key(cfg.Redis.KeyPrefix, "user", entity)).Val()
+		var got []string
+		for _, f := range []string{"count", "tier", featurestore.TimestampField} {
+			if v, ok := h[f]; ok {
+				got = append(got, f+"="+v)
+			}
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("%s = %v, want %s", entity, h, want)
+		}
+	}
+	if got := deadReasons(ctx, t, cfg.Kafka.Brokers[0], topic+".dlq", 3); strings.Join(got, ",") != "missing_field,not_finite,wrong_type" {
+		t.Errorf("feature dead letters: %v", got)
+	}
+}
