@@ -30,7 +30,13 @@ type Generator struct {
 	bad      int                // malformed events so far, for the rotation
 	shift    map[string]float64 // numeric event input → mean shift in reference standard deviations
 	examples []schemas.Example  // when set, user u's event fields and features are example u mod len
+	onLabel  func(eventID string, label int, eventTime time.Time)
 }
+
+// OnLabel makes the generator report the known outcome of each valid
+// event that replays a labelled example — what a labels source would
+// send later (seer demo's delayed labels).
+func (g *Generator) OnLabel(f func(eventID string, label int, eventTime time.Time)) { g.onLabel = f }
 
 // UseExamples makes the traffic replay the package's held-out examples
 // instead of sampling each input on its own: user u sends the event fields
@@ -220,6 +226,11 @@ func (g *Generator) Next(t time.Time, malformed bool) Event {
 		g.malform(obj, m.Name)
 	}
 	ev.Value, _ = json.Marshal(obj)
+	if !malformed && g.onLabel != nil && len(g.examples) > 0 {
+		if l := g.examples[u%len(g.examples)].Label; l != nil {
+			g.onLabel(id, *l, t)
+		}
+	}
 	switch ev.Malformed {
 	case "truncated_json":
 		ev.Value = ev.Value[:len(ev.Value)/2]

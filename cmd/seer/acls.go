@@ -18,11 +18,12 @@ import (
 
 // principals names the Kafka principal of each seer client.
 type principals struct {
-	Serve, Monitor, Registry, Loadtest string
+	Serve, Monitor, Registry, Loadtest, Labels, Features string
 }
 
 func defaultPrincipals() principals {
-	return principals{Serve: "User:serve", Monitor: "User:monitor", Registry: "User:registry", Loadtest: "User:loadtest"}
+	return principals{Serve: "User:serve", Monitor: "User:monitor", Registry: "User:registry", Loadtest: "User:loadtest",
+		Labels: "User:labels", Features: "User:features"}
 }
 
 // grant is one line of a principal's least privilege: operations on named
@@ -46,7 +47,12 @@ type grant struct {
 //     and writes alerts;
 //   - registry (seer models, seer rollout) reads and appends to the registry
 //     and describes the group (the serve instances a rollout waits for);
-//   - loadtest writes the input topic and reads predictions and dead letters.
+//   - loadtest writes the input topic and reads predictions and dead letters;
+//   - labels (seer labels ingest) reads the labels topic in its group and
+//     writes its dead letters;
+//   - features (seer features ingest) reads the topics under the feature
+//     topic prefix in its groups (<ingest.group>-features-<view>) and writes
+//     its dead letters.
 //
 // The registry and alerts topics may be created by whoever first needs them.
 func kafkaACLs(cfg Config, p principals) []grant {
@@ -73,6 +79,12 @@ func kafkaACLs(cfg Config, p principals) []grant {
 		{p.Registry, "group", []string{k.Group}, false, []kadm.ACLOperation{kadm.OpDescribe}}, // seer rollout status: the live instances
 		{p.Loadtest, "topic", []string{k.InputTopic}, false, write},
 		{p.Loadtest, "topic", []string{k.PredictionsTopic, k.DLQTopic}, false, read},
+		{p.Labels, "topic", []string{cfg.Ingest.LabelsTopic}, false, read},
+		{p.Labels, "group", []string{cfg.Ingest.Group + "-labels"}, false, read},
+		{p.Labels, "topic", []string{cfg.Ingest.LabelsDLQTopic}, false, write},
+		{p.Features, "topic", []string{cfg.Ingest.FeaturesTopicPrefix}, true, read},
+		{p.Features, "group", []string{cfg.Ingest.Group + "-features-"}, true, read},
+		{p.Features, "topic", []string{cfg.Ingest.FeaturesDLQTopic}, false, write},
 	}
 	if k.TransactionalID != "" {
 		g = append(g, grant{p.Serve, "transactional_id", []string{k.TransactionalID}, true, write})
@@ -164,14 +176,17 @@ transactional id prefix), reads the registry and appends its load events;
 monitor describes the group and the input topic, reads and appends to the
 registry and writes alerts; registry (seer models, seer rollout) reads and
 appends to the registry; loadtest writes the input topic and reads the
-predictions and dead letters. It prints them; --apply creates them on the
+predictions and dead letters; labels (seer labels ingest) reads the labels
+topic in its group and writes its dead letters; features (seer features
+ingest) reads the topics under ingest.features_topic_prefix in its groups
+and writes its dead letters. It prints them; --apply creates them on the
 brokers, connecting with the config's kafka.tls and kafka.sasl as a
 principal that may alter ACLs (a super user). Name the principals with
---serve, --monitor, --registry and --loadtest.
+--serve, --monitor, --registry, --loadtest, --labels and --features.
 
 For Redis it gives three users of redis.key_prefix's keys: the reader
-(serve: HMGET and PING only), the loader (seer features load: also replaces
-the hashes) and the monitor (its leases only). --apply creates them,
+(serve: HMGET and PING only), the loader (seer features load and ingest:
+also replaces the hashes, or runs the update script) and the monitor (its leases only). --apply creates them,
 through redis.addr as a user allowed to run ACL SETUSER, with the passwords
 in --redis-reader-password-file, --redis-loader-password-file and
 --redis-monitor-password-file. --kafka=false or --redis=false leaves one
@@ -233,6 +248,8 @@ side out.`,
 	f.StringVar(&p.Monitor, "monitor", p.Monitor, "principal of seer monitor")
 	f.StringVar(&p.Registry, "registry", p.Registry, "principal of the registry commands (seer models, seer rollout)")
 	f.StringVar(&p.Loadtest, "loadtest", p.Loadtest, "principal of seer loadtest")
+	f.StringVar(&p.Labels, "labels", p.Labels, "principal of seer labels ingest")
+	f.StringVar(&p.Features, "features", p.Features, "principal of seer features ingest")
 	f.BoolVar(&onKafka, "kafka", true, "the Kafka ACLs")
 	f.BoolVar(&onRedis, "redis", true, "the Redis users")
 	f.StringVar(&reader.name, "redis-reader", reader.name, "the Redis user serve reads features as")

@@ -25,6 +25,7 @@ import (
 	"github.com/seer-ml/seer/drift/alert"
 	"github.com/seer-ml/seer/drift/inferencelog"
 	"github.com/seer-ml/seer/drift/judge"
+	"github.com/seer-ml/seer/drift/labels"
 	"github.com/seer-ml/seer/drift/monitor"
 	"github.com/seer-ml/seer/drift/notify"
 	"github.com/seer-ml/seer/featurestore/ingest"
@@ -140,6 +141,66 @@ type DemoSummary struct {
 	Rollouts       []DemoRolloutEvent `json:"rollouts"`
 	Routes         map[string]uint64  `json:"rows_by_version_and_route"`
 	AnalystQueries []string           `json:"analyst_queries"`
+	// The delayed labels, and each version's performance over the run:
+	// measured on them next to the estimate from its scores alone.
+	LabelsSent        int               `json:"labels_sent"`
+	LabelsIngested    int               `json:"labels_ingested"`
+	LabelDelaySeconds float64           `json:"label_delay_seconds"`
+	Performance       []DemoPerformance `json:"performance"`
+}
+
+// DemoPerformance is one version's performance over the demo's run
+// (production and canary rows).
+type DemoPerformance struct {
+	Version      string  `json:"version"`
+	Labeled      uint64  `json:"labeled"`
+	AUC          float64 `json:"auc"`
+	EstimatedAUC float64 `json:"estimated_auc"`
+	Brier        float64 `json:"brier"`
+}
+
+// demoPerformance measures every version that served in the run, as it
+// served: production and canary rows together, shadow rows apart (the
+// same events as production's).
+func demoPerformance(ctx context.Context, a *app, cfg Config, pkgs packages, model string, start time.Time) ([]DemoPerformance, error) {
+	from, to := start.Add(-time.Minute), time.Now().Add(time.Minute)
+	rows, err := a.ch.Query(ctx, fmt.Sprintf("SELECT DISTINCT model_version, toUInt8(route = 'shadow') FROM %s.inference_log WHERE model = %s AND event_time_ms >= %d AND event_time_ms < %d ORDER BY model_version",
+		cfg.ClickHouse.Database, drift.Quote(model), from.UnixMilli(), to.UnixMilli()))
+	if err != nil {
+		return nil, err
+	}
+	type served struct {
+		version string
+		shadow  uint8
+	}
+	var all []served
+	for rows.Next() {
+		var v served
+		if err := rows.Scan(&v.version, &v.shadow); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		all = append(all, v)
+	}
+	rows.Close()
+	p := labels.Performance{Conn: a.ch, Database: cfg.ClickHouse.Database}
+	var out []DemoPerformance
+	for _, v := range all {
+		m, err := pkgs.manifest(ctx, model, v.version)
+		if err != nil {
+			return nil, err
+		}
+		routes, name := []schemas.Route{schemas.RouteProduction, schemas.RouteCanary}, v.version
+		if v.shadow == 1 {
+			routes, name = []schemas.Route{schemas.RouteShadow}, v.version+" (shadow)"
+		}
+		r, err := p.Measure(ctx, m, routes, from, to, true)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, DemoPerformance{Version: name, Labeled: r.Labeled, AUC: r.Figures["auc"], EstimatedAUC: r.Figures["estimated_auc"], Brier: r.Figures["brier"]})
+	}
+	return out, nil
 }
 
 // DemoRolloutEvent is one step of a rollout's timeline.
@@ -191,6 +252,7 @@ func demoMonitorConfig(d time.Duration) monitor.Config {
 	c.Window = max(d/6, 2*time.Second).Truncate(time.Second)
 	c.Lateness = 2 * time.Second
 	c.LeaseTTL = min(c.Window, 5*time.Second)
+	c.LabelDelay = c.Window // labels come one window after their events
 	for i := range c.Rules {
 		r := &c.Rules[i]
 		switch r.Name {
@@ -231,7 +293,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 		o.brokers = cfg.Kafka.Brokers
 	}
 	if len(o.brokers) == 0 {
-		cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic))
+		cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.SeedTopics(4, cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic))
 		if err != nil {
 			return fmt.Errorf("starting embedded kafka: %w", err)
 		}
@@ -296,18 +358,33 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 		}
 		fmt.Fprintf(g.stdout, "traffic replays the %d held-out examples of %s %s\n", len(exs), a.manifest.Name, a.manifest.Version)
 	}
+	// The upstreams: feature updates stream through seer features
+	// ingest's loop, and the outcomes of the replayed examples come back
+	// labelDelay after their events through seer labels ingest's.
+	mcfg := demoMonitorConfig(o.duration)
+	sctx, stopStreams := context.WithCancel(ctx)
+	defer stopStreams()
 	features := gen.FeatureRows(20)
-	if err := ingest.New(a.rdb, a.store.Prefix()).PutViews(ctx, features, time.Now(), time.Hour); err != nil {
+	views := make([]string, 0, len(features))
+	for view := range features {
+		views = append(views, view)
+	}
+	ups, err := startDemoStreams(sctx, cfg, a, base, views, mcfg.LabelDelay, quiet)
+	if err != nil {
+		return err
+	}
+	defer func() { stopStreams(); ups.close() }()
+	gen.OnLabel(ups.label)
+	if err := ups.publishFeatures(ctx, features, time.Now()); err != nil {
 		return err
 	}
 	for view, byUser := range features {
-		fmt.Fprintf(g.stdout, "loaded %d users into feature view %s (1 in 20 left out on purpose)\n", len(byUser), view)
+		fmt.Fprintf(g.stdout, "streamed %d users' features of view %s through features ingest (1 in 20 left out on purpose)\n", len(byUser), view)
 	}
 
 	// The monitor runs beside the pipeline with short windows, so that the
 	// drift and the stale features injected later in the run raise alerts
 	// that then resolve; its rollout controller judges the rollouts.
-	mcfg := demoMonitorConfig(o.duration)
 	start := time.Now()
 	alerts := &alertLog{start: start}
 	ch := notify.ClickHouse{Conn: a.ch, Database: cfg.ClickHouse.Database}
@@ -379,6 +456,9 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 					return err
 				}
 			}
+			if err := ups.sendDue(ctx, time.Now(), false); err != nil {
+				return err
+			}
 			switch {
 			// Input drift moves a canary's scores too (its score_drift gate
 			// would fail): the drift waits for the rollouts to end.
@@ -386,18 +466,24 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 				phase, drifted = 1, el
 				gen.SetShift(map[string]float64{"amount": 1})
 				fmt.Fprintf(g.stderr, "\n[%3.0fs] injecting drift (amount +1σ) and stale features (2 min old)\n", el.Seconds())
+				// A fault, not an update: written straight over the newer
+				// values, which features ingest would never do.
 				return ingest.New(a.rdb, a.store.Prefix()).PutViews(ctx, features, time.Now().Add(-2*time.Minute), time.Hour)
 			case phase == 1 && el >= drifted+o.duration/4:
 				phase = 2
 				gen.SetShift(nil)
 				fmt.Fprintf(g.stderr, "\n[%3.0fs] back to normal traffic and fresh features\n", el.Seconds())
-				return ingest.New(a.rdb, a.store.Prefix()).PutViews(ctx, features, time.Now(), time.Hour)
+				return ups.publishFeatures(ctx, features, time.Now())
 			}
 			return nil
 		},
 	}, gen)
 	if rep == nil {
 		return fmt.Errorf("demo traffic: %w", runErr)
+	}
+	// The last labels: the monitor's last windows mature with them.
+	if err := ups.sendDue(ctx, time.Now(), true); err != nil {
+		return err
 	}
 	// Let the monitor close the last window.
 	wait := mcfg.Window + mcfg.Lateness + mcfg.LeaseTTL
@@ -437,6 +523,10 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 		return err
 	}
 	s.ClickHouseRows, s.FeatureMisses, s.ClickHouseDLQ, s.Routes = int64(counts.Rows), int64(counts.FeatureMisses), int64(counts.DeadLetters), counts.Routes
+	s.LabelsSent, s.LabelsIngested, s.LabelDelaySeconds = ups.sent, int(ups.labelled.Load()), mcfg.LabelDelay.Seconds()
+	if s.Performance, err = demoPerformance(qctx, a, cfg, monPkgs, model, start); err != nil {
+		return err
+	}
 	printDemoSummary(g, s)
 	if o.summaryJSON != "" {
 		b, _ := json.MarshalIndent(s, "", "  ")
@@ -454,6 +544,9 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 	}
 	if s.Duplicates > 0 {
 		problems = append(problems, fmt.Sprintf("%d events had a second prediction", s.Duplicates))
+	}
+	if s.LabelsIngested != s.LabelsSent {
+		problems = append(problems, fmt.Sprintf("%d labels sent but %d ingested", s.LabelsSent, s.LabelsIngested))
 	}
 	if s.ClickHouseRows != s.PredictionsOut {
 		problems = append(problems, fmt.Sprintf("%d predictions but %d inference_log rows", s.PredictionsOut, s.ClickHouseRows))
@@ -612,6 +705,10 @@ func printDemoSummary(g *globals, s DemoSummary) {
 		}
 	}
 	fmt.Fprintf(w, "  feature misses     %d predictions scored with flagged default features\n", s.FeatureMisses)
+	fmt.Fprintf(w, "  labels             %d sent %.0fs after their events, %d ingested into ClickHouse\n", s.LabelsSent, s.LabelDelaySeconds, s.LabelsIngested)
+	for _, p := range s.Performance {
+		fmt.Fprintf(w, "    %-20s AUC %.3f measured on %d labels, %.3f estimated from the scores alone; Brier %.4f\n", p.Version, p.AUC, p.Labeled, p.EstimatedAUC, p.Brier)
+	}
 	fmt.Fprintf(w, "  latency (e2e)      p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", s.LatencyP50Ms, s.LatencyP99Ms, s.LatencyMaxMs)
 	fmt.Fprintf(w, "  alerts             %d state changes (seer monitor, drift injected once the rollouts ended)\n", len(s.Alerts))
 	for _, a := range s.Alerts {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -16,8 +17,11 @@ import (
 
 	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/drift/inferencelog"
+	"github.com/seer-ml/seer/drift/judge"
+	"github.com/seer-ml/seer/drift/labels"
 	"github.com/seer-ml/seer/featurestore"
 	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/scoring/registry"
 )
 
 // ingestTopics creates a one-partition topic and its DLQ for the test.
@@ -190,5 +194,123 @@ func TestFeaturesIngestOutOfOrder(t *testing.T) {
 	}
 	if got := deadReasons(ctx, t, cfg.Kafka.Brokers[0], topic+".dlq", 3); strings.Join(got, ",") != "missing_field,not_finite,wrong_type" {
 		t.Errorf("feature dead letters: %v", got)
+	}
+}
+
+// profileScores draws n scores from a score profile: a bin by its count,
+// then uniformly inside it.
+func profileScores(r *rand.Rand, p schemas.ColumnProfile, n int) []float32 {
+	var total int64
+	for _, c := range p.Counts {
+		total += c
+	}
+	out := make([]float32, n)
+	for i := range out {
+		k := r.Int64N(total)
+		for b, c := range p.Counts {
+			if k < c {
+				out[i] = float32(p.Edges[b] + r.Float64()*(p.Edges[b+1]-p.Edges[b]))
+				break
+			}
+			k -= c
+		}
+	}
+	return out
+}
+
+// TestPerformanceGateRollsBack on the real broker and ClickHouse: a
+// canary whose outputs look fine — healthy, its scores distributed as its
+// own profile says — but whose labels say it ranks no better than a coin
+// is rolled back by the controller at the performance gate (auc); the same
+// candidate with labels as good as production's is promoted.
+func TestPerformanceGateRollsBack(t *testing.T) {
+	cfg, admin := integrationConfig(t)
+	cfg.Registry.Topic = "it-registry-" + cfg.Kafka.Group
+	cfg.Registry.Store = "file://" + t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	t.Cleanup(func() {
+		kadm.NewClient(admin).DeleteTopics(context.Background(), cfg.Registry.Topic, registry.LoadsTopic(cfg.Registry.Topic))
+	})
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	pkgs, closePkgs, err := openPackages(ctx, cfg, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closePkgs()
+	candDir := filepath.Join("..", "..", "deploy", "examples", "card-fraud-1.1.0")
+	if _, err := demoRegister(ctx, &globals{stdout: io.Discard, stderr: io.Discard}, cfg, pkgs.log, pkgs.store, []string{cfg.Scoring.Package, candDir}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pkgs.log.SetAlias(ctx, "card-fraud", "champion", "1.0.0", "ci", "first"); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := drift.Open(ctx, cfg.ClickHouse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Cleanup(func() { conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database) })
+	if err := drift.Migrate(ctx, conn, cfg.ClickHouse.Database, quiet); err != nil {
+		t.Fatal(err)
+	}
+	cand, err := schemas.LoadManifest(candDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gates := cfg.RolloutGates
+	gates.MinSamples, gates.LabelDelay = 300, time.Second
+	ctl := newController(cfg, "card-fraud", pkgs.log, judge.Judge{Conn: conn, Database: cfg.ClickHouse.Database, Config: gates}, pkgs, admin, nil, quiet)
+	ctl.Fleet = nil // no serve instance runs here: steps are judged from their start (the fleet's wait is TestControllerWaitsForEveryInstance's)
+	r := rand.New(rand.NewPCG(11, 12))
+	// rollout starts a one-step canary of 1.1.0, then logs and labels 2000
+	// events of each route: production's labels follow its scores, the
+	// canary's follow them when informative, else a coin.
+	rollout := func(informative bool) *registry.Event {
+		t.Helper()
+		if _, err := pkgs.log.StartRollout(ctx, "card-fraud", "1.1.0", "champion", []string{"25"}, time.Second, "ci", "performance gate test"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		now := time.Now()
+		var rows []inferencelog.LogRow
+		var ls []labels.Label
+		for _, route := range []struct {
+			version, route string
+			informative    bool
+		}{{"1.0.0", "production", true}, {"1.1.0", "canary", informative}} {
+			for i, s := range profileScores(r, cand.Profile.Outputs["score"], 2000) {
+				id := fmt.Sprintf("%s-%d-%d", route.route, now.UnixNano(), i)
+				rows = append(rows, inferencelog.LogRow{PredictionID: "p" + id, EventID: id, EntityID: "u", Model: "card-fraud", ModelVersion: route.version,
+					Route: route.route, EventTimeMs: now.UnixMilli(), ScoredTimeMs: now.UnixMilli() + 1, Score: s, ScoringUs: 100})
+				y := uint8(0)
+				if (route.informative && s > 0.3) || (!route.informative && r.IntN(10) == 0) {
+					y = 1
+				}
+				ls = append(ls, labels.Label{EventID: id, Label: y, Time: now.Add(500 * time.Millisecond)})
+			}
+		}
+		if err := inferencelog.NewSink(conn, cfg.ClickHouse.Database).Insert(ctx, &inferencelog.Batch{Log: rows}); err != nil {
+			t.Fatal(err)
+		}
+		if err := (labels.Writer{Conn: conn, Database: cfg.ClickHouse.Database}).Write(ctx, ls); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond) // the step falls due, the labels mature
+		e, err := ctl.Step(ctx)
+		if err != nil || e == nil {
+			t.Fatalf("controller step: %v, %v", e, err)
+		}
+		return e
+	}
+	back := rollout(false)
+	if back.Type != registry.RolloutRolledBack || back.Gate != "auc" || back.Figures["auc"] > 0.6 || back.Figures["production_auc"] < 0.9 {
+		t.Fatalf("the coin-flip canary: %s at gate %q, figures %v; want rolled back at auc", back.Type, back.Gate, back.Figures)
+	}
+	if back.Figures["score_drift_pvalue"] < 0.01 || back.Figures["error_rate"] != 0 {
+		t.Errorf("its outputs should look fine: figures %v", back.Figures)
+	}
+	if done := rollout(true); done.Type != registry.RolloutPromoted {
+		t.Errorf("the good canary: %s at gate %q, figures %v; want promoted", done.Type, done.Gate, done.Figures)
 	}
 }

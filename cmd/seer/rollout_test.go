@@ -111,6 +111,13 @@ func TestRolloutsEndToEnd(t *testing.T) {
 	if back.Before(due) || back.Sub(due) > window {
 		t.Errorf("rolled back %s after the step fell due; want within one monitor window (%s) and not before", back.Sub(due), window)
 	}
+	perf := map[string]DemoPerformance{}
+	for _, p := range s.Performance {
+		perf[p.Version] = p
+	}
+	if s.LabelsSent == 0 || s.LabelsIngested != s.LabelsSent || perf["1.1.0"].Labeled == 0 || perf["1.1.0"].AUC < 0.7 || perf["1.2.0-rc.1 (shadow)"].AUC > perf["1.1.0"].AUC {
+		t.Errorf("labels %d sent, %d ingested; performance %+v: want 1.1.0 measured on labels, the bad candidate's shadow worse", s.LabelsSent, s.LabelsIngested, s.Performance)
+	}
 	if !strings.Contains(out.String(), "rollout_rolled_back") {
 		t.Errorf("the demo's output does not show the rollback:\n%s", out.String())
 	}
