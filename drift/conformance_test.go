@@ -13,6 +13,8 @@ import (
 	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/drift/internal/chtest"
 	"github.com/seer-ml/seer/drift/judge"
+	"github.com/seer-ml/seer/drift/labels"
+	"github.com/seer-ml/seer/drift/monitor"
 	"github.com/seer-ml/seer/drift/notify"
 	"github.com/seer-ml/seer/drift/window"
 	"github.com/seer-ml/seer/internal/testenv"
@@ -41,6 +43,8 @@ func seerSQL(t *testing.T, db string) []string {
 	jd := judge.Judge{Database: db}
 	stmts = append(stmts, jd.ShadowQuery(m.Name, "1.0.0", "1.1.0", t0, t0.Add(time.Hour)), jd.CanaryQuery(m.Name, "1.1.0", m.Profile.Outputs["score"].Edges, t0, t0.Add(time.Hour)),
 		jd.RouteQuery(m.Name, "1.0.0", "1.1.0", t0, t0.Add(time.Hour)), jd.DeadLetterQuery(m.Name, "1.0.0", "1.1.0", t0, t0.Add(time.Hour)))
+	stmts = append(stmts, labels.Performance{Database: db}.Queries(m, []schemas.Route{schemas.RouteProduction, schemas.RouteCanary}, t0, t0.Add(time.Hour))...)
+	stmts = append(stmts, monitor.MaturityQuery(db, m.Name))
 	return append(stmts, notify.FiringQuery(db, m.Name), (&window.Versions{Database: db, Model: m.Name}).Query(t0, t0.Add(time.Hour)), window.LastEndQuery(db, m.Name), strings.ReplaceAll(registry.LineageQuery, "seer.", db+"."))
 }
 

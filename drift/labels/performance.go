@@ -83,9 +83,9 @@ func (p Performance) joined(where string) string {
 	// Aliases differ from the columns: ClickHouse substitutes an alias
 	// wherever its name appears, WHERE included.
 	return fmt.Sprintf(`SELECT s, et, has, y, v, vhas, lt
-FROM (SELECT event_id, any(score) AS s, any(event_time_ms) AS et FROM %[1]s.inference_log WHERE %[2]s GROUP BY event_id)
+FROM (SELECT event_id, any(score) AS s, any(event_time_ms) AS et FROM %[1]s.inference_log WHERE %[2]s GROUP BY event_id) AS e
 ANY LEFT JOIN (SELECT event_id, toUInt8(1) AS has, argMax(label, %[3]s) AS y, argMax(value, %[3]s) AS v, argMax(has_value, %[3]s) AS vhas, max(label_time_ms) AS lt
-  FROM %[1]s.labels WHERE event_id IN (SELECT event_id FROM %[1]s.inference_log WHERE %[2]s) GROUP BY event_id) USING event_id`, p.Database, where, latest)
+  FROM %[1]s.labels WHERE event_id IN (SELECT event_id FROM %[1]s.inference_log WHERE %[2]s) GROUP BY event_id) AS l USING event_id`, p.Database, where, latest)
 }
 
 // Queries returns the SQL Measure runs, for the conformance test.

@@ -269,9 +269,7 @@ func (m *Monitor) takeOver(ctx context.Context) error {
 // else at last (where the drift windows resume).
 func (m *Monitor) resumeMature(ctx context.Context, last time.Time) (time.Time, error) {
 	var mature, immature time.Time
-	q := fmt.Sprintf("SELECT maxIf(window_end, value = 1), minIf(window_start, value = 0) FROM %s.window_metrics WHERE model = %s AND family = 'performance' AND metric = 'mature'",
-		m.jobs.Database, drift.Quote(m.jobs.Model))
-	if err := m.jobs.Conn.QueryRow(ctx, q).Scan(&mature, &immature); err != nil {
+	if err := m.jobs.Conn.QueryRow(ctx, MaturityQuery(m.jobs.Database, m.jobs.Model)).Scan(&mature, &immature); err != nil {
 		return time.Time{}, fmt.Errorf("reading the last mature window: %w", err)
 	}
 	switch {
@@ -281,6 +279,13 @@ func (m *Monitor) resumeMature(ctx context.Context, last time.Time) (time.Time, 
 		return immature, nil
 	}
 	return last, nil
+}
+
+// MaturityQuery is the SQL resumeMature runs: the end of the model's last
+// mature window and the start of its first immature one.
+func MaturityQuery(database, model string) string {
+	return fmt.Sprintf("SELECT maxIf(window_end, value = 1), minIf(window_start, value = 0) FROM %s.window_metrics WHERE model = %s AND family = 'performance' AND metric = 'mature'",
+		database, drift.Quote(model))
 }
 
 func mean(xs []float64) float64 {
