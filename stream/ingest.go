@@ -71,9 +71,11 @@ func NewIngestMetrics(reg prometheus.Registerer) *IngestMetrics {
 	return m
 }
 
-// Totals are what an ingest did so far.
+// Totals are what an ingest did so far; Busy is the time from the first
+// record fetched to the last batch committed.
 type Totals struct {
 	Written, Skipped, Dead int
+	Busy                   time.Duration
 }
 
 // Run consumes until ctx ends, or until idle passes with nothing to fetch
@@ -81,6 +83,7 @@ type Totals struct {
 // after each committed batch.
 func (in *Ingest[T]) Run(ctx context.Context, idle time.Duration, progress func(Totals)) (Totals, error) {
 	var tot Totals
+	var first time.Time
 	last := time.Now()
 	for {
 		pctx := ctx
@@ -109,12 +112,15 @@ func (in *Ingest[T]) Run(ctx context.Context, idle time.Duration, progress func(
 			continue
 		}
 		last = time.Now()
+		if first.IsZero() {
+			first = last
+		}
 		t, err := in.batch(ctx, recs)
 		in.Client.AllowRebalance()
 		if err != nil {
 			return tot, err
 		}
-		tot.Written, tot.Skipped, tot.Dead = tot.Written+t.Written, tot.Skipped+t.Skipped, tot.Dead+t.Dead
+		tot.Written, tot.Skipped, tot.Dead, tot.Busy = tot.Written+t.Written, tot.Skipped+t.Skipped, tot.Dead+t.Dead, time.Since(first)
 		if progress != nil {
 			progress(tot)
 		}

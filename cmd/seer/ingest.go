@@ -70,8 +70,12 @@ func runIngest[T any](ctx context.Context, g *globals, cfg Config, logger *slog.
 		}
 	})
 	fmt.Fprintf(g.stderr, "\n")
-	fmt.Fprintf(g.stdout, "%s ingest from %s: %d written, %d skipped as stale, %d to %s, in %s\n", name, topic, tot.Written, tot.Skipped, tot.Dead, dlq,
-		time.Since(start).Round(time.Millisecond))
+	rate := 0.0
+	if tot.Busy > 0 {
+		rate = float64(tot.Written+tot.Skipped+tot.Dead) / tot.Busy.Seconds()
+	}
+	fmt.Fprintf(g.stdout, "%s ingest from %s: %d written, %d skipped as stale, %d to %s, in %s (%.0f records/s while busy)\n", name, topic, tot.Written, tot.Skipped, tot.Dead, dlq,
+		time.Since(start).Round(time.Millisecond), rate)
 	return err
 }
 
