@@ -6,12 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/parquet-go/parquet-go"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -312,5 +314,78 @@ func TestPerformanceGateRollsBack(t *testing.T) {
 	}
 	if done := rollout(true); done.Type != registry.RolloutPromoted {
 		t.Errorf("the good canary: %s at gate %q, figures %v; want promoted", done.Type, done.Gate, done.Figures)
+	}
+}
+
+// TestLabelsLoad on the real ClickHouse: seer labels load reads a Parquet
+// file (a timestamp column) and a CSV file whose bad rows go, with their
+// row numbers and reasons, to the rejects file while the good ones load;
+// a label loaded again with a later label_time wins.
+func TestLabelsLoad(t *testing.T) {
+	cfg, _ := integrationConfig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := drift.Open(ctx, cfg.ClickHouse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Cleanup(func() { conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database) })
+	t.Setenv("SEER_CLICKHOUSE_DATABASE", cfg.ClickHouse.Database)
+	dir := t.TempDir()
+	type row struct {
+		EventID   string    `parquet:"event_id"`
+		Label     int64     `parquet:"label"`
+		LabelTime time.Time `parquet:"label_time,timestamp(millisecond)"`
+		Value     *float64  `parquet:"value,optional"`
+	}
+	amount := 42.5
+	t1 := time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC)
+	pq := filepath.Join(dir, "labels.parquet")
+	if err := parquet.WriteFile(pq, []row{{"e1", 1, t1, &amount}, {"e2", 0, t1, nil}, {"e3", 1, t1, nil}}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runSeer(ctx, "labels", "load", pq); err != nil || !strings.Contains(out, "loaded 3 labels") || !strings.Contains(out, "0 rejected") {
+		t.Fatalf("labels load parquet: %v\n%s", err, out)
+	}
+	csvFile := filepath.Join(dir, "labels.csv")
+	later := t1.Add(time.Hour).Format(time.RFC3339)
+	csv := "event_id,label,label_time,value\ne1,0," + later + ",\ne4,true,1795700000000,3\ne5,2," + later + ",\n,1," + later + ",\ne6,1,tomorrow,\n"
+	if err := os.WriteFile(csvFile, []byte(csv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runSeer(ctx, "labels", "load", csvFile)
+	if err != nil || !strings.Contains(out, "loaded 2 labels") || !strings.Contains(out, "3 rejected") {
+		t.Fatalf("labels load csv: %v\n%s", err, out)
+	}
+	rejects, err := os.ReadFile(csvFile + ".rejects.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"row":3`, `column label`, `"row":4`, `column event_id`, `"row":5`, `column label_time`} {
+		if !strings.Contains(string(rejects), want) {
+			t.Errorf("rejects file lacks %s:\n%s", want, rejects)
+		}
+	}
+	got := map[string]string{}
+	q, err := conn.Query(ctx, "SELECT event_id, toString(argMax(label, (label_time_ms, ingested_ms))), toString(argMax(value, (label_time_ms, ingested_ms))), toString(max(label_time)) FROM "+
+		cfg.ClickHouse.Database+".labels GROUP BY event_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for q.Next() {
+		var id, l, v, lt string
+		q.Scan(&id, &l, &v, &lt)
+		got[id] = l + "/" + v + "/" + lt
+	}
+	q.Close()
+	want := map[string]string{"e1": "0/0/2026-11-20 09:00:00", "e2": "0/0/2026-11-20 08:00:00", "e3": "1/0/2026-11-20 08:00:00", "e4": "1/3/2026-11-26 13:33:20"}
+	for id, w := range want {
+		if got[id] != w {
+			t.Errorf("label of %s = %q, want %q (all: %v)", id, got[id], w, got)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("labels %v, want %v", got, want)
 	}
 }
