@@ -227,13 +227,9 @@ func profileScores(r *rand.Rand, p schemas.ColumnProfile, n int) []float32 {
 // candidate with labels as good as production's is promoted.
 func TestPerformanceGateRollsBack(t *testing.T) {
 	cfg, admin := integrationConfig(t)
-	cfg.Registry.Topic = "it-registry-" + cfg.Kafka.Group
-	cfg.Registry.Store = "file://" + t.TempDir()
+	withRegistry(t, &cfg, admin)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	t.Cleanup(func() {
-		kadm.NewClient(admin).DeleteTopics(context.Background(), cfg.Registry.Topic, registry.LoadsTopic(cfg.Registry.Topic))
-	})
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	pkgs, closePkgs, err := openPackages(ctx, cfg, quiet)
 	if err != nil {

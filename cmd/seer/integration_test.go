@@ -19,6 +19,7 @@ import (
 	"github.com/seer-ml/seer/internal/testenv"
 	"github.com/seer-ml/seer/loadtest"
 	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/scoring/registry"
 	"github.com/seer-ml/seer/stream"
 )
 
@@ -238,6 +239,18 @@ func integrationConfigOn(t *testing.T, brokers string) (Config, *kgo.Client) {
 		adm.DeleteTopics(context.Background(), cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic)
 	})
 	return cfg, admin
+}
+
+// withRegistry gives the test a registry topic of its own (deleted
+// afterwards, with its loads topic) and an artifact store in a temporary
+// folder.
+func withRegistry(t *testing.T, cfg *Config, admin *kgo.Client) {
+	t.Helper()
+	cfg.Registry.Topic = "it-registry-" + cfg.Kafka.Group
+	cfg.Registry.Store = "file://" + t.TempDir()
+	t.Cleanup(func() {
+		kadm.NewClient(admin).DeleteTopics(context.Background(), cfg.Registry.Topic, registry.LoadsTopic(cfg.Registry.Topic))
+	})
 }
 
 // cleanupApp drops the test's database and Redis keys and closes the app.

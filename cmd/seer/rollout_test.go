@@ -129,13 +129,9 @@ func TestRolloutsEndToEnd(t *testing.T) {
 // start while one runs, and a promote with no rollout, are refused.
 func TestRolloutCommands(t *testing.T) {
 	cfg, admin := integrationConfig(t)
-	cfg.Registry.Topic = "it-registry-" + cfg.Kafka.Group
-	cfg.Registry.Store = "file://" + t.TempDir()
+	withRegistry(t, &cfg, admin)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	t.Cleanup(func() {
-		kadm.NewClient(admin).DeleteTopics(context.Background(), cfg.Registry.Topic, registry.LoadsTopic(cfg.Registry.Topic))
-	})
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg, err := openRegistry(ctx, cfg, quiet)
 	if err != nil {

@@ -94,18 +94,7 @@ func TestMonitorFiresAndResolves(t *testing.T) {
 	if err := mon.Step(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := conn.Query(ctx, "SELECT feature, toString(state), window_start FROM "+db+".alerts FINAL WHERE rule = 'feature-drift' ORDER BY at_ms, state")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for rows.Next() {
-		var f, s string
-		var ws time.Time
-		rows.Scan(&f, &s, &ws)
-		got = append(got, f+":"+s+"@"+ws.UTC().Sub(t0).String())
-	}
-	rows.Close()
+	got := alertTrail(t, conn, "SELECT feature, toString(state), window_start FROM "+db+".alerts FINAL WHERE rule = 'feature-drift' ORDER BY at_ms, state", t0)
 	want := []string{"amount:firing@10m0s", "amount:resolved@20m0s"}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("alerts table: %v, want %v", got, want)
@@ -306,6 +295,27 @@ func threeWindows(t *testing.T, seed uint64, t0 time.Time) (driver.Conn, string,
 	}
 	resumeAt(t, conn, db, m, t0)
 	return conn, db, m, t0
+}
+
+// alertTrail runs q, whose rows are (name, state, window_start), and
+// returns them as name:state@offset from t0.
+func alertTrail(t *testing.T, conn driver.Conn, q string, t0 time.Time) []string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var name, state string
+		var ws time.Time
+		if err := rows.Scan(&name, &state, &ws); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, name+":"+state+"@"+ws.UTC().Sub(t0).String())
+	}
+	return got
 }
 
 // resumeAt stores a window of m ending at t0, for the monitor to resume

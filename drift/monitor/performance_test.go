@@ -134,18 +134,7 @@ func TestPerformanceMatures(t *testing.T) {
 			t.Errorf("window %d after maturity: auc %v (stored %v), mature %v; want auc in [%v, %v]", i+1, auc, ok, mature, want.lo, want.hi)
 		}
 	}
-	rows, err := conn.Query(ctx, "SELECT rule, toString(state), window_start FROM "+db+".alerts FINAL WHERE rule IN ('performance-drop', 'label-coverage') ORDER BY at_ms, rule, state")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for rows.Next() {
-		var rule, state string
-		var ws time.Time
-		rows.Scan(&rule, &state, &ws)
-		got = append(got, rule+":"+state+"@"+ws.UTC().Sub(t0).String())
-	}
-	rows.Close()
+	got := alertTrail(t, conn, "SELECT rule, toString(state), window_start FROM "+db+".alerts FINAL WHERE rule IN ('performance-drop', 'label-coverage') ORDER BY at_ms, rule, state", t0)
 	sort.Strings(got)
 	want := []string{"label-coverage:pending@20m0s", "performance-drop:firing@10m0s", "performance-drop:resolved@20m0s"}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
