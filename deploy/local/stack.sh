@@ -293,7 +293,7 @@ start_kafka() {
     SEER_KAFKA_BROKERS=127.0.0.1:$kafka_sasl_port SEER_KAFKA_TLS_CA_FILE=$secure/ca.crt SEER_KAFKA_SASL_MECHANISM=SCRAM-SHA-512 \
       SEER_KAFKA_SASL_USERNAME=admin SEER_KAFKA_SASL_PASSWORD_FILE=$secure/admin.password \
       "$repo/bin/seer" acls --apply --redis=false >"$d/log/acls.log" 2>&1 || { cat "$d/log/acls.log" >&2; die "creating the Kafka ACLs failed"; }
-    log "kafka: least-privilege ACLs of serve, monitor, registry and loadtest created (log: $d/log/acls.log)"
+    log "kafka: least-privilege ACLs of serve, monitor, registry, loadtest, labels and features created (log: $d/log/acls.log)"
   else
     log "kafka: bin/seer is not built; create the ACLs later with: bin/seer acls --apply (as admin on 127.0.0.1:$kafka_sasl_port)"
   fi
