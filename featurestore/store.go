@@ -120,6 +120,7 @@ type Store struct {
 	views    []view
 	now      func() time.Time
 	log      *slog.Logger
+	lookups  *prometheus.CounterVec
 	misses   *prometheus.CounterVec
 	stale    *prometheus.CounterVec
 	lookupNs prometheus.Histogram
@@ -153,6 +154,9 @@ func New(cfg Config, rdb *redis.Client, views []string, features map[string][]st
 		f := features[name]
 		s.views = append(s.views, view{ViewConfig: vc, features: f, fields: append(append([]string{}, f...), TimestampField)})
 	}
+	s.lookups = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "seer_featurestore_lookups_total", Help: "Feature view lookups (one per event and view), by view: the total of the freshness SLI.",
+	}, []string{"view"})
 	s.misses = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "seer_featurestore_lookup_misses_total", Help: "Feature view lookups that found no value, by view.",
 	}, []string{"view"})
@@ -164,7 +168,7 @@ func New(cfg Config, rdb *redis.Client, views []string, features map[string][]st
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 	})
 	if reg != nil {
-		reg.MustRegister(s.misses, s.stale, s.lookupNs)
+		reg.MustRegister(s.lookups, s.misses, s.stale, s.lookupNs)
 	}
 	return s
 }
@@ -258,6 +262,11 @@ func (s *Store) Apply(items []schemas.Item, replies [][]any, now time.Time) {
 				st.Flagged = true
 			}
 			it.Features = append(it.Features, st)
+		}
+	}
+	if n := c / max(len(s.views), 1); n > 0 {
+		for _, v := range s.views {
+			s.lookups.WithLabelValues(v.Name).Add(float64(n))
 		}
 	}
 }

@@ -63,13 +63,17 @@ func buildApp(ctx context.Context, cfg Config, logger *slog.Logger, reg promethe
 	var info *prometheus.GaugeVec
 	loads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seer_scoring_loads_total",
 		Help: "Model versions loaded (outcome loaded) or refused (outcome failed) by this instance."}, []string{"model", "version", "outcome"})
+	rollouts := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seer_rollout_events_total",
+		Help: "Rollout events of the served model seen by this instance since it started (rollout_started, rollout_stepped, rollout_promoted, rollout_rolled_back, rollout_paused), by the candidate version."},
+		[]string{"model", "version", "type"})
 	if reg != nil {
+		reg.MustRegister(rollouts)
 		info = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "seer_scoring_model_info", Help: "The model version being served (value 1)."},
 			[]string{"model", "version", "route", "sha256"})
 		reg.MustRegister(info, loads)
 	}
 	if cfg.Scoring.Model != "" {
-		if err = a.follow(ctx, cfg, logger, loads); err != nil {
+		if err = a.follow(ctx, cfg, logger, loads, rollouts); err != nil {
 			return nil, err
 		}
 	} else {
@@ -132,7 +136,7 @@ func buildApp(ctx context.Context, cfg Config, logger *slog.Logger, reg promethe
 // follow makes serve follow scoring.model @ scoring.alias in the
 // registry: it starts only when the alias resolves to a version it can
 // load.
-func (a *app) follow(ctx context.Context, cfg Config, logger *slog.Logger, loads *prometheus.CounterVec) (err error) {
+func (a *app) follow(ctx context.Context, cfg Config, logger *slog.Logger, loads, rollouts *prometheus.CounterVec) (err error) {
 	if a.registry, err = registry.NewLog(kafkaOpts(cfg.Kafka, "serve-registry", logger, nil), cfg.Registry.Topic); err != nil {
 		return err
 	}
@@ -149,7 +153,8 @@ func (a *app) follow(ctx context.Context, cfg Config, logger *slog.Logger, loads
 	}
 	a.follower = &router.Follower{Log: a.registry, Store: a.artifact, Model: cfg.Scoring.Model, Alias: cfg.Scoring.Alias,
 		Gates:    registry.Gates{Schema: a.schema, Scoring: cfg.Scoring, RequireSignature: cfg.Registry.RequireSignature, TrustedKeys: keys},
-		Instance: a.instance, Dir: dir, Logger: logger.With("component", "registry")}
+		Instance: a.instance, Dir: dir, Logger: logger.With("component", "registry"),
+		OnRollout: func(e registry.Event) { rollouts.WithLabelValues(e.Model, e.Version, string(e.Type)).Inc() }}
 	a.router, err = a.follower.Start(ctx, func(version string, ok bool) {
 		outcome := "loaded"
 		if !ok {

@@ -2,7 +2,8 @@
 # deploy/local/stack.sh — installs and runs seer's local stack on loopback.
 #
 #   stack.sh install   fetch ONNX Runtime, the Kafka jars, the Python venv and
-#                      (apt, only when missing) redis-server and clickhouse-server;
+#                      (apt, only when missing) redis-server, clickhouse-server,
+#                      prometheus (promtool) and prometheus-alertmanager;
 #                      `install onnxruntime-gpu` fetches the CUDA build of ONNX
 #                      Runtime (PyPI onnxruntime-gpu) for a GPU machine
 #   stack.sh up [SVC]  install, then start (all, or only the named services:
@@ -79,6 +80,10 @@ install_apt() {
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v clickhouse-server >/dev/null || missing+=(clickhouse-server)
   command -v clickhouse-client >/dev/null || missing+=(clickhouse-client)
+  # promtool (rule checks and unit tests) and Alertmanager (seer monitor's
+  # alerts, for real); neither runs as a service here.
+  command -v promtool >/dev/null || missing+=(prometheus)
+  command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
   [ ${#missing[@]} -eq 0 ] && return 0
   command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them; install them or point SEER_* at existing services"
   local sudo=

@@ -72,6 +72,7 @@ type Writer struct {
 
 	rows        prometheus.Counter
 	spoolBytes  prometheus.GaugeFunc
+	spoolMax    prometheus.Gauge
 	inserts     *prometheus.CounterVec
 	flushSecs   prometheus.Histogram
 	quarantined prometheus.Counter
@@ -93,13 +94,15 @@ func NewWriter(cfg Config, ins Inserter, logger *slog.Logger, reg prometheus.Reg
 	w.rows = prometheus.NewCounter(prometheus.CounterOpts{Name: "seer_drift_log_rows_total", Help: "Inference-log rows accepted by the writer."})
 	w.spoolBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "seer_drift_spool_bytes", Help: "Bytes of batches waiting in the local spool."},
 		func() float64 { return float64(sp.Bytes()) })
+	w.spoolMax = prometheus.NewGauge(prometheus.GaugeOpts{Name: "seer_drift_spool_max_bytes", Help: "The spool's limit (clickhouse.spool_max_bytes): at it, consumption pauses."})
+	w.spoolMax.Set(float64(cfg.SpoolMaxBytes))
 	w.inserts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seer_drift_batches_total", Help: "Log batches by outcome (inserted, spooled, replayed, failed, replay_failed)."}, []string{"outcome"})
 	w.flushSecs = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "seer_drift_insert_duration_seconds", Help: "Duration of one ClickHouse batch insert.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)})
 	w.quarantined = prometheus.NewCounter(prometheus.CounterOpts{Name: "seer_drift_spool_quarantined_total",
 		Help: "Spooled batches that were missing or unreadable at replay and were moved to the spool's quarantine folder (their rows did not reach ClickHouse)."})
 	if reg != nil {
-		reg.MustRegister(w.rows, w.spoolBytes, w.inserts, w.flushSecs, w.quarantined)
+		reg.MustRegister(w.rows, w.spoolBytes, w.spoolMax, w.inserts, w.flushSecs, w.quarantined)
 	}
 	if n := sp.Len(); n > 0 {
 		w.log.Warn("spool holds batches from an earlier run; replaying them first", "batches", n, "bytes", sp.Bytes())

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"path"
+	"strings"
 	"time"
 
 	"github.com/seer-ml/seer/drift/alert"
@@ -34,12 +35,12 @@ func (s Webhook) Send(ctx context.Context, alerts []alert.Alert) error {
 		if a.State == alert.Pending {
 			continue
 		}
-		labels := map[string]string{"alertname": a.Rule, "severity": a.Severity, "model": a.Model, "model_version": a.Version, "feature": a.Feature, "service": "seer"}
+		labels := map[string]string{"alertname": a.Rule, "rule": a.Rule, "severity": a.Severity, "model": a.Model, "version": a.Version, "feature": a.Feature, "service": "seer"}
 		for k, v := range a.Labels {
 			labels[k] = v
 		}
 		am := amAlert{Labels: labels, StartsAt: a.StartsAt,
-			Annotations: map[string]string{"summary": a.Summary, "runbook": path.Join("deploy/runbooks", a.Family+".md"), "alert_id": a.ID}}
+			Annotations: map[string]string{"summary": a.Summary, "runbook_url": Runbook(a.Family, a.Rule), "alert_id": a.ID}}
 		if a.State == alert.Resolved {
 			at := a.At
 			am.EndsAt = &at
@@ -68,4 +69,10 @@ func (s Webhook) Send(ctx context.Context, alerts []alert.Alert) error {
 		return fmt.Errorf("alert webhook: %s", resp.Status)
 	}
 	return nil
+}
+
+// Runbook is the runbook section of a monitor alert: the family's file in
+// deploy/runbooks, at the rule's heading.
+func Runbook(family, rule string) string {
+	return path.Join("deploy/runbooks", family+".md") + "#" + strings.ToLower(rule)
 }

@@ -30,6 +30,10 @@ type Follower struct {
 	Instance string // names this serve instance in load events
 	Dir      string // where fetched packages are kept, one folder per digest
 	Logger   *slog.Logger
+	// OnRollout, when set, is called with every rollout event of the model
+	// recorded after Run started (not the history it catches up on): the
+	// rollout metric serve exports.
+	OnRollout func(e registry.Event)
 
 	router  *Router
 	version string              // the version in service
@@ -69,8 +73,14 @@ func (f *Follower) Start(ctx context.Context, onLoad func(version string, ok boo
 // Run follows the registry until ctx ends and swaps in every version the
 // alias moves to. It returns nil on cancel.
 func (f *Follower) Run(ctx context.Context) error {
-	err := f.Log.Follow(ctx, func(st *registry.State, _ []registry.Event) error {
+	started := time.Now()
+	err := f.Log.Follow(ctx, func(st *registry.State, applied []registry.Event) error {
 		defer f.followRollout(ctx, st)
+		for _, e := range applied {
+			if f.OnRollout != nil && e.Model == f.Model && e.Rollout != "" && e.Type != registry.VersionLoaded && e.Type != registry.LoadFailed && e.Time.After(started) {
+				f.OnRollout(e)
+			}
+		}
 		e, err := st.Resolve(f.Model, "@"+f.Alias)
 		if err != nil || e.Version == f.version || f.failed[e.Version] {
 			return nil
