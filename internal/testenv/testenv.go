@@ -11,9 +11,11 @@ import (
 	"encoding/json"
 	"math"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -320,4 +322,46 @@ func envOr(key, def string) string {
 // ClickHouseTLS returns the local ClickHouse's secure native port.
 func ClickHouseTLS(t testing.TB) string {
 	return Addr(t, "", "127.0.0.1:"+envOr("SEER_CLICKHOUSE_TLS_PORT", "9440"))
+}
+
+// StartAlertmanager starts Debian's prometheus-alertmanager on a free
+// loopback port with deploy/alertmanager/alertmanager.yml (its group wait
+// cut to 1 s for tests, clustering off) and returns its base URL;
+// t.Cleanup stops it.
+func StartAlertmanager(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("prometheus-alertmanager")
+	if err != nil {
+		Unavailable(t, "prometheus-alertmanager not installed (deploy/local/stack.sh installs it): %v", err)
+	}
+	conf, err := os.ReadFile(filepath.Join(RepoRoot(t), "deploy", "alertmanager", "alertmanager.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	conf = regexp.MustCompile(`group_wait: \d+s`).ReplaceAll(conf, []byte("group_wait: 1s"))
+	if err := os.WriteFile(filepath.Join(dir, "alertmanager.yml"), conf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "alertmanager.yml"), "--storage.path="+dir,
+		"--web.listen-address="+addr, "--cluster.listen-address=")
+	log, _ := os.Create(filepath.Join(dir, "alertmanager.log"))
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting alertmanager: %v", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	url := "http://" + addr
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if resp, err := http.Get(url + "/-/ready"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return url
+			}
+		}
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "alertmanager.log"))
+	t.Fatalf("alertmanager did not become ready on %s:\n%s", addr, b)
+	return ""
 }
