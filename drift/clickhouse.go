@@ -124,6 +124,25 @@ func columnExists(err error) bool {
 	return errors.As(err, &e) && e.Code == 44 && strings.Contains(e.Message, "already exists")
 }
 
+// SchemaVersion returns how many of the embedded migrations database has
+// applied, and how many there are.
+func SchemaVersion(ctx context.Context, conn driver.Conn, database string) (applied, embedded int, err error) {
+	migs, err := schemas.Migrations(database)
+	if err != nil {
+		return 0, 0, err
+	}
+	have, err := appliedMigrations(ctx, conn, database)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, m := range migs {
+		if have[uint32(m.Version)] {
+			applied++
+		}
+	}
+	return applied, len(migs), nil
+}
+
 // appliedMigrations returns the versions recorded in schema_migrations;
 // none when the database or the table does not exist yet.
 func appliedMigrations(ctx context.Context, conn driver.Conn, database string) (map[uint32]bool, error) {

@@ -67,6 +67,7 @@ local defaults: every service on 127.0.0.1 and the example model package.`,
 		newModelsCmd(g),
 		newRolloutCmd(g),
 		newACLsCmd(g),
+		newDoctorCmd(g),
 		newLoadtestCmd(g),
 		newDriftCmd(g),
 	)
