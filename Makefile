@@ -9,7 +9,7 @@ STACK_ENV = eval "$$($(STACK) env)"
 DEMO_ARGS ?=
 TEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build demo test stack-up stack-down stack-status models gpu-bundle bench bench-features bench-hotpath bench-e2e bench-secure clean help
+.PHONY: all build image demo test stack-up stack-down stack-status models gpu-bundle bench bench-features bench-hotpath bench-e2e bench-secure clean help
 
 all: build
 
@@ -34,6 +34,10 @@ bench: build ## the suite: seer against the Python baseline, then seer's own fig
 	$(STACK) up
 	loadtest/bench.sh
 	loadtest/bench-e2e.sh
+
+image: ## build the container image localhost/seer:<git commit> (buildah, from scratch) and its CycloneDX SBOM (.cache/image/)
+	$(STACK) install
+	deploy/image/build.sh
 
 bench-features: build ## seer features ingest against a Python (confluent-kafka, redis-py) baseline on 200,000 updates (about 1 minute)
 	loadtest/bench-features.sh

@@ -3,7 +3,8 @@
 #
 #   stack.sh install   fetch ONNX Runtime, the Kafka jars, the Python venv and
 #                      (apt, only when missing) redis-server, clickhouse-server,
-#                      prometheus (promtool) and prometheus-alertmanager;
+#                      prometheus (promtool), prometheus-alertmanager, and
+#                      buildah, podman, runc and catatonit (the image);
 #                      `install onnxruntime-gpu` fetches the CUDA build of ONNX
 #                      Runtime (PyPI onnxruntime-gpu) for a GPU machine
 #   stack.sh up [SVC]  install, then start (all, or only the named services:
@@ -84,6 +85,12 @@ install_apt() {
   # alerts, for real); neither runs as a service here.
   command -v promtool >/dev/null || missing+=(prometheus)
   command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+  # The container image: built with buildah, run with podman (runc; catatonit
+  # is the pause process of podman kube play's pods).
+  command -v buildah >/dev/null || missing+=(buildah)
+  command -v podman >/dev/null || missing+=(podman)
+  command -v runc >/dev/null || missing+=(runc)
+  command -v catatonit >/dev/null || missing+=(catatonit)
   [ ${#missing[@]} -eq 0 ] && return 0
   command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them; install them or point SEER_* at existing services"
   local sudo=
