@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,13 +33,17 @@ import (
 
 // Config configures the ClickHouse connection.
 type Config struct {
-	Addr                string         `yaml:"addr"` // native protocol, host:port
-	Database            string         `yaml:"database"`
-	Username            string         `yaml:"username"`
-	PasswordFile        string         `yaml:"password_file"` // or SEER_CLICKHOUSE_PASSWORD; never in YAML
-	Password            schemas.Secret `yaml:"-"`
-	TLS                 schemas.TLS    `yaml:"tls"` // TLS on the secure native port: ca_file, cert_file, key_file, server_name
-	DialTimeout         time.Duration  `yaml:"dial_timeout"`
+	Addr         string         `yaml:"addr"` // native protocol, host:port
+	Database     string         `yaml:"database"`
+	Username     string         `yaml:"username"`
+	PasswordFile string         `yaml:"password_file"` // or SEER_CLICKHOUSE_PASSWORD; never in YAML
+	Password     schemas.Secret `yaml:"-"`
+	TLS          schemas.TLS    `yaml:"tls"` // TLS on the secure native port: ca_file, cert_file, key_file, server_name
+	DialTimeout  time.Duration  `yaml:"dial_timeout"`
+	// Retention: how long the inference log, the dead letters and the
+	// labels keep rows (a TTL, in whole days), on servers that have TTL
+	// (20.1 and later); 0 keeps them.
+	Retention           time.Duration `yaml:"retention"`
 	inferencelog.Config `yaml:",inline"`
 }
 
@@ -54,6 +59,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Database == "" || strings.ContainsAny(c.Database, " .-`'\"") {
 		return fmt.Errorf("clickhouse.database: %q must be a plain identifier", c.Database)
+	}
+	if c.Retention < 0 || (c.Retention > 0 && c.Retention < 24*time.Hour) {
+		return fmt.Errorf("clickhouse.retention: %v must be 0 (keep) or at least 24h", c.Retention)
 	}
 	if c.DialTimeout <= 0 {
 		return fmt.Errorf("clickhouse.dial_timeout: %v must be positive", c.DialTimeout)
@@ -91,7 +99,11 @@ func Open(ctx context.Context, c Config) (driver.Conn, error) {
 // Every statement is idempotent too, so a migration cut short by a crash
 // is safe to run again.
 func Migrate(ctx context.Context, conn driver.Conn, database string, logger *slog.Logger) error {
-	migs, err := schemas.Migrations(database)
+	d, err := ServerDialect(ctx, conn)
+	if err != nil {
+		return err
+	}
+	migs, err := schemas.Migrations(database, d)
 	if err != nil {
 		return err
 	}
@@ -124,10 +136,52 @@ func columnExists(err error) bool {
 	return errors.As(err, &e) && e.Code == 44 && strings.Contains(e.Message, "already exists")
 }
 
+// ServerDialect is what the server's DDL may use: Modern from ClickHouse
+// 20.1 (LowCardinality, codecs, TTL), plain on 18.16.
+func ServerDialect(ctx context.Context, conn driver.Conn) (schemas.Dialect, error) {
+	v, err := ServerVersion(ctx, conn)
+	if err != nil {
+		return schemas.Dialect{}, err
+	}
+	major, _, _ := strings.Cut(v, ".")
+	n, err := strconv.Atoi(major)
+	if err != nil {
+		return schemas.Dialect{}, fmt.Errorf("clickhouse version %q: %w", v, err)
+	}
+	return schemas.Dialect{Modern: n >= 20}, nil
+}
+
+// ApplyRetention sets clickhouse.retention's TTLs (whole days) on a server
+// that has TTL; on one that has not (18.16) it says so, and rows are kept:
+// drop old monthly partitions by hand (ALTER TABLE … DROP PARTITION).
+// Setting it again is harmless.
+func ApplyRetention(ctx context.Context, conn driver.Conn, database string, retention time.Duration, logger *slog.Logger) error {
+	if retention <= 0 {
+		return nil
+	}
+	d, err := ServerDialect(ctx, conn)
+	if err != nil {
+		return err
+	}
+	days := int((retention + 24*time.Hour - 1) / (24 * time.Hour))
+	if !d.Modern {
+		logger.Warn("clickhouse.retention needs ClickHouse 20.1 or later (TTL); this server keeps every row: drop old monthly partitions by hand",
+			"component", "drift", "retention_days", days)
+		return nil
+	}
+	for _, stmt := range schemas.RetentionStatements(database, days) {
+		if err := conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("clickhouse.retention: %s: %w", stmt, err)
+		}
+	}
+	logger.Info("retention set", "component", "drift", "database", database, "days", days)
+	return nil
+}
+
 // SchemaVersion returns how many of the embedded migrations database has
 // applied, and how many there are.
 func SchemaVersion(ctx context.Context, conn driver.Conn, database string) (applied, embedded int, err error) {
-	migs, err := schemas.Migrations(database)
+	migs, err := schemas.Migrations(database, schemas.Dialect{})
 	if err != nil {
 		return 0, 0, err
 	}
@@ -176,7 +230,7 @@ func Quote(s string) string { return "'" + strings.NewReplacer(`\`, `\\`, `'`, `
 // DropDatabase drops database and everything in it, for a run that must
 // start empty (seer demo).
 func DropDatabase(ctx context.Context, conn driver.Conn, database string) error {
-	if _, err := schemas.Migrations(database); err != nil { // validates the name
+	if _, err := schemas.Migrations(database, schemas.Dialect{}); err != nil { // validates the name
 		return err
 	}
 	if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+database); err != nil {

@@ -23,16 +23,20 @@ import (
 )
 
 // seerSQL is every DDL statement and query seer emits against ClickHouse
-// (inserts go through native batches with column lists, not SQL text).
-func seerSQL(t *testing.T, db string) []string {
+// (inserts go through native batches with column lists, not SQL text), the
+// DDL in the dialect d — and, for a Modern server, the retention TTLs.
+func seerSQL(t *testing.T, db string, d schemas.Dialect) []string {
 	t.Helper()
-	migs, err := schemas.Migrations(db)
+	migs, err := schemas.Migrations(db, d)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var stmts []string
 	for _, m := range migs {
 		stmts = append(stmts, m.Statements...)
+	}
+	if d.Modern {
+		stmts = append(stmts, schemas.RetentionStatements(db, 30)...)
 	}
 	m, err := schemas.LoadManifest(testenv.ExamplePackage(t))
 	if err != nil {
@@ -51,7 +55,7 @@ func seerSQL(t *testing.T, db string) []string {
 // TestSQLRunsOnCurrentClickHouse runs all of seer's SQL in chDB, a current
 // ClickHouse engine (PyPI chdb).
 func TestSQLRunsOnCurrentClickHouse(t *testing.T) {
-	stmts := seerSQL(t, "seer_conformance")
+	stmts := seerSQL(t, "seer_conformance", schemas.Dialect{Modern: true})
 	in, _ := json.Marshal(stmts)
 	cmd := exec.Command(testenv.Python(t), filepath.Join("testdata", "chdb_conformance.py"))
 	cmd.Stdin = bytes.NewReader(in)
@@ -83,12 +87,12 @@ func TestSQLRunsOnCurrentClickHouse(t *testing.T) {
 func TestSQLRunsOnDebianClickHouse(t *testing.T) {
 	conn, db := chtest.NewDB(t) // runs every migration statement
 	v, _ := drift.ServerVersion(context.Background(), conn)
-	migs, _ := schemas.Migrations(db)
+	migs, _ := schemas.Migrations(db, schemas.Dialect{})
 	skip := 0
 	for _, m := range migs {
 		skip += len(m.Statements)
 	}
-	for i, sql := range seerSQL(t, db)[skip:] {
+	for i, sql := range seerSQL(t, db, schemas.Dialect{})[skip:] {
 		rows, err := conn.Query(context.Background(), sql)
 		if err != nil {
 			t.Errorf("statement %d fails on ClickHouse %s: %v\n%s", i, v, err, sql)

@@ -13,6 +13,39 @@ import (
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
+// Dialect says which ClickHouse features the DDL may use. The migrations
+// are written once, with placeholders the dialect fills:
+//
+//	{lc}     LowCardinality(String), or String
+//	{lca}    Array(LowCardinality(String)), or Array(String)
+//	{zstd}   CODEC(ZSTD(1)) after a column's type, or nothing
+//	{delta}  CODEC(Delta, ZSTD(1)) for a growing number or time, or nothing
+type Dialect struct {
+	// Modern: ClickHouse 20.1 or later, which has LowCardinality, codecs
+	// and TTL. Debian's 18.16 has none of them: the zero Dialect.
+	Modern bool
+}
+
+// render fills a migration's placeholders for the dialect.
+func (d Dialect) render(sql string) string {
+	if d.Modern {
+		return strings.NewReplacer("{lc}", "LowCardinality(String)", "{lca}", "Array(LowCardinality(String))",
+			"{zstd}", " CODEC(ZSTD(1))", "{delta}", " CODEC(Delta, ZSTD(1))").Replace(sql)
+	}
+	return strings.NewReplacer("{lc}", "String", "{lca}", "Array(String)", "{zstd}", "", "{delta}", "").Replace(sql)
+}
+
+// RetentionStatements are the TTLs of clickhouse.retention (a Modern
+// server's): the log, the dead letters and the labels keep that many days
+// of rows; window metrics, alerts and the registry mirror are kept.
+func RetentionStatements(database string, days int) []string {
+	return []string{
+		fmt.Sprintf("ALTER TABLE %s.inference_log MODIFY TTL event_time + INTERVAL %d DAY", database, days),
+		fmt.Sprintf("ALTER TABLE %s.dead_letters MODIFY TTL dlq_time + INTERVAL %d DAY", database, days),
+		fmt.Sprintf("ALTER TABLE %s.labels MODIFY TTL label_time + INTERVAL %d DAY", database, days),
+	}
+}
+
 // Migration is one embedded ClickHouse migration: numbered, idempotent
 // statements (CREATE ... IF NOT EXISTS and the like).
 type Migration struct {
@@ -24,8 +57,8 @@ type Migration struct {
 var migrationName = regexp.MustCompile(`^(\d+)_([a-z0-9_]+)\.sql$`)
 
 // Migrations returns the embedded migrations in version order, with {db}
-// replaced by database.
-func Migrations(database string) ([]Migration, error) {
+// replaced by database and the column types of the dialect.
+func Migrations(database string, d Dialect) ([]Migration, error) {
 	if !identRE.MatchString(database) || strings.Contains(database, "-") {
 		return nil, fmt.Errorf("clickhouse database name %q must be letters, digits and '_'", database)
 	}
@@ -44,7 +77,7 @@ func Migrations(database string) ([]Migration, error) {
 			return nil, err
 		}
 		v, _ := strconv.Atoi(m[1])
-		out = append(out, Migration{Version: v, Name: m[2], Statements: splitSQL(strings.ReplaceAll(string(data), "{db}", database))})
+		out = append(out, Migration{Version: v, Name: m[2], Statements: splitSQL(d.render(strings.ReplaceAll(string(data), "{db}", database)))})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
 	return out, nil

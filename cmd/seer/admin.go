@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
 	"github.com/seer-ml/seer/drift"
@@ -42,13 +43,23 @@ is safe. The base schema runs on ClickHouse 18.16 and later.`,
 			if err != nil {
 				return err
 			}
-			if err := drift.Migrate(ctx, conn, cfg.ClickHouse.Database, logger); err != nil {
+			if err := migrate(ctx, conn, cfg, logger); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "clickhouse %s at %s: database %s is up to date\n", v, cfg.ClickHouse.Addr, cfg.ClickHouse.Database)
 			return nil
 		},
 	}
+}
+
+// migrate applies the schema's migrations (in the server's dialect) and
+// clickhouse.retention: what every command that writes ClickHouse does
+// first.
+func migrate(ctx context.Context, conn driver.Conn, cfg Config, logger *slog.Logger) error {
+	if err := drift.Migrate(ctx, conn, cfg.ClickHouse.Database, logger); err != nil {
+		return err
+	}
+	return drift.ApplyRetention(ctx, conn, cfg.ClickHouse.Database, cfg.ClickHouse.Retention, logger)
 }
 
 func newFeaturesCmd(g *globals) *cobra.Command {

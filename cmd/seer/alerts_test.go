@@ -1,12 +1,18 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/seer-ml/seer/drift/monitor"
 	"github.com/seer-ml/seer/drift/notify"
@@ -146,6 +152,120 @@ func TestPrometheusRules(t *testing.T) {
 	for name := range promRules(t, testenv.RepoRoot(t)) {
 		if !strings.Contains(all.String(), "alertname: "+name+"\n") {
 			t.Errorf("alert %s has no promtool test", name)
+		}
+	}
+}
+
+// dashboardTargets returns the queries of deploy/dashboards' panels on a
+// datasource type: PromQL expressions, or ClickHouse SQL; the model
+// dashboard's variable queries count as ClickHouse queries too.
+func dashboardTargets(t *testing.T, dsType string) map[string]string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(testenv.RepoRoot(t), "deploy", "dashboards", "*.json"))
+	out := map[string]string{} // panel title → query
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct {
+			Templating struct {
+				List []struct {
+					Name       string `json:"name"`
+					Datasource *struct {
+						Type string `json:"type"`
+					} `json:"datasource"`
+					Query string `json:"query"`
+				} `json:"list"`
+			} `json:"templating"`
+			Panels []struct {
+				Title   string `json:"title"`
+				Targets []struct {
+					RefID      string `json:"refId"`
+					Datasource struct {
+						Type string `json:"type"`
+					} `json:"datasource"`
+					Expr   string `json:"expr"`
+					RawSQL string `json:"rawSql"`
+				} `json:"targets"`
+			} `json:"panels"`
+		}
+		if err := json.Unmarshal(data, &d); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, p := range d.Panels {
+			for _, tg := range p.Targets {
+				if tg.Datasource.Type != dsType {
+					continue
+				}
+				out[p.Title+" "+tg.RefID] = tg.Expr + tg.RawSQL
+			}
+		}
+		for _, v := range d.Templating.List {
+			if v.Datasource != nil && v.Datasource.Type == dsType {
+				out["variable "+v.Name] = v.Query
+			}
+		}
+	}
+	return out
+}
+
+// TestDashboardPromQL: every Prometheus panel query of deploy/dashboards
+// parses (promtool checks them as recording rules).
+func TestDashboardPromQL(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		testenv.Unavailable(t, "promtool not found (Debian package prometheus; deploy/local/stack.sh installs it)")
+	}
+	queries := dashboardTargets(t, "prometheus")
+	if len(queries) < 10 {
+		t.Fatalf("%d Prometheus panel queries, want the pipeline dashboard's", len(queries))
+	}
+	var b strings.Builder
+	b.WriteString("groups:\n  - name: dashboards\n    rules:\n")
+	i := 0
+	for _, q := range queries {
+		i++
+		fmt.Fprintf(&b, "      - record: dashboard:query%d\n        expr: %q\n", i, q)
+	}
+	f := filepath.Join(t.TempDir(), "dashboards.yml")
+	os.WriteFile(f, []byte(b.String()), 0o644)
+	if out, err := exec.Command(promtool, "check", "rules", f).CombinedOutput(); err != nil {
+		t.Errorf("a dashboard query does not parse: %v\n%s", err, out)
+	}
+}
+
+// runDashboardQueries runs every ClickHouse query of deploy/dashboards on
+// database, with Grafana's macros for the range [from, to] and the
+// variables model and database, and fails a query that errs or returns no
+// row.
+func runDashboardQueries(t *testing.T, conn driver.Conn, database, model string, from, to time.Time) {
+	t.Helper()
+	queries := dashboardTargets(t, "grafana-clickhouse-datasource")
+	if len(queries) < 10 {
+		t.Fatalf("%d ClickHouse panel queries, want the model dashboard's", len(queries))
+	}
+	timeFilter := regexp.MustCompile(`\$__timeFilter\((\w+)\)`)
+	for title, q := range queries {
+		q = timeFilter.ReplaceAllString(q, fmt.Sprintf("$1 >= toDateTime(%d) AND $1 <= toDateTime(%d)", from.Unix(), to.Unix()))
+		q = strings.NewReplacer("$__fromTime", fmt.Sprintf("toDateTime(%d)", from.Unix()), "$__toTime", fmt.Sprintf("toDateTime(%d)", to.Unix()),
+			"${database}", database, "${model}", model).Replace(q)
+		if strings.Contains(q, "$") {
+			t.Errorf("%s: a macro or variable is left: %s", title, q)
+			continue
+		}
+		rows, err := conn.Query(context.Background(), q)
+		if err != nil {
+			t.Errorf("%s: %v\n%s", title, err, q)
+			continue
+		}
+		n := 0
+		for rows.Next() {
+			n++
+		}
+		rows.Close()
+		if n == 0 {
+			t.Errorf("%s: no rows over the run's database\n%s", title, q)
 		}
 	}
 }

@@ -112,7 +112,7 @@ seer_ingest_lag_records) are served on --http.`,
 				return err
 			}
 			defer conn.Close()
-			if err := drift.Migrate(cmd.Context(), conn, cfg.ClickHouse.Database, logger); err != nil {
+			if err := migrate(cmd.Context(), conn, cfg, logger); err != nil {
 				return err
 			}
 			dec, err := labels.NewDecoder()
@@ -159,7 +159,7 @@ FILE.rejects.jsonl), and the load goes on. Progress goes to stderr.`,
 				return err
 			}
 			defer conn.Close()
-			if err := drift.Migrate(cmd.Context(), conn, cfg.ClickHouse.Database, logger); err != nil {
+			if err := migrate(cmd.Context(), conn, cfg, logger); err != nil {
 				return err
 			}
 			w := labels.Writer{Conn: conn, Database: cfg.ClickHouse.Database}

@@ -114,7 +114,7 @@ func backfill(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, 
 		return err
 	}
 	defer conn.Close()
-	if err := drift.Migrate(ctx, conn, cfg.ClickHouse.Database, logger); err != nil {
+	if err := migrate(ctx, conn, cfg, logger); err != nil {
 		return err
 	}
 	var pkgs packages
@@ -140,7 +140,7 @@ func backfill(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, 
 	t0 := time.Now()
 	err = mon.Backfill(ctx, from, to, func(start time.Time) {
 		n++
-		fmt.Fprintf(g.stderr, "backfill: window %d of %d (%s)", n, total, start.UTC().Format(time.RFC3339))
+		fmt.Fprintf(g.stderr, "\rbackfill: window %d of %d (%s)", n, total, start.UTC().Format(time.RFC3339))
 	})
 	fmt.Fprintln(g.stderr)
 	if err != nil {
@@ -157,7 +157,7 @@ func runMonitor(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	defer conn.Close()
-	if err := drift.Migrate(ctx, conn, cfg.ClickHouse.Database, logger); err != nil {
+	if err := migrate(ctx, conn, cfg, logger); err != nil {
 		return err
 	}
 	rdb := featurestore.NewClient(cfg.Redis)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/scoring/registry"
 )
 
@@ -118,6 +119,13 @@ func TestRolloutsEndToEnd(t *testing.T) {
 	if s.LabelsSent == 0 || s.LabelsIngested != s.LabelsSent || perf["1.1.0"].Labeled == 0 || perf["1.1.0"].AUC < 0.7 || perf["1.2.0-rc.1 (shadow)"].AUC > perf["1.1.0"].AUC {
 		t.Errorf("labels %d sent, %d ingested; performance %+v: want 1.1.0 measured on labels, the bad candidate's shadow worse", s.LabelsSent, s.LabelsIngested, s.Performance)
 	}
+	// The model dashboard's queries over the run's database.
+	conn, err := drift.Open(ctx, cfg.ClickHouse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	runDashboardQueries(t, conn, cfg.ClickHouse.Database, "card-fraud", started.Add(-5*time.Minute), time.Now().Add(time.Minute))
 	if !strings.Contains(out.String(), "rollout_rolled_back") {
 		t.Errorf("the demo's output does not show the rollback:\n%s", out.String())
 	}

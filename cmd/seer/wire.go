@@ -116,7 +116,7 @@ func buildApp(ctx context.Context, cfg Config, logger *slog.Logger, reg promethe
 	if a.ch, err = drift.Open(ctx, cfg.ClickHouse); err != nil {
 		return nil, err
 	}
-	if err = drift.Migrate(ctx, a.ch, cfg.ClickHouse.Database, logger); err != nil {
+	if err = migrate(ctx, a.ch, cfg, logger); err != nil {
 		return nil, err
 	}
 	a.sink = inferencelog.NewSink(a.ch, cfg.ClickHouse.Database)

@@ -132,11 +132,11 @@ type Monitor struct {
 
 	leader  bool
 	token   uint64
-	lastEnd time.Time            // end of the last window evaluated
+	lastEnd time.Time // end of the last window evaluated
 	// matureEnd is the end of the last window whose performance was
 	// measured mature.
 	matureEnd time.Time
-	volumes map[string][]float64 // per version, rows of its last windows, for volume_ratio
+	volumes   map[string][]float64 // per version, rows of its last windows, for volume_ratio
 }
 
 // volumeWindows is how many previous windows make the volume baseline.

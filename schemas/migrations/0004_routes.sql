@@ -12,13 +12,13 @@ ALTER TABLE {db}.inference_log ADD COLUMN candidate_failed UInt8 DEFAULT 0;
 -- Dead letters: the model, version and route that rejected the event at the
 -- score stage; empty for events rejected before a route was chosen
 -- (decode, schema, features).
-ALTER TABLE {db}.dead_letters ADD COLUMN model String DEFAULT '';
-ALTER TABLE {db}.dead_letters ADD COLUMN model_version String DEFAULT '';
-ALTER TABLE {db}.dead_letters ADD COLUMN route String DEFAULT '';
+ALTER TABLE {db}.dead_letters ADD COLUMN model {lc} DEFAULT '';
+ALTER TABLE {db}.dead_letters ADD COLUMN model_version {lc} DEFAULT '';
+ALTER TABLE {db}.dead_letters ADD COLUMN route {lc} DEFAULT '';
 
 -- Window metrics: the route the version served on (production, or canary
 -- for a rollout's candidate).
-ALTER TABLE {db}.window_metrics ADD COLUMN route String DEFAULT '';
+ALTER TABLE {db}.window_metrics ADD COLUMN route {lc} DEFAULT '';
 
 -- The registry mirror: rollout events, with the rollout, the step, and the
 -- gate and figures that decided it.
