@@ -7,7 +7,11 @@
 #      whose p99 stays within BENCH_SLO (default 100ms), by bisection
 #      (seer loadtest --find-max, BENCH_STEP seconds per trial);
 #   2. seer's p99 at 50% of its max throughput;
-#   3. p99 of both at equal load: 50% of the baseline's max.
+#   3. p99 of both at equal load: 50% of the baseline's max;
+#   4. the cost per 1,000 predictions of each, at its max and at half of
+#      it: the CPU seconds of every process — the service, Kafka, Redis and
+#      ClickHouse (from /proc/PID/stat) — over a 20 s run, per 1,000
+#      predictions, separately and together.
 #
 # Writes loadtest/results/<date>-<host>.json and PNG charts beside it.
 # Traffic goes to 127.0.0.1 only; every run is bounded in time.
@@ -39,6 +43,31 @@ measure() {
     --drain-timeout 10s --report "$work/$name-max.json" 2>/dev/null
 }
 
+# cost NAME RATE — a 20 s run at RATE against the system started last,
+# with the CPU seconds of it, Kafka, Redis and ClickHouse per 1,000
+# predictions written to $work/NAME-cost.json.
+cost() {
+  local name=$1 rate=$2 procs="service:${pids[-1]}" p before after
+  for p in kafka redis clickhouse; do
+    [ -f "$SEER_CACHE_DIR/run/$p.pid" ] && procs+=" $p:$(cat "$SEER_CACHE_DIR/run/$p.pid")"
+  done
+  ticks() { for p in $procs; do printf '%s:%s ' "${p%%:*}" "$(awk '{print $14 + $15}' "/proc/${p#*:}/stat")"; done; }
+  before=$(ticks)
+  bin/seer loadtest --rate "$rate" --duration 20s --drain-timeout 10s --report "$work/$name-costrun.json" >/dev/null 2>&1
+  after=$(ticks)
+  python3 - "$work/$name-costrun.json" "$before" "$after" "$(getconf CLK_TCK)" "$rate" >"$work/$name-cost.json" <<'PY'
+import json, sys
+report, before, after, hz, rate = json.load(open(sys.argv[1])), sys.argv[2].split(), sys.argv[3].split(), int(sys.argv[4]), float(sys.argv[5])
+b = dict(x.rsplit(":", 1) for x in before)
+a = dict(x.rsplit(":", 1) for x in after)
+k = max(report["predicted"], 1) / 1000
+per = {n: round((float(a[n]) - float(b[n])) / hz / k, 3) for n in a}
+per["all"] = round(sum(per.values()), 3)
+json.dump({"rate": rate, "predicted": report["predicted"], "cpu_seconds_per_1000_predictions": per}, sys.stdout)
+PY
+  echo "   cost at $rate/s: $(python3 -c "import json;print(json.load(open('$work/$name-cost.json'))['cpu_seconds_per_1000_predictions'])") CPU-s per 1,000 predictions"
+}
+
 # start SYSTEM — run seer serve or the baseline on the current topics;
 # stop_last stops it again.
 start() {
@@ -61,6 +90,9 @@ measure seer 5000 120000
 seer_max=$(python3 -c "import json;print(int(json.load(open('$work/seer-max.json'))['max_sustainable_rate']))")
 echo "== seer: latency at 50% of its max ($((seer_max / 2))/s)"
 bin/seer loadtest --rate $((seer_max / 2)) --duration 20s --report "$work/seer-half.json" 2>/dev/null | sed -n 2,3p
+echo "== seer: cost per 1,000 predictions at its max and at half"
+cost seer-max "$seer_max"
+cost seer-half $((seer_max / 2))
 stop_last
 
 topics baseline
@@ -69,6 +101,9 @@ measure baseline 200 40000
 base_max=$(python3 -c "import json;print(int(json.load(open('$work/baseline-max.json'))['max_sustainable_rate']))")
 equal=$((base_max / 2))
 [ "$equal" -ge 100 ] || equal=100
+echo "== baseline: cost per 1,000 predictions at its max and at half"
+cost baseline-max "$base_max"
+cost baseline-half "$equal"
 echo "== equal load: $equal/s on both"
 bin/seer loadtest --rate $equal --duration 20s --report "$work/baseline-equal.json" 2>/dev/null | sed -n 2,3p
 stop_last
@@ -86,6 +121,7 @@ import json, os, platform, sys
 work, out, slo = sys.argv[1:4]
 j = lambda n: json.load(open(f"{work}/{n}.json"))
 sm, bm, sh, se, be = j("seer-max"), j("baseline-max"), j("seer-half"), j("seer-equal"), j("baseline-equal")
+costs = {n: j(n + "-cost") for n in ("seer-max", "seer-half", "baseline-max", "baseline-half")}
 cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
 res = {
   "command": "make bench",
@@ -101,10 +137,16 @@ res["ratios"] = {
   "max_throughput_seer_over_baseline": round(sm["max_sustainable_rate"] / max(bm["max_sustainable_rate"], 1), 2),
   "p99_baseline_over_seer_at_equal_load": round(be["latency"]["p99_ms"] / max(se["latency"]["p99_ms"], 0.001), 2),
 }
+res["cost_per_1000_predictions"] = {
+  "unit": "CPU seconds of each process per 1,000 predictions over a 20 s run at the rate (service, kafka, redis, clickhouse, all)",
+  "seer_at_max": costs["seer-max"], "seer_at_half": costs["seer-half"],
+  "baseline_at_max": costs["baseline-max"], "baseline_at_half": costs["baseline-half"]}
 res["targets"] = {"throughput_ratio": ">= 10", "seer_p99_ms_at_half_max": "<= 50"}
 json.dump(res, open(out, "w"), indent=2)
 print(f"seer max {sm['max_sustainable_rate']:.0f}/s, baseline max {bm['max_sustainable_rate']:.0f}/s: ratio {res['ratios']['max_throughput_seer_over_baseline']} (target >= 10)")
 print(f"seer p99 at 50% of max ({sh['target_rate']:.0f}/s): {sh['latency']['p99_ms']} ms (target <= 50)")
 print(f"equal load {se['target_rate']:.0f}/s: seer p99 {se['latency']['p99_ms']} ms, baseline p99 {be['latency']['p99_ms']} ms")
+for n, c in costs.items():
+    print(f"cost {n} ({c['rate']:.0f}/s): {c['cpu_seconds_per_1000_predictions']} CPU-s per 1,000 predictions")
 print(f"written to {out}")
 PY

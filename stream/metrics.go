@@ -1,7 +1,10 @@
 package stream
 
 import (
+	"context"
 	"strconv"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +23,8 @@ type metrics struct {
 	retries    *prometheus.CounterVec
 	assigned   prometheus.Gauge
 	brokerDown prometheus.Gauge
+	cost       prometheus.Gauge
+	scored     atomic.Int64 // predictions committed, for cost
 }
 
 func newMetrics() metrics {
@@ -64,11 +69,15 @@ func newMetrics() metrics {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "seer_stream_in_flight_records", Help: "Records polled but not yet committed.",
 		}),
+		cost: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "seer_cpu_seconds_per_1000_predictions",
+			Help: "This process's CPU time (user and system, every thread) per 1,000 predictions committed, over the last kafka.lag_interval with predictions: its share of the cost per 1,000 predictions (the brokers', Redis's and ClickHouse's shares are theirs).",
+		}),
 	}
 }
 
 func (m *metrics) register(reg prometheus.Registerer) {
-	reg.MustRegister(m.records, m.stage, m.batch, m.e2e, m.inFlight, m.age, m.lag, m.lagErrors, m.stalled, m.retries, m.assigned, m.brokerDown)
+	reg.MustRegister(m.records, m.stage, m.batch, m.e2e, m.inFlight, m.age, m.lag, m.lagErrors, m.stalled, m.retries, m.assigned, m.brokerDown, m.cost)
 }
 
 func (p *Pipeline) observe(stage string, since time.Time) {
@@ -83,6 +92,7 @@ func (p *Pipeline) count(b *batch) {
 			p.m.records.WithLabelValues(p.cfg.InputTopic, "dlq", string(r.Reason)).Inc()
 		} else {
 			p.m.records.WithLabelValues(p.cfg.InputTopic, "scored", "").Inc()
+			p.m.scored.Add(1)
 		}
 		p.m.e2e.Observe(now.Sub(b.recs[i].Timestamp).Seconds())
 	}
@@ -91,4 +101,33 @@ func (p *Pipeline) count(b *batch) {
 // setLag publishes one partition's committed lag.
 func (p *Pipeline) setLag(topic string, partition int32, lag int64) {
 	p.m.lag.WithLabelValues(topic, strconv.Itoa(int(partition))).Set(float64(max(lag, 0)))
+}
+
+// processCPU is this process's user and system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// costLoop publishes, every LagInterval in which predictions were
+// committed, the process's CPU seconds per 1,000 of them.
+func (p *Pipeline) costLoop(ctx context.Context) {
+	tick := time.NewTicker(p.cfg.LagInterval)
+	defer tick.Stop()
+	cpu, scored := processCPU(), p.m.scored.Load()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		c, n := processCPU(), p.m.scored.Load()
+		if n > scored {
+			p.m.cost.Set((c - cpu).Seconds() / float64(n-scored) * 1000)
+		}
+		cpu, scored = c, n
+	}
 }

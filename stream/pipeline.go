@@ -196,6 +196,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	lctx, stopLag := context.WithCancel(ctx)
 	defer stopLag()
 	go p.lagLoop(lctx)
+	go p.costLoop(lctx)
 	if p.sess != nil {
 		defer p.sess.Close()
 		return p.runTransactional(ctx)

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -383,5 +385,38 @@ func TestShadowPredictionsGoToTheirTopic(t *testing.T) {
 	}
 	if len(prodIDs) != n || len(shadowIDs) != n {
 		t.Errorf("%d events with a production prediction and %d with a shadow one, want %d each", len(prodIDs), len(shadowIDs), n)
+	}
+}
+
+// TestCostGauge: once predictions are committed, serve publishes its CPU
+// seconds per 1,000 of them (seer_cpu_seconds_per_1000_predictions) — a
+// positive figure, far below a second per prediction.
+func TestCostGauge(t *testing.T) {
+	c := newCluster(t)
+	brokers := c.ListenAddrs()
+	cfg := testConfig(brokers)
+	cfg.LagInterval = 100 * time.Millisecond
+	schema, err := schemas.LoadInputSchema("card_transactions.v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &fakeStages{logged: map[string]schemas.Item{}}
+	reg := prometheus.NewRegistry()
+	p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), reg, kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	produceEvents(t, brokers, 500, nil)
+	consumeAll(t, brokers, "out", 500)
+	var cost float64
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && cost == 0; time.Sleep(50 * time.Millisecond) {
+		cost = testutil.ToFloat64(p.m.cost)
+	}
+	if cost <= 0 || cost > 1000 {
+		t.Errorf("seer_cpu_seconds_per_1000_predictions = %v, want a positive figure below 1000", cost)
 	}
 }
