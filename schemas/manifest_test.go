@@ -130,7 +130,7 @@ func FuzzParseInputSchema(f *testing.F) {
 }
 
 func TestMigrations(t *testing.T) {
-	migs, err := Migrations("seer_test")
+	migs, err := Migrations("seer_test", Dialect{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestMigrations(t *testing.T) {
 			}
 		}
 	}
-	if _, err := Migrations("bad-name"); err == nil {
+	if _, err := Migrations("bad-name", Dialect{}); err == nil {
 		t.Error("Migrations accepted database name bad-name")
 	}
 }
