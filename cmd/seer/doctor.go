@@ -90,8 +90,25 @@ func runDoctor(ctx context.Context, g *globals, cfg Config, logger *slog.Logger,
 		{"kafka", "topics", func(ctx context.Context) (string, error) { return doctorTopics(ctx, adm, cfg) },
 			"create the missing topics (the input topic with as many partitions as serve instances you will run; docs/golden-path.md), or point kafka.*_topic at the right names"},
 		{"kafka", "group", func(ctx context.Context) (string, error) {
-			gs, err := adm.DescribeGroups(ctx, cfg.Kafka.Group)
-			if err != nil {
+			// A new cluster has no group coordinator until the offsets
+			// topic exists (COORDINATOR_NOT_AVAILABLE): retry while the
+			// error says it may pass.
+			var gs kadm.DescribedGroups
+			var err error
+			for {
+				gs, err = adm.DescribeGroups(ctx, cfg.Kafka.Group)
+				if err == nil {
+					err = gs[cfg.Kafka.Group].Err
+				}
+				if err == nil || errors.Is(err, kerr.GroupIDNotFound) || !kerr.IsRetriable(err) || ctx.Err() != nil {
+					break
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(250 * time.Millisecond):
+				}
+			}
+			if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
 				return "", err
 			}
 			d := gs[cfg.Kafka.Group]
