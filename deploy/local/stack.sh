@@ -8,7 +8,8 @@
 #                      `install onnxruntime-gpu` fetches the CUDA build of ONNX
 #                      Runtime (PyPI onnxruntime-gpu) for a GPU machine
 #   stack.sh up [SVC]  install, then start (all, or only the named services:
-#                      kafka redis clickhouse) Kafka, Redis and ClickHouse and wait
+#                      kafka redis clickhouse; alertmanager only when named)
+#                      Kafka, Redis and ClickHouse and wait
 #                      until each answers; a service already answering on its
 #                      port is left alone and not restarted
 #   stack.sh down      stop the services this script started (never others)
@@ -22,7 +23,8 @@
 # Ports: SEER_KAFKA_PORT (9092), SEER_KAFKA_CONTROLLER_PORT (9093),
 # SEER_KAFKA_SASL_PORT (9094, SASL_SSL), SEER_KAFKA_MTLS_PORT (9095, mTLS),
 # SEER_REDIS_PORT (6379), SEER_REDIS_TLS_PORT (6380), SEER_CLICKHOUSE_PORT (9000),
-# SEER_CLICKHOUSE_HTTP_PORT (8123), SEER_CLICKHOUSE_TLS_PORT (9440). All servers bind to 127.0.0.1 only.
+# SEER_CLICKHOUSE_HTTP_PORT (8123), SEER_CLICKHOUSE_TLS_PORT (9440), SEER_ALERTMANAGER_PORT
+# (9193). All servers bind to 127.0.0.1 only.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -48,6 +50,7 @@ redis_tls_port=${SEER_REDIS_TLS_PORT:-6380}
 ch_port=${SEER_CLICKHOUSE_PORT:-9000}
 ch_http_port=${SEER_CLICKHOUSE_HTTP_PORT:-8123}
 ch_tls_port=${SEER_CLICKHOUSE_TLS_PORT:-9440}
+am_port=${SEER_ALERTMANAGER_PORT:-9193} # Kafka's controller has 9093
 
 ort_version=1.30.0
 ort_sha256=ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23
@@ -186,6 +189,18 @@ cmd_install() {
 
 # ------------------------------------------------------------------ start ---
 
+# start_alertmanager — Debian's Alertmanager with deploy/alertmanager's
+# config, on 127.0.0.1 (only on request: stack.sh up alertmanager).
+start_alertmanager() {
+  if port_open "$am_port"; then log "alertmanager: something already answers on $am_port; leaving it alone"; return 0; fi
+  mkdir -p "$cache/alertmanager" "$cache/run"
+  prometheus-alertmanager --config.file="$repo/deploy/alertmanager/alertmanager.yml" --storage.path="$cache/alertmanager" \
+    --web.listen-address="127.0.0.1:$am_port" --cluster.listen-address= >"$cache/alertmanager/alertmanager.log" 2>&1 &
+  echo $! >"$cache/run/alertmanager.pid"
+  wait_port alertmanager "$am_port" 20 "$cache/alertmanager/alertmanager.log"
+  log "alertmanager: http://127.0.0.1:$am_port (point monitor.webhook_url at http://127.0.0.1:$am_port/api/v2/alerts)"
+}
+
 start_redis() {
   if port_open "$redis_port"; then log "redis: something already answers on $redis_port; leaving it alone"; return 0; fi
   mkdir -p "$cache/redis" "$cache/run"
@@ -322,8 +337,9 @@ cmd_up() {
       redis) start_redis ;;
       clickhouse) start_clickhouse ;;
       kafka) start_kafka ;;
+      alertmanager) start_alertmanager ;;
       python) ;;
-      *) die "unknown service $s (want kafka, redis or clickhouse)" ;;
+      *) die "unknown service $s (want kafka, redis, clickhouse or alertmanager)" ;;
     esac
   done
   log "stack is up (cache: $cache); stop it with: make stack-down"
@@ -345,6 +361,7 @@ stop_one() {
 }
 
 cmd_down() {
+  stop_one alertmanager
   stop_one kafka
   stop_one clickhouse
   stop_one redis
