@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/featurestore"
 	"github.com/seer-ml/seer/internal/testenv"
 )
@@ -24,15 +21,7 @@ func TestDoctor(t *testing.T) {
 	cfg, _ := integrationConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	conn, err := drift.Open(ctx, cfg.ClickHouse)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	t.Cleanup(func() { conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database) })
-	if err := drift.Migrate(ctx, conn, cfg.ClickHouse.Database, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
-		t.Fatal(err)
-	}
+	testDB(ctx, t, cfg, true)
 	rdb := featurestore.NewClient(cfg.Redis)
 	defer rdb.Close()
 	key := featurestore.Key(cfg.Redis.KeyPrefix, "user_stats", "u1")

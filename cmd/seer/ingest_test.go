@@ -17,7 +17,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/drift/inferencelog"
 	"github.com/seer-ml/seer/drift/judge"
 	"github.com/seer-ml/seer/drift/labels"
@@ -78,15 +77,7 @@ func TestLabelsOnTheBrokerToWindowMetrics(t *testing.T) {
 	defer cancel()
 	topic := "it-labels-" + cfg.Kafka.Group
 	ingestTopics(t, admin, topic)
-	conn, err := drift.Open(ctx, cfg.ClickHouse)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	t.Cleanup(func() { conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database) })
-	if err := drift.Migrate(ctx, conn, cfg.ClickHouse.Database, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
-		t.Fatal(err)
-	}
+	conn := testDB(ctx, t, cfg, true)
 	m := mustManifest(t, cfg)
 	t0 := time.Now().Add(-time.Hour).Truncate(time.Minute)
 	r := rand.New(rand.NewPCG(9, 10))
@@ -243,15 +234,7 @@ func TestPerformanceGateRollsBack(t *testing.T) {
 	if _, err := pkgs.log.SetAlias(ctx, "card-fraud", "champion", "1.0.0", "ci", "first"); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := drift.Open(ctx, cfg.ClickHouse)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	t.Cleanup(func() { conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database) })
-	if err := drift.Migrate(ctx, conn, cfg.ClickHouse.Database, quiet); err != nil {
-		t.Fatal(err)
-	}
+	conn := testDB(ctx, t, cfg, true)
 	cand, err := schemas.LoadManifest(candDir)
 	if err != nil {
 		t.Fatal(err)
@@ -321,12 +304,7 @@ func TestLabelsLoad(t *testing.T) {
 	cfg, _ := integrationConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	conn, err := drift.Open(ctx, cfg.ClickHouse)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	t.Cleanup(func() { conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database) })
+	conn := testDB(ctx, t, cfg, false)
 	t.Setenv("SEER_CLICKHOUSE_DATABASE", cfg.ClickHouse.Database)
 	dir := t.TempDir()
 	type row struct {

@@ -10,11 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/ksuid"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/featurestore/ingest"
 	"github.com/seer-ml/seer/internal/testenv"
 	"github.com/seer-ml/seer/loadtest"
@@ -239,6 +241,26 @@ func integrationConfigOn(t *testing.T, brokers string) (Config, *kgo.Client) {
 		adm.DeleteTopics(context.Background(), cfg.Kafka.InputTopic, cfg.Kafka.PredictionsTopic, cfg.Kafka.DLQTopic)
 	})
 	return cfg, admin
+}
+
+// testDB opens the config's ClickHouse database for a test (dropped
+// afterwards) and, when migrated, migrates it.
+func testDB(ctx context.Context, t *testing.T, cfg Config, migrated bool) driver.Conn {
+	t.Helper()
+	conn, err := drift.Open(ctx, cfg.ClickHouse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database)
+		conn.Close()
+	})
+	if migrated {
+		if err := drift.Migrate(ctx, conn, cfg.ClickHouse.Database, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return conn
 }
 
 // withRegistry gives the test a registry topic of its own (deleted
