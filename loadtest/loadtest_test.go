@@ -148,8 +148,8 @@ func TestSearchMaxBisects(t *testing.T) {
 	if best > 37000 || best < 35500 {
 		t.Errorf("best = %v, want within 1500 below 37000", best)
 	}
-	if len(trials) != 10 {
-		t.Errorf("%d trials, want 2 ends + 8 steps", len(trials))
+	if len(trials) != 11 || !trials[10].Confirm || trials[10].Rate != best {
+		t.Errorf("%d trials (last %+v), want 2 ends + 8 steps + the confirmation of %v", len(trials), trials[len(trials)-1], best)
 	}
 	for _, tr := range trials {
 		if tr.OK != (tr.Rate <= 37000) {
@@ -159,6 +159,57 @@ func TestSearchMaxBisects(t *testing.T) {
 	// A system that cannot even sustain lo.
 	if best, _, _ := SearchMax(context.Background(), 1000, 2000, 50, 4, func(context.Context, float64) (float64, float64, error) { return 10, 900, nil }); best != 0 {
 		t.Errorf("best = %v for a failing system, want 0", best)
+	}
+}
+
+// TestSearchMaxConfirms: a rate that passed once by luck fails its
+// confirmation, and the search settles one bisection interval lower, where
+// the confirmation passes.
+func TestSearchMaxConfirms(t *testing.T) {
+	lucky := true
+	measure := func(_ context.Context, rate float64) (float64, float64, error) {
+		switch {
+		case rate <= 20000:
+			return rate, 30, nil
+		case rate <= 30000 && lucky: // passes once, then not again
+			lucky = rate > 25000 && rate < 26000
+			return rate, 60, nil
+		}
+		return rate * 0.9, 300, nil
+	}
+	best, trials, err := SearchMax(context.Background(), 1000, 100000, 100, 6, measure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var confirms []Trial
+	for _, tr := range trials {
+		if tr.Confirm {
+			confirms = append(confirms, tr)
+		}
+	}
+	if best > 20000 || len(confirms) < 2 || confirms[0].OK || !confirms[len(confirms)-1].OK || confirms[len(confirms)-1].Rate != best {
+		t.Errorf("best %v, confirmations %+v: want the lucky rate refused and a lower one confirmed", best, confirms)
+	}
+}
+
+// TestSteadyLatencyLeavesOutTheWarmup: events due before SteadyFrom count
+// in the total, not in the steady percentiles.
+func TestSteadyLatencyLeavesOutTheWarmup(t *testing.T) {
+	r := NewRecorder()
+	t0 := time.Now()
+	r.SteadyFrom(t0.Add(5 * time.Second))
+	for i := range 100 {
+		due := t0.Add(time.Duration(i) * 100 * time.Millisecond) // 0 … 9.9 s
+		id := strconv.Itoa(i)
+		r.Sent(id, due)
+		lat := 10 * time.Millisecond
+		if i < 50 {
+			lat = 2 * time.Second // the warm-up is slow
+		}
+		r.Predicted(id, due.Add(lat))
+	}
+	if s, tot := r.Steady(), r.Total(); s.P99 > 11 || tot.P99 < 1900 {
+		t.Errorf("steady p99 %v ms, total p99 %v ms: want the slow warm-up in the total only", s.P99, tot.P99)
 	}
 }
 

@@ -18,6 +18,8 @@ type Recorder struct {
 	hist       *hdrhistogram.Histogram
 	window     *hdrhistogram.Histogram // since the last Window call
 	acks       *hdrhistogram.Histogram // scheduled send to broker acknowledgement
+	steady     *hdrhistogram.Histogram // events due at or after steadyFrom
+	steadyFrom time.Time
 	sent       int64
 	matched    int64
 	duplicates int64
@@ -35,7 +37,24 @@ func NewRecorder() *Recorder {
 		hist:     hdrhistogram.New(1, int64(5*time.Minute/time.Microsecond), 3),
 		window:   hdrhistogram.New(1, int64(5*time.Minute/time.Microsecond), 3),
 		acks:     hdrhistogram.New(1, int64(5*time.Minute/time.Microsecond), 3),
+		steady:   hdrhistogram.New(1, int64(5*time.Minute/time.Microsecond), 3),
 	}
+}
+
+// SteadyFrom makes Steady count only the events due at or after t: the
+// warm-up before it (JIT, connection set-up, a first rebalance, caches
+// filling) is left out of the figure a rate is judged on.
+func (r *Recorder) SteadyFrom(t time.Time) {
+	r.mu.Lock()
+	r.steadyFrom = t
+	r.mu.Unlock()
+}
+
+// Steady returns the percentiles of the events due since SteadyFrom.
+func (r *Recorder) Steady() Latency {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return latencyOf(r.steady)
 }
 
 // Sent records an event scheduled for time due.
@@ -64,6 +83,9 @@ func (r *Recorder) Predicted(id string, at time.Time) {
 	us := max(at.Sub(due).Microseconds(), 1)
 	r.hist.RecordValue(us)
 	r.window.RecordValue(us)
+	if !due.Before(r.steadyFrom) {
+		r.steady.RecordValue(us)
+	}
 }
 
 // Acked records the broker's acknowledgement of an event due at due. It

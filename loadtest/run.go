@@ -29,9 +29,12 @@ type RunConfig struct {
 	Preload          int     // > 0: send this many events as fast as possible instead (max throughput)
 	MalformedShare   float64 // share of events malformed on purpose
 	DrainTimeout     time.Duration
-	Partitions       int32     // topics missing on the broker are created with this many partitions
-	Progress         io.Writer // live progress line; nil for none
-	ClientOpts       []kgo.Opt // seed brokers, client id, TLS and SASL: the options every seer client gets
+	// Warmup: the first seconds of a run left out of SteadyLatency (the
+	// figure a throughput search judges a rate on).
+	Warmup     time.Duration
+	Partitions int32     // topics missing on the broker are created with this many partitions
+	Progress   io.Writer // live progress line; nil for none
+	ClientOpts []kgo.Opt // seed brokers, client id, TLS and SASL: the options every seer client gets
 	// EachSecond, when set, is called once a second from the sending
 	// goroutine with the time since the start, between two sends: the
 	// place to change the generator (inject drift) mid-run.
@@ -66,6 +69,8 @@ type Report struct {
 	FirstError      string           `json:"first_produce_error,omitempty"`
 	AchievedRate    float64          `json:"achieved_rate"` // predictions per second over the run
 	Latency         Latency          `json:"latency"`
+	SteadyLatency   Latency          `json:"steady_latency"` // events due after the warm-up
+	WarmupS         float64          `json:"warmup_s"`
 	ProduceLatency  Latency          `json:"produce_ack_latency"` // scheduled send to broker ack: the generator's and broker's share
 	Windows         []Window         `json:"windows"`
 }
@@ -84,6 +89,8 @@ func Run(ctx context.Context, cfg RunConfig, gen *Generator) (*Report, error) {
 		return nil, err
 	}
 	rec := NewRecorder()
+	rec.SteadyFrom(start.Add(cfg.Warmup))
+	rep.WarmupS = cfg.Warmup.Seconds()
 	consumer, err := kgo.NewClient(append(slices.Clone(cfg.ClientOpts),
 		kgo.ConsumeTopics(cfg.PredictionsTopic, cfg.DLQTopic),
 		// Only this run's records: everything since just before it began.
@@ -245,6 +252,7 @@ func Run(ctx context.Context, cfg RunConfig, gen *Generator) (*Report, error) {
 		rep.TargetRate = float64(rep.Sent) / cfg.Profile.Duration.Seconds()
 	}
 	rep.Latency = rec.Total()
+	rep.SteadyLatency = rec.Steady()
 	rep.ProduceLatency = rec.AckLatency()
 	if ctx.Err() != nil {
 		return rep, ctx.Err()
