@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/seer-ml/seer/featurestore"
 	"github.com/seer-ml/seer/featurestore/ingest"
 	"github.com/seer-ml/seer/loadtest"
 	"github.com/seer-ml/seer/schemas"
+	"github.com/seer-ml/seer/stream"
 )
 
 func newLoadtestCmd(g *globals) *cobra.Command {
@@ -101,7 +103,7 @@ your own test brokers should be targets.`,
 				if o.Warmup >= p.Duration {
 					return fmt.Errorf("--warmup %v must be shorter than --duration %v", o.Warmup, p.Duration)
 				}
-				return searchMax(cmd.Context(), g, o, gen, slo, maxRate, steps, report)
+				return searchMax(cmd.Context(), g, o, gen, slo, maxRate, steps, report, cfg.Kafka.Group)
 			}
 			rep, runErr := loadtest.Run(cmd.Context(), o, gen)
 			if rep == nil {
@@ -159,6 +161,30 @@ func loadGeneratedFeatures(ctx context.Context, cfg Config, logger *slog.Logger,
 	return ingest.New(rdb, cfg.Redis.KeyPrefix).PutViews(ctx, gen.FeatureRows(0), time.Now(), 0)
 }
 
+// drained waits, up to 5 minutes, until the service's consumer group has
+// no lag (an unknown group has none).
+func drained(ctx context.Context, g *globals, lag *stream.GroupLag) error {
+	deadline, said := time.Now().Add(5*time.Minute), false
+	for {
+		n, err := lag.Total(ctx)
+		if err != nil || n <= 0 { // no group yet, or no lag we can see
+			return nil
+		}
+		if !said {
+			fmt.Fprintf(g.stdout, "waiting for the service to drain a backlog of %d records before the next trial\n", n)
+			said = true
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the service still has %d records of lag after 5 minutes: it cannot drain the last trial's backlog", n)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 // MaxReport is the outcome of a --find-max search.
 type MaxReport struct {
 	SLOMs       float64          `json:"slo_p99_ms"`
@@ -168,8 +194,20 @@ type MaxReport struct {
 	Trials      []loadtest.Trial `json:"trials"`
 }
 
-func searchMax(ctx context.Context, g *globals, o loadtest.RunConfig, gen *loadtest.Generator, slo time.Duration, maxRate float64, steps int, report string) error {
+func searchMax(ctx context.Context, g *globals, o loadtest.RunConfig, gen *loadtest.Generator, slo time.Duration, maxRate float64, steps int, report, group string) error {
+	admin, err := kgo.NewClient(o.ClientOpts...)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	lag := stream.NewGroupLag(admin, group)
 	measure := func(ctx context.Context, rate float64) (float64, float64, error) {
+		// Each trial starts on an empty queue: the backlog an overloaded
+		// trial left behind would otherwise fail the next one, whatever
+		// its rate.
+		if err := drained(ctx, g, lag); err != nil {
+			return 0, 0, err
+		}
 		run := o
 		run.Profile = loadtest.Profile{Kind: "constant", Rate: rate, Duration: o.Profile.Duration}
 		run.DrainTimeout = min(o.DrainTimeout, 10*time.Second)
