@@ -93,7 +93,7 @@ stop_last() {
 
 topics seer
 start seer
-measure seer 5000 120000
+measure seer 5000 80000
 seer_max=$(python3 -c "import json;print(int(json.load(open('$work/seer-max.json'))['max_sustainable_rate']))")
 echo "== seer: latency at 50% of its max ($((seer_max / 2))/s)"
 bin/seer loadtest --rate $((seer_max / 2)) --duration 20s --report "$work/seer-half.json" 2>/dev/null | sed -n 2,3p
@@ -117,7 +117,7 @@ stop_last
 
 topics baseline
 start baseline
-measure baseline 200 40000
+measure baseline 200 5000
 base_max=$(python3 -c "import json;print(int(json.load(open('$work/baseline-max.json'))['max_sustainable_rate']))")
 equal=$((base_max / 2))
 [ "$equal" -ge 100 ] || equal=100
