@@ -162,21 +162,20 @@ func (in *Ingest[T]) batch(ctx context.Context, recs []*kgo.Record) (Totals, err
 // gives up only when ctx ends (the batch is then not committed, and is
 // consumed again).
 func (in *Ingest[T]) retry(ctx context.Context, what string, fn func() error) error {
-	backoff := 100 * time.Millisecond
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
+	attempts, err := retryBackoff(ctx, max(in.RetryBackoffMax, 100*time.Millisecond), fn, func(attempt int, err error) bool {
 		in.Metrics.errors.WithLabelValues(in.Name, what).Inc()
-		in.Logger.Warn("ingest step failed; retrying", "ingest", in.Name, "what", what, "err", err, "backoff", backoff)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s ingest: %s: %w (not committed; it is consumed again on restart)", in.Name, what, err)
-		case <-time.After(backoff):
+		if attempt == 1 {
+			in.Logger.Warn("ingest step failed; retrying with backoff until it recovers", "ingest", in.Name, "what", what, "err", err)
 		}
-		backoff = min(2*backoff, max(in.RetryBackoffMax, 100*time.Millisecond))
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("%s ingest: %s: %w (not committed; it is consumed again on restart)", in.Name, what, err)
 	}
+	if attempts > 1 {
+		in.Logger.Info("ingest step recovered", "ingest", in.Name, "what", what, "attempts", attempts)
+	}
+	return nil
 }
 
 // observeLag keeps, per partition, the high watermark minus the position

@@ -419,23 +419,11 @@ func (p *Pipeline) prepare(ctx context.Context, b *batch) error {
 // start and once when they end, and counts every failed attempt in
 // seer_stream_retries_total{what}.
 func (p *Pipeline) retry(ctx context.Context, what string, fn func() error) error {
-	backoff := 100 * time.Millisecond
 	start := time.Now()
-	for attempt := 1; ; attempt++ {
-		err := fn()
-		if err == nil {
-			if attempt > 1 {
-				p.m.brokerDown.Set(0)
-				p.log.Info(what+" recovered", "attempts", attempt, "after", time.Since(start).Round(time.Millisecond))
-			}
-			return nil
-		}
+	attempts, err := retryBackoff(ctx, p.cfg.RetryBackoffMax, fn, func(attempt int, err error) bool {
 		var perm permanent
-		if errors.As(err, &perm) {
-			return err
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("%s: %w", what, err)
+		if errors.As(err, &perm) || ctx.Err() != nil {
+			return false
 		}
 		p.m.retries.WithLabelValues(what).Inc()
 		p.h.lastRetry.Store(time.Now().UnixNano())
@@ -445,11 +433,38 @@ func (p *Pipeline) retry(ctx context.Context, what string, fn func() error) erro
 		if attempt == 1 {
 			p.log.Warn(what+" failed; retrying with backoff until it recovers", "backoff_max", p.cfg.RetryBackoffMax, "err", err)
 		}
+		return true
+	})
+	var perm permanent
+	switch {
+	case err == nil && attempts > 1:
+		p.m.brokerDown.Set(0)
+		p.log.Info(what+" recovered", "attempts", attempts, "after", time.Since(start).Round(time.Millisecond))
+	case err != nil && !errors.As(err, &perm):
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return err
+}
+
+// retryBackoff runs fn until it succeeds or ctx ends, backing off from
+// 100 ms up to maxBackoff. After each failure it calls failed with the
+// attempt number and the error; false ends the retries (a permanent
+// error). It returns the attempts made and the last error.
+func retryBackoff(ctx context.Context, maxBackoff time.Duration, fn func() error, failed func(attempt int, err error) bool) (int, error) {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil {
+			return attempt, nil
+		}
+		if !failed(attempt, err) {
+			return attempt, err
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: %w", what, err)
+			return attempt, err
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, p.cfg.RetryBackoffMax)
+		backoff = min(backoff*2, maxBackoff)
 	}
 }

@@ -34,7 +34,7 @@ is safe. The base schema runs on ClickHouse 18.16 and later.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
 			defer cancel()
-			conn, err := drift.Open(ctx, cfg.ClickHouse)
+			conn, err := openMigrated(ctx, cfg, logger)
 			if err != nil {
 				return err
 			}
@@ -43,23 +43,29 @@ is safe. The base schema runs on ClickHouse 18.16 and later.`,
 			if err != nil {
 				return err
 			}
-			if err := migrate(ctx, conn, cfg, logger); err != nil {
-				return err
-			}
 			fmt.Fprintf(g.stdout, "clickhouse %s at %s: database %s is up to date\n", v, cfg.ClickHouse.Addr, cfg.ClickHouse.Database)
 			return nil
 		},
 	}
 }
 
-// migrate applies the schema's migrations (in the server's dialect) and
-// clickhouse.retention: what every command that writes ClickHouse does
-// first.
-func migrate(ctx context.Context, conn driver.Conn, cfg Config, logger *slog.Logger) error {
-	if err := drift.Migrate(ctx, conn, cfg.ClickHouse.Database, logger); err != nil {
-		return err
+// openMigrated connects to ClickHouse and applies the schema's migrations
+// (in the server's dialect) and clickhouse.retention: what every command
+// that uses ClickHouse does first. The caller closes the connection.
+func openMigrated(ctx context.Context, cfg Config, logger *slog.Logger) (driver.Conn, error) {
+	conn, err := drift.Open(ctx, cfg.ClickHouse)
+	if err != nil {
+		return nil, err
 	}
-	return drift.ApplyRetention(ctx, conn, cfg.ClickHouse.Database, cfg.ClickHouse.Retention, logger)
+	err = drift.Migrate(ctx, conn, cfg.ClickHouse.Database, logger)
+	if err == nil {
+		err = drift.ApplyRetention(ctx, conn, cfg.ClickHouse.Database, cfg.ClickHouse.Retention, logger)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
 }
 
 func newFeaturesCmd(g *globals) *cobra.Command {

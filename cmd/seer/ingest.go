@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/drift/labels"
 	"github.com/seer-ml/seer/drift/report"
 	"github.com/seer-ml/seer/featurestore"
@@ -107,14 +106,11 @@ seer_ingest_lag_records) are served on --http.`,
 			if err != nil {
 				return err
 			}
-			conn, err := drift.Open(cmd.Context(), cfg.ClickHouse)
+			conn, err := openMigrated(cmd.Context(), cfg, logger)
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			if err := migrate(cmd.Context(), conn, cfg, logger); err != nil {
-				return err
-			}
 			dec, err := labels.NewDecoder()
 			if err != nil {
 				return err
@@ -154,14 +150,11 @@ FILE.rejects.jsonl), and the load goes on. Progress goes to stderr.`,
 					return fmt.Errorf("%s: no column %q (want event_id, label, label_time and optionally value)", file, c)
 				}
 			}
-			conn, err := drift.Open(cmd.Context(), cfg.ClickHouse)
+			conn, err := openMigrated(cmd.Context(), cfg, logger)
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			if err := migrate(cmd.Context(), conn, cfg, logger); err != nil {
-				return err
-			}
 			w := labels.Writer{Conn: conn, Database: cfg.ClickHouse.Database}
 			if rejects == "" {
 				rejects = file + ".rejects.jsonl"

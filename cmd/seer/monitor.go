@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/drift/alert"
 	"github.com/seer-ml/seer/drift/judge"
 	"github.com/seer-ml/seer/drift/monitor"
@@ -109,14 +108,11 @@ with an alert when a gate fails or a serve instance refuses the candidate.`,
 
 // backfill computes the windows starting in [from, to) and exits.
 func backfill(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, from, to time.Time) error {
-	conn, err := drift.Open(ctx, cfg.ClickHouse)
+	conn, err := openMigrated(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if err := migrate(ctx, conn, cfg, logger); err != nil {
-		return err
-	}
 	var pkgs packages
 	if cfg.Scoring.Model != "" {
 		var closePkgs func()
@@ -152,14 +148,11 @@ func backfill(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, 
 }
 
 func runMonitor(ctx context.Context, cfg Config, logger *slog.Logger) error {
-	conn, err := drift.Open(ctx, cfg.ClickHouse)
+	conn, err := openMigrated(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if err := migrate(ctx, conn, cfg, logger); err != nil {
-		return err
-	}
 	rdb := featurestore.NewClient(cfg.Redis)
 	defer rdb.Close()
 	pkgs, closePkgs, err := openPackages(ctx, cfg, logger)

@@ -16,7 +16,6 @@ import (
 	"github.com/segmentio/ksuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/drift/inferencelog"
 	"github.com/seer-ml/seer/featurestore"
 	"github.com/seer-ml/seer/schemas"
@@ -113,10 +112,7 @@ func buildApp(ctx context.Context, cfg Config, logger *slog.Logger, reg promethe
 	views, features := a.manifest.FeatureViews()
 	a.store = featurestore.New(cfg.Redis, a.rdb, views, features, logger, reg)
 
-	if a.ch, err = drift.Open(ctx, cfg.ClickHouse); err != nil {
-		return nil, err
-	}
-	if err = migrate(ctx, a.ch, cfg, logger); err != nil {
+	if a.ch, err = openMigrated(ctx, cfg, logger); err != nil {
 		return nil, err
 	}
 	a.sink = inferencelog.NewSink(a.ch, cfg.ClickHouse.Database)
