@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -79,6 +80,12 @@ func runDoctor(ctx context.Context, g *globals, cfg Config, logger *slog.Logger,
 	rdb := featurestore.NewClient(cfg.Redis)
 	defer rdb.Close()
 	var manifest *schemas.Manifest // set by the model check, read by the views check
+	var ch driver.Conn             // set by the ClickHouse server check, read by the schema check
+	defer func() {
+		if ch != nil {
+			ch.Close()
+		}
+	}()
 	checks := []check{
 		{"kafka", "brokers", func(ctx context.Context) (string, error) {
 			m, err := adm.BrokerMetadata(ctx)
@@ -123,24 +130,21 @@ func runDoctor(ctx context.Context, g *globals, cfg Config, logger *slog.Logger,
 		{"kafka", "acls", func(ctx context.Context) (string, error) { return doctorACLs(ctx, adm, cfg, principal) },
 			"create the missing ACLs: seer acls --apply (as a principal allowed to alter ACLs)"},
 		{"clickhouse", "server", func(ctx context.Context) (string, error) {
-			conn, err := drift.Open(ctx, cfg.ClickHouse)
-			if err != nil {
+			var err error
+			if ch, err = drift.Open(ctx, cfg.ClickHouse); err != nil {
 				return "", err
 			}
-			defer conn.Close()
-			v, err := drift.ServerVersion(ctx, conn)
+			v, err := drift.ServerVersion(ctx, ch)
 			if err != nil {
 				return "", err
 			}
 			return fmt.Sprintf("ClickHouse %s at %s", v, cfg.ClickHouse.Addr), nil
 		}, "check clickhouse.addr, clickhouse.tls, the user and SEER_CLICKHOUSE_PASSWORD"},
 		{"clickhouse", "schema", func(ctx context.Context) (string, error) {
-			conn, err := drift.Open(ctx, cfg.ClickHouse)
-			if err != nil {
-				return "", err
+			if ch == nil {
+				return "the server does not answer (above)", errSkip
 			}
-			defer conn.Close()
-			have, want, err := drift.SchemaVersion(ctx, conn, cfg.ClickHouse.Database)
+			have, want, err := drift.SchemaVersion(ctx, ch, cfg.ClickHouse.Database)
 			if err != nil {
 				return "", err
 			}
