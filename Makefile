@@ -9,7 +9,7 @@ STACK_ENV = eval "$$($(STACK) env)"
 DEMO_ARGS ?=
 TEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build image demo test stack-up stack-down stack-status models gpu-bundle bench bench-features bench-hotpath bench-e2e bench-secure clean help
+.PHONY: all build image demo test stack-up stack-down stack-status models gpu-bundle bench bench-features bench-hotpath bench-e2e bench-secure profile clean help
 
 all: build
 
@@ -49,6 +49,10 @@ bench-hotpath: ## per-event CPU of decode → enrich → score → encode → lo
 bench-e2e: build ## end-to-end throughput, p99 and RSS of seer serve on the real local stack
 	$(STACK) up
 	loadtest/bench-e2e.sh
+
+profile: build ## CPU and allocation profiles of seer serve at saturation, and its CPU, bytes and allocations per event in benchstat form (BENCH_RUNS=6 for a comparison)
+	$(STACK) up
+	loadtest/profile.sh
 
 stack-up: ## install and start Kafka, Redis and ClickHouse on 127.0.0.1
 	$(STACK) up

@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -133,6 +134,9 @@ type Batch struct {
 type Sink struct {
 	conn     driver.Conn
 	database string
+
+	mu   sync.Mutex // one log insert at a time: it owns cols
+	cols logColumns
 }
 
 // NewSink returns a sink writing to database (created by Migrate).
@@ -156,23 +160,97 @@ func (s *Sink) Insert(ctx context.Context, b *Batch) error {
 }
 
 func (s *Sink) insertLog(ctx context.Context, rows []LogRow) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.database+".inference_log ("+inferenceColumns+")")
 	if err != nil {
 		return fmt.Errorf("preparing inference_log insert: %w", err)
 	}
 	defer batch.Abort()
-	for i := range rows {
-		r := &rows[i]
-		if err := batch.Append(r.PredictionID, r.EventID, r.EntityID, r.Model, r.ModelVersion, r.Route,
-			msTime(r.EventTimeMs), msTime(r.ScoredTimeMs), uint64(r.EventTimeMs), uint64(r.ScoredTimeMs),
-			r.InputNames, r.InputValues, r.InputStrings, r.InputMissing,
-			r.FeatureViews, r.FeatureAgeMs, r.FeatureMissing, r.FeatureStale,
-			r.Score, r.Label, r.SourceTopic, r.SourcePartition, r.SourceOffset, r.ScoringUs, r.CandidateFailed); err != nil {
-			return fmt.Errorf("appending inference_log row for event %s: %w", r.EventID, err)
-		}
+	if err := s.cols.append(batch, rows); err != nil {
+		return err
 	}
 	if err := batch.Send(); err != nil {
 		return fmt.Errorf("inserting %d inference_log rows: %w", len(rows), err)
+	}
+	return nil
+}
+
+// logColumns holds the scalar columns of an inference_log insert, kept
+// across batches so that their buffers are reused. They are appended a
+// whole column at a time: a value per row through the driver's row API
+// costs an interface conversion (and often an allocation) per value. The
+// array columns have no such column API in clickhouse-go (its Array.Append
+// reflects), so they still go row by row.
+type logColumns struct {
+	str                   [7][]string // prediction_id … source_topic, see append
+	route                 []int8
+	eventTime, scoredTime []time.Time
+	eventMs, scoredMs     []uint64
+	score                 []float32
+	label                 []int8
+	partition             []int32
+	offset                []int64
+	scoringUs             []uint32
+	candidateFailed       []uint8
+}
+
+// routeEnum is the Enum8 value of each route in inference_log.route.
+var routeEnum = map[string]int8{string(schemas.RouteProduction): 1, string(schemas.RouteShadow): 2, string(schemas.RouteCanary): 3}
+
+// append adds rows to batch, whose columns are inferenceColumns in order.
+func (c *logColumns) append(batch driver.Batch, rows []LogRow) error {
+	for i := range c.str {
+		c.str[i] = c.str[i][:0]
+	}
+	c.route, c.eventTime, c.scoredTime = c.route[:0], c.eventTime[:0], c.scoredTime[:0]
+	c.eventMs, c.scoredMs, c.score, c.label = c.eventMs[:0], c.scoredMs[:0], c.score[:0], c.label[:0]
+	c.partition, c.offset, c.scoringUs, c.candidateFailed = c.partition[:0], c.offset[:0], c.scoringUs[:0], c.candidateFailed[:0]
+	for i := range rows {
+		r := &rows[i]
+		route, ok := routeEnum[r.Route]
+		if !ok {
+			return fmt.Errorf("inference_log row for event %s: unknown route %q", r.EventID, r.Route)
+		}
+		for j, v := range [...]string{r.PredictionID, r.EventID, r.EntityID, r.Model, r.ModelVersion, r.SourceTopic} {
+			c.str[j] = append(c.str[j], v)
+		}
+		c.route = append(c.route, route)
+		c.eventTime, c.scoredTime = append(c.eventTime, msTime(r.EventTimeMs)), append(c.scoredTime, msTime(r.ScoredTimeMs))
+		c.eventMs, c.scoredMs = append(c.eventMs, uint64(r.EventTimeMs)), append(c.scoredMs, uint64(r.ScoredTimeMs))
+		c.score, c.label = append(c.score, r.Score), append(c.label, r.Label)
+		c.partition, c.offset = append(c.partition, r.SourcePartition), append(c.offset, r.SourceOffset)
+		c.scoringUs, c.candidateFailed = append(c.scoringUs, r.ScoringUs), append(c.candidateFailed, r.CandidateFailed)
+	}
+	// The column order of inferenceColumns.
+	scalars := []struct {
+		col  int
+		name string
+		vals any
+	}{
+		{0, "prediction_id", c.str[0]}, {1, "event_id", c.str[1]}, {2, "entity_id", c.str[2]},
+		{3, "model", c.str[3]}, {4, "model_version", c.str[4]}, {5, "route", c.route},
+		{6, "event_time", c.eventTime}, {7, "scored_time", c.scoredTime}, {8, "event_time_ms", c.eventMs}, {9, "scored_time_ms", c.scoredMs},
+		{18, "score", c.score}, {19, "label", c.label}, {20, "source_topic", c.str[5]}, {21, "source_partition", c.partition},
+		{22, "source_offset", c.offset}, {23, "scoring_us", c.scoringUs}, {24, "candidate_failed", c.candidateFailed},
+	}
+	for _, sc := range scalars {
+		if err := batch.Column(sc.col).Append(sc.vals); err != nil {
+			return fmt.Errorf("appending inference_log column %s: %w", sc.name, err)
+		}
+	}
+	arrays := [...]string{"input_names", "input_values", "input_strings", "input_missing", "feature_views", "feature_age_ms", "feature_missing", "feature_stale"}
+	var cols [len(arrays)]driver.BatchColumn
+	for j := range cols {
+		cols[j] = batch.Column(10 + j)
+	}
+	for i := range rows {
+		r := &rows[i]
+		for j, v := range [...]any{r.InputNames, r.InputValues, r.InputStrings, r.InputMissing, r.FeatureViews, r.FeatureAgeMs, r.FeatureMissing, r.FeatureStale} {
+			if err := cols[j].AppendRow(v); err != nil {
+				return fmt.Errorf("appending inference_log column %s for event %s: %w", arrays[j], r.EventID, err)
+			}
+		}
 	}
 	return nil
 }

@@ -79,7 +79,8 @@ type Writer struct {
 }
 
 type pending struct {
-	batch Batch
+	items []schemas.Item // their log rows are built by Run, into its buffer
+	dead  []schemas.DeadLetter
 	done  func(error)
 }
 
@@ -117,15 +118,14 @@ func (w *Writer) Spool() *Spool { return w.spool }
 func (w *Writer) Close() error { return w.spool.Close() }
 
 // Append queues the log rows of the scored items (Reject == nil) and the
-// dead letters. done(nil) runs once they are in ClickHouse or spooled;
+// dead letters. The writer reads items until done runs: the caller must
+// not change them before. done(nil) runs once they are in ClickHouse or spooled;
 // done(err) when the writer shut down before either (do not commit). Append
 // blocks while the writer is behind (backpressure); it returns ctx's error
 // if ctx ends first.
 func (w *Writer) Append(ctx context.Context, items []schemas.Item, dls []schemas.DeadLetter, done func(error)) error {
-	p := pending{batch: Batch{Dead: dls, Log: AppendRows(make([]LogRow, 0, len(items)), items)}, done: done}
 	select {
-	case w.in <- p:
-		w.rows.Add(float64(len(p.batch.Log)))
+	case w.in <- pending{items: items, dead: dls, done: done}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -142,6 +142,8 @@ func (w *Writer) Run(ctx context.Context) error {
 		dones []func(error)
 	}
 	jobs := make(chan job, maxQueuedFlushes)
+	// Written batches come back for their row buffers to be reused.
+	free := make(chan []LogRow, maxQueuedFlushes+1)
 	flusherDone := make(chan struct{})
 	// The flusher owns ClickHouse and the spool; it outlives ctx to write
 	// the last batches with a short deadline of its own.
@@ -161,6 +163,10 @@ func (w *Writer) Run(ctx context.Context) error {
 				for _, d := range j.dones {
 					d(err)
 				}
+				select {
+				case free <- j.batch.Log[:0]:
+				default:
+				}
 			case <-replay.C:
 				w.replay(fctx)
 			}
@@ -170,8 +176,17 @@ func (w *Writer) Run(ctx context.Context) error {
 	var buf Batch
 	var dones []func(error)
 	add := func(p pending) {
-		buf.Log = append(buf.Log, p.batch.Log...)
-		buf.Dead = append(buf.Dead, p.batch.Dead...)
+		if buf.Log == nil {
+			select {
+			case buf.Log = <-free:
+			default:
+				buf.Log = make([]LogRow, 0, w.cfg.FlushRows)
+			}
+		}
+		n := len(buf.Log)
+		buf.Log = AppendRows(buf.Log, p.items)
+		w.rows.Add(float64(len(buf.Log) - n))
+		buf.Dead = append(buf.Dead, p.dead...)
 		if p.done != nil {
 			dones = append(dones, p.done)
 		}
