@@ -15,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(deploy/local/stack.sh env)"
 . loadtest/serve.sh
+bench_database
 
 preload=${BENCH_PRELOAD:-300000}
 rate=${BENCH_RATE:-25000}
@@ -22,10 +23,10 @@ duration=${BENCH_DURATION:-30s}
 run=bench-$(date +%s)
 out=loadtest/results/$(date -u +%Y-%m-%d)-$(hostname)-e2e.json
 work=$(mktemp -d)
-trap 'kill $serve_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $serve_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; drop_bench_database' EXIT
 
 export SEER_KAFKA_INPUT_TOPIC=$run.events SEER_KAFKA_PREDICTIONS_TOPIC=$run.predictions SEER_KAFKA_DLQ_TOPIC=$run.dlq
-export SEER_KAFKA_GROUP=$run SEER_CLICKHOUSE_DATABASE=seer_bench SEER_CLICKHOUSE_SPOOL_DIR=$work/spool
+export SEER_KAFKA_GROUP=$run SEER_CLICKHOUSE_SPOOL_DIR=$work/spool
 export SEER_HTTP=127.0.0.1:18080 SEER_LOG_LEVEL=warn SEER_PPROF=true
 export SEER_KAFKA_MAX_POLL_RECORDS=${BENCH_MAX_POLL:-2000}
 

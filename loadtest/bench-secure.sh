@@ -13,19 +13,20 @@ cd "$(dirname "$0")/.."
 deploy/local/stack.sh up >/dev/null
 eval "$(deploy/local/stack.sh env)"
 . loadtest/serve.sh
+bench_database
 s=$SEER_CACHE_DIR/secure
 preload=${BENCH_PRELOAD:-200000}
 out=loadtest/results/$(date -u +%Y-%m-%d)-$(hostname)-secure.json
 work=$(mktemp -d)
 serve_pid=
-trap '[ -n "$serve_pid" ] && kill $serve_pid 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+trap '[ -n "$serve_pid" ] && kill $serve_pid 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; drop_bench_database' EXIT
 
 # run NAME — serve and loadtest with the environment as it is now.
 run() {
   local name=$1 id
   id=bench-$name-$(date +%s)
   export SEER_KAFKA_INPUT_TOPIC=$id.events SEER_KAFKA_PREDICTIONS_TOPIC=$id.predictions SEER_KAFKA_DLQ_TOPIC=$id.dlq
-  export SEER_KAFKA_GROUP=$id SEER_CLICKHOUSE_DATABASE=seer_bench SEER_CLICKHOUSE_SPOOL_DIR=$work/spool-$name
+  export SEER_KAFKA_GROUP=$id SEER_CLICKHOUSE_SPOOL_DIR=$work/spool-$name
   export SEER_HTTP=127.0.0.1:18090 SEER_LOG_LEVEL=warn SEER_KAFKA_MAX_POLL_RECORDS=2000
   start_serve "$work/serve-$name.log"
   echo "== $name: warm-up, then $preload events preloaded"

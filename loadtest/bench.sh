@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # loadtest/bench.sh — the benchmark suite (`make bench`): seer against the
-# Python baseline (loadtest/baseline/service.py), same model, same Kafka,
+# Python baseline (loadtest/baseline/service.py) and the JVM peer
+# (loadtest/baseline/jvm, built here with Maven), same model, same Kafka,
 # Redis and ClickHouse, same machine, one run.
 #
 #   1. each system's max sustainable throughput: the highest constant rate
@@ -24,6 +25,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(deploy/local/stack.sh env)"
+. loadtest/serve.sh
+bench_database
 slo=${BENCH_SLO:-100ms}
 step=${BENCH_STEP:-20s}
 warmup=${BENCH_WARMUP:-5s}
@@ -31,8 +34,8 @@ stamp=$(date -u +%Y-%m-%d)-$(hostname)
 out=loadtest/results/$stamp.json
 work=$(mktemp -d)
 pids=()
-trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-export SEER_CLICKHOUSE_DATABASE=seer_bench SEER_LOG_LEVEL=warn SEER_KAFKA_MAX_POLL_RECORDS=2000
+trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; drop_bench_database' EXIT
+export SEER_LOG_LEVEL=warn SEER_KAFKA_MAX_POLL_RECORDS=2000
 
 # topics SYSTEM — point the SEER_KAFKA_* variables at SYSTEM's own topics.
 topics() {
@@ -78,11 +81,11 @@ PY
 # start SYSTEM — run seer serve or the baseline on the current topics;
 # stop_last stops it again.
 start() {
-  if [ "$1" = seer ]; then
-    SEER_HTTP=127.0.0.1:18090 SEER_CLICKHOUSE_SPOOL_DIR=$work/spool bin/seer serve >>"$work/seer.log" 2>&1 &
-  else
-    "$SEER_PYTHON" loadtest/baseline/service.py >>"$work/baseline.log" 2>&1 &
-  fi
+  case $1 in
+    seer) SEER_HTTP=127.0.0.1:18090 SEER_CLICKHOUSE_SPOOL_DIR=$work/spool bin/seer serve >>"$work/seer.log" 2>&1 & ;;
+    baseline) "$SEER_PYTHON" loadtest/baseline/service.py >>"$work/baseline.log" 2>&1 & ;;
+    jvm) java -jar loadtest/baseline/jvm/target/jvm-peer.jar >>"$work/jvm.log" 2>&1 & ;;
+  esac
   pids+=($!)
   sleep 3
 }
@@ -90,6 +93,9 @@ stop_last() {
   kill "${pids[-1]}" 2>/dev/null || true
   wait "${pids[-1]}" 2>/dev/null || true
 }
+
+echo "== building the JVM peer (mvn package)"
+(cd loadtest/baseline/jvm && mvn -q -B package)
 
 topics seer
 start seer
@@ -124,8 +130,19 @@ equal=$((base_max / 2))
 echo "== baseline: cost per 1,000 predictions at its max and at half"
 cost baseline-max "$base_max"
 cost baseline-half "$equal"
-echo "== equal load: $equal/s on both"
+echo "== equal load: $equal/s on all three"
 bin/seer loadtest --rate $equal --duration 20s --report "$work/baseline-equal.json" 2>/dev/null | sed -n 2,3p
+stop_last
+
+topics jvm
+start jvm
+measure jvm 1000 40000
+jvm_max=$(python3 -c "import json;print(int(json.load(open('$work/jvm-max.json'))['max_sustainable_rate']))")
+echo "== jvm: cost per 1,000 predictions at its max and at half"
+cost jvm-max "$jvm_max"
+cost jvm-half $((jvm_max / 2))
+echo "== jvm: equal load $equal/s"
+bin/seer loadtest --rate $equal --duration 20s --report "$work/jvm-equal.json" 2>/dev/null | sed -n 2,3p
 stop_last
 topics seer-equal
 start seer
@@ -133,7 +150,7 @@ bin/seer loadtest --load-features --rate 1000 --duration 3s >/dev/null
 bin/seer loadtest --rate $equal --duration 20s --report "$work/seer-equal.json" 2>/dev/null | sed -n 2,3p
 
 mkdir -p loadtest/results
-for f in "$work"/seer-half-*.png "$work"/seer-equal-*.png "$work"/baseline-equal-*.png; do
+for f in "$work"/seer-half-*.png "$work"/seer-equal-*.png "$work"/baseline-equal-*.png "$work"/jvm-equal-*.png; do
   cp "$f" "loadtest/results/$stamp-$(basename "$f")"
 done
 python3 - "$work" "$out" "$slo" <<'PY'
@@ -141,7 +158,8 @@ import json, os, platform, sys
 work, out, slo = sys.argv[1:4]
 j = lambda n: json.load(open(f"{work}/{n}.json"))
 sm, bm, sh, se, be = j("seer-max"), j("baseline-max"), j("seer-half"), j("seer-equal"), j("baseline-equal")
-costs = {n: j(n + "-cost") for n in ("seer-max", "seer-half", "baseline-max", "baseline-half")}
+jm, jh, je = j("jvm-max"), j("jvm-half-costrun"), j("jvm-equal")
+costs = {n: j(n + "-cost") for n in ("seer-max", "seer-half", "jvm-max", "jvm-half", "baseline-max", "baseline-half")}
 proc = j("seer-process")
 cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
 res = {
@@ -152,24 +170,35 @@ res = {
   "seer": {"max_throughput": sm["max_sustainable_rate"], "search": sm["trials"],
            "p99_ms_at_half_max": sh["latency"]["p99_ms"], "half_max_rate": sh["target_rate"]},
   "baseline": {"max_throughput": bm["max_sustainable_rate"], "search": bm["trials"]},
-  "equal_load": {"rate": se["target_rate"], "seer_p99_ms": se["latency"]["p99_ms"], "baseline_p99_ms": be["latency"]["p99_ms"]},
+  "jvm": {"max_throughput": jm["max_sustainable_rate"], "search": jm["trials"],
+          "p99_ms_at_half_max": jh["latency"]["p99_ms"], "half_max_rate": jh["target_rate"]},
+  "equal_load": {"rate": se["target_rate"], "seer_p99_ms": se["latency"]["p99_ms"], "jvm_p99_ms": je["latency"]["p99_ms"],
+                 "baseline_p99_ms": be["latency"]["p99_ms"]},
 }
 res["ratios"] = {
   "max_throughput_seer_over_baseline": round(sm["max_sustainable_rate"] / max(bm["max_sustainable_rate"], 1), 2),
   "p99_baseline_over_seer_at_equal_load": round(be["latency"]["p99_ms"] / max(se["latency"]["p99_ms"], 0.001), 2),
+  "max_throughput_seer_over_jvm": round(sm["max_sustainable_rate"] / max(jm["max_sustainable_rate"], 1), 2),
+  "p99_jvm_over_seer_at_equal_load": round(je["latency"]["p99_ms"] / max(se["latency"]["p99_ms"], 0.001), 2),
+  "cpu_per_1000_jvm_over_seer_at_max": round(costs["jvm-max"]["cpu_seconds_per_1000_predictions"]["all"]
+                                            / max(costs["seer-max"]["cpu_seconds_per_1000_predictions"]["all"], 1e-9), 2),
 }
 res["cost_per_1000_predictions"] = {
   "unit": "CPU seconds of each process per 1,000 predictions over a 20 s run at the rate (service, kafka, redis, clickhouse, all)",
   "seer_at_max": costs["seer-max"], "seer_at_half": costs["seer-half"],
+  "jvm_at_max": costs["jvm-max"], "jvm_at_half": costs["jvm-half"],
   "baseline_at_max": costs["baseline-max"], "baseline_at_half": costs["baseline-half"]}
 res["seer"]["confirmed"] = any(t.get("confirmation") and t["ok"] for t in sm["trials"])
 res["seer"]["trial_seconds"], res["seer"]["warmup_seconds"] = sm["step_seconds"], sm.get("warmup_s")
 res["seer_cpu_per_event"] = proc
-res["targets"] = {"throughput_ratio": ">= 10", "seer_p99_ms_at_half_max": "<= 50"}
+res["targets"] = {"throughput_ratio": ">= 10", "seer_max_throughput": ">= 50000", "seer_p99_ms_at_half_max": "<= 25",
+                  "serve_cpu_us_per_event": "<= 6", "all_four_cpu_seconds_per_1000_predictions": "<= 0.015",
+                  "seer_leads_jvm_peer_on": "max throughput, p99 at equal load, CPU per 1,000 predictions"}
 json.dump(res, open(out, "w"), indent=2)
 print(f"seer max {sm['max_sustainable_rate']:.0f}/s, baseline max {bm['max_sustainable_rate']:.0f}/s: ratio {res['ratios']['max_throughput_seer_over_baseline']} (target >= 10)")
-print(f"seer p99 at 50% of max ({sh['target_rate']:.0f}/s): {sh['latency']['p99_ms']} ms (target <= 50)")
-print(f"equal load {se['target_rate']:.0f}/s: seer p99 {se['latency']['p99_ms']} ms, baseline p99 {be['latency']['p99_ms']} ms")
+print(f"seer p99 at 50% of max ({sh['target_rate']:.0f}/s): {sh['latency']['p99_ms']} ms (target <= 25); JVM peer p99 at 50% of its max ({jh['target_rate']:.0f}/s): {jh['latency']['p99_ms']} ms")
+print(f"seer max {sm['max_sustainable_rate']:.0f}/s, JVM peer max {jm['max_sustainable_rate']:.0f}/s: ratio {res['ratios']['max_throughput_seer_over_jvm']}")
+print(f"equal load {se['target_rate']:.0f}/s: seer p99 {se['latency']['p99_ms']} ms, JVM peer p99 {je['latency']['p99_ms']} ms, baseline p99 {be['latency']['p99_ms']} ms")
 print(f"seer serve CPU per event at saturation {proc['serve_cpu_us_per_event']} µs (process), hot path {proc['hot_path_us_per_event']} µs (BenchmarkHotPath)")
 for n, c in costs.items():
     print(f"cost {n} ({c['rate']:.0f}/s): {c['cpu_seconds_per_1000_predictions']} CPU-s per 1,000 predictions")

@@ -13,26 +13,35 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(deploy/local/stack.sh env)"
 . loadtest/serve.sh
+bench_database
 
 preload=${BENCH_PRELOAD:-200000}
 dir=loadtest/results/profile
 mkdir -p "$dir"
 run=profile-$(date +%s)
 work=$(mktemp -d)
-trap 'kill $serve_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $serve_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; drop_bench_database' EXIT
 export SEER_KAFKA_INPUT_TOPIC=$run.events SEER_KAFKA_PREDICTIONS_TOPIC=$run.predictions SEER_KAFKA_DLQ_TOPIC=$run.dlq
-export SEER_KAFKA_GROUP=$run SEER_CLICKHOUSE_DATABASE=seer_bench SEER_CLICKHOUSE_SPOOL_DIR=$work/spool
+export SEER_KAFKA_GROUP=$run SEER_CLICKHOUSE_SPOOL_DIR=$work/spool
 export SEER_HTTP=127.0.0.1:18081 SEER_LOG_LEVEL=warn SEER_PPROF=true
 export SEER_KAFKA_MAX_POLL_RECORDS=${BENCH_MAX_POLL:-2000}
 
 start_serve "$work/serve.log"
 bin/seer loadtest --load-features --rate 2000 --duration 4s >/dev/null 2>&1
+# ticks — the CPU ticks of Kafka, Redis and ClickHouse (the services serve
+# shares the cores with), as name:ticks pairs.
+ticks() {
+  local p
+  for p in kafka redis clickhouse; do
+    [ -f "$SEER_CACHE_DIR/run/$p.pid" ] && printf '%s:%s ' "$p" "$(awk '{print $14 + $15}' "/proc/$(cat "$SEER_CACHE_DIR/run/$p.pid")/stat")"
+  done
+}
 # metric NAME — a counter of serve's /metrics.
 metric() { curl -fsS "http://$SEER_HTTP/metrics" | awk -v n="$1" '$1 == n {printf "%.0f", $2}'; }
 : >"$dir/serve.bench"
 for run in $(seq 1 "${BENCH_RUNS:-1}"); do
   [ "$run" = 1 ] && curl -fsS -o "$dir/heap0.pprof" "http://$SEER_HTTP/debug/pprof/heap"
-  t0=$(awk '{print $14 + $15}' "/proc/$serve_pid/stat") m0=$(metric go_memstats_mallocs_total) b0=$(metric go_memstats_alloc_bytes_total)
+  t0=$(awk '{print $14 + $15}' "/proc/$serve_pid/stat") m0=$(metric go_memstats_mallocs_total) b0=$(metric go_memstats_alloc_bytes_total) s0=$(ticks)
   # The preload is produced first, then consumed; the profile covers the
   # consuming seconds.
   if [ "$run" = 1 ]; then
@@ -40,7 +49,7 @@ for run in $(seq 1 "${BENCH_RUNS:-1}"); do
     prof=$!
   fi
   bin/seer loadtest --preload "$preload" --report "$work/preload.json" 2>/dev/null | sed -n 2p
-  t1=$(awk '{print $14 + $15}' "/proc/$serve_pid/stat") m1=$(metric go_memstats_mallocs_total) b1=$(metric go_memstats_alloc_bytes_total)
+  t1=$(awk '{print $14 + $15}' "/proc/$serve_pid/stat") m1=$(metric go_memstats_mallocs_total) b1=$(metric go_memstats_alloc_bytes_total) s1=$(ticks)
   if [ "$run" = 1 ]; then
     wait $prof || true
     curl -fsS -o "$dir/heap1.pprof" "http://$SEER_HTTP/debug/pprof/heap"
@@ -48,13 +57,16 @@ for run in $(seq 1 "${BENCH_RUNS:-1}"); do
   # One line in go test -bench format, for benchstat: serve's process CPU,
   # bytes and allocations per event over the preload.
   hwm=$(awk '/VmHWM/ {print $2}' "/proc/$serve_pid/status") heap=$(metric go_memstats_heap_inuse_bytes)
-  python3 - "$work/preload.json" "$t0" "$t1" "$(getconf CLK_TCK)" "$m0" "$m1" "$b0" "$b1" "$(nproc)" "$hwm" "$heap" <<'PY' | tee -a "$dir/serve.bench"
+  python3 - "$work/preload.json" "$t0" "$t1" "$(getconf CLK_TCK)" "$m0" "$m1" "$b0" "$b1" "$(nproc)" "$hwm" "$heap" "$s0" "$s1" <<'PY' | tee -a "$dir/serve.bench"
 import json, sys
 rep = json.load(open(sys.argv[1]))
 t0, t1, hz, m0, m1, b0, b1 = (float(x) for x in sys.argv[2:9])
 n = max(rep["predicted"], 1)
 hwm, heap = float(sys.argv[10]) / 1024, float(sys.argv[11]) / 2**20
-print(f"BenchmarkServeSaturated-{sys.argv[9]} {n} {(t1 - t0) / hz / n * 1e9:.0f} cpu-ns/event {(b1 - b0) / n:.0f} B/event {(m1 - m0) / n:.1f} allocs/event {rep['achieved_rate']:.0f} events/s {hwm:.0f} peak-rss-MB {heap:.0f} heap-inuse-MB")
+s0, s1 = (dict(x.split(":") for x in a.split()) for a in sys.argv[12:14])
+# The services' CPU includes the load generator's producing and consuming.
+svc = " ".join(f"{(float(s1[k]) - float(s0[k])) / hz / n * 1e9:.0f} {k}-cpu-ns/event" for k in s0)
+print(f"BenchmarkServeSaturated-{sys.argv[9]} {n} {(t1 - t0) / hz / n * 1e9:.0f} cpu-ns/event {(b1 - b0) / n:.0f} B/event {(m1 - m0) / n:.1f} allocs/event {rep['achieved_rate']:.0f} events/s {hwm:.0f} peak-rss-MB {heap:.0f} heap-inuse-MB {svc}")
 PY
 done
 echo "== CPU, top functions (cumulative view in $dir/cpu.pprof)"

@@ -15,3 +15,12 @@ start_serve() {
   done
   echo "warning: seer serve is not ready after 30 s; the load goes on: $(curl -sS "http://$SEER_HTTP/readyz" 2>&1 | tr '\n' ' ')"
 }
+
+# bench_database — points SEER_CLICKHOUSE_DATABASE at a database of this
+# run's own, so that ClickHouse's CPU figures do not include merges of
+# earlier runs' rows (and the disk does not fill up run after run);
+# drop_bench_database drops it again (call it from the EXIT trap).
+bench_database() { export SEER_CLICKHOUSE_DATABASE=seer_bench_$(date +%s)_$$; }
+drop_bench_database() {
+  clickhouse-client --host 127.0.0.1 --port "${SEER_CLICKHOUSE_ADDR##*:}" -q "DROP DATABASE IF EXISTS $SEER_CLICKHOUSE_DATABASE" 2>/dev/null || true
+}
