@@ -49,7 +49,7 @@ measure() {
   local name=$1 lo=$2 hi=$3
   bin/seer loadtest --load-features --rate 1000 --duration 4s --report "$work/$name-warmup.json" >/dev/null
   echo "== $name: max sustainable throughput with p99 <= $slo"
-  bin/seer loadtest --find-max --rate "$lo" --max-rate "$hi" --search-steps 4 --duration "$step" --warmup "$warmup" --slo "$slo" \
+  bin/seer loadtest --find-max --rate "$lo" --max-rate "$hi" --search-steps 5 --duration "$step" --warmup "$warmup" --slo "$slo" \
     --drain-timeout 10s --report "$work/$name-max.json" 2>/dev/null
 }
 
@@ -99,7 +99,7 @@ echo "== building the JVM peer (mvn package)"
 
 topics seer
 start seer
-measure seer 5000 80000
+measure seer 8000 64000
 seer_max=$(python3 -c "import json;print(int(json.load(open('$work/seer-max.json'))['max_sustainable_rate']))")
 echo "== seer: latency at 50% of its max ($((seer_max / 2))/s)"
 bin/seer loadtest --rate $((seer_max / 2)) --duration 20s --report "$work/seer-half.json" 2>/dev/null | sed -n 2,3p
@@ -123,7 +123,7 @@ stop_last
 
 topics baseline
 start baseline
-measure baseline 200 5000
+measure baseline 250 4000
 base_max=$(python3 -c "import json;print(int(json.load(open('$work/baseline-max.json'))['max_sustainable_rate']))")
 equal=$((base_max / 2))
 [ "$equal" -ge 100 ] || equal=100
@@ -136,7 +136,7 @@ stop_last
 
 topics jvm
 start jvm
-measure jvm 1000 40000
+measure jvm 2000 32000
 jvm_max=$(python3 -c "import json;print(int(json.load(open('$work/jvm-max.json'))['max_sustainable_rate']))")
 echo "== jvm: cost per 1,000 predictions at its max and at half"
 cost jvm-max "$jvm_max"

@@ -148,8 +148,8 @@ func TestSearchMaxBisects(t *testing.T) {
 	if best > 37000 || best < 35500 {
 		t.Errorf("best = %v, want within 1500 below 37000", best)
 	}
-	if len(trials) != 11 || !trials[10].Confirm || trials[10].Rate != best {
-		t.Errorf("%d trials (last %+v), want 2 ends + 8 steps + the confirmation of %v", len(trials), trials[len(trials)-1], best)
+	if len(trials) != 10 || !trials[9].Confirm || trials[9].Rate != best {
+		t.Errorf("%d trials (last %+v), want lo + 8 steps + the confirmation of %v", len(trials), trials[len(trials)-1], best)
 	}
 	for _, tr := range trials {
 		if tr.OK != (tr.Rate <= 37000) {

@@ -19,11 +19,14 @@ type Trial struct {
 // Measure runs load at rate and returns the achieved rate and p99.
 type Measure func(ctx context.Context, rate float64) (achieved, p99Ms float64, err error)
 
-// SearchMax finds the highest rate in [lo, hi] at which p99 stays within
+// SearchMax finds the highest rate in [lo, hi) at which p99 stays within
 // sloMs and the pipeline keeps up (achieved ≥ 95% of the target), by
-// bisection over steps trials after checking both ends. The bisection is
-// geometric (the midpoint of 1,000 and 100,000 is 10,000), so a wide range
-// costs few trials. The found rate is then run once more: when that
+// bisection over steps trials after checking lo. hi is taken to fail
+// without a trial of its own (a range is chosen to hold the answer; a
+// result within the last interval below hi says the range was too low).
+// The bisection is geometric (the midpoint of 1,000 and 100,000 is
+// 10,000), so a wide range costs few trials: after n steps the answer is
+// known to within a factor (hi/lo)^(1/2^n). The found rate is then run once more: when that
 // confirmation fails (it passed once by luck), the next lower rate that
 // passed is confirmed instead, and so on, up to three confirmations; lo
 // stands when none holds. It returns 0 when even lo fails.
@@ -43,12 +46,6 @@ func SearchMax(ctx context.Context, lo, hi, sloMs float64, steps int, measure Me
 	}
 	ok, err := try(lo)
 	if err != nil || !ok {
-		return 0, trials, err
-	}
-	if ok, err = try(hi); err != nil || ok {
-		if ok {
-			return hi, trials, nil
-		}
 		return 0, trials, err
 	}
 	good, bad := lo, hi

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -227,6 +228,9 @@ func searchMax(ctx context.Context, g *globals, o loadtest.RunConfig, gen *loadt
 		return err
 	}
 	fmt.Fprintf(g.stdout, "max sustainable rate with p99 <= %s: %.0f events/s\n", slo, best)
+	if top := maxRate / math.Pow(maxRate/o.Profile.Rate, 1/math.Pow(2, float64(steps))); best >= top {
+		fmt.Fprintf(g.stderr, "warning: the search ended in its top interval (%.0f–%.0f/s); the system may sustain more: raise --max-rate\n", top, maxRate)
+	}
 	if report != "" {
 		b, err := json.MarshalIndent(MaxReport{SLOMs: float64(slo.Milliseconds()), MaxRate: best, StepSeconds: o.Profile.Duration.Seconds(), WarmupS: o.Warmup.Seconds(), Trials: trials}, "", "  ")
 		if err != nil {
