@@ -34,14 +34,25 @@ func MonitorRules(prefix string) []string {
 }
 
 // SetUser creates or replaces Redis user with password and rules, through
-// rdb, a connection allowed to run ACL SETUSER.
-func SetUser(ctx context.Context, rdb *redis.Client, user string, password schemas.Secret, rules []string) error {
+// rdb, a connection allowed to run ACL SETUSER; on a Redis Cluster, on
+// every node.
+func SetUser(ctx context.Context, rdb redis.UniversalClient, user string, password schemas.Secret, rules []string) error {
 	args := []any{"ACL", "SETUSER", user, "reset", "on", ">" + password.Reveal()}
 	for _, r := range rules {
 		args = append(args, r)
 	}
-	if err := rdb.Do(ctx, args...).Err(); err != nil {
-		return fmt.Errorf("redis ACL SETUSER %s: %w", user, err)
+	set := func(ctx context.Context, node interface {
+		Do(context.Context, ...any) *redis.Cmd
+	}) error {
+		if err := node.Do(ctx, args...).Err(); err != nil {
+			return fmt.Errorf("redis ACL SETUSER %s: %w", user, err)
+		}
+		return nil
 	}
-	return nil
+	// A cluster's nodes keep users of their own: every primary and replica
+	// gets the user.
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error { return set(ctx, node) })
+	}
+	return set(ctx, rdb)
 }

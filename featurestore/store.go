@@ -47,9 +47,19 @@ type ViewConfig struct {
 	OnStale   Policy        `yaml:"on_stale"`   // use, default or dlq
 }
 
+// Redis deployments NewClient connects to (Config.Mode).
+const (
+	ModeSingle   = "single"   // one server (addr)
+	ModeCluster  = "cluster"  // Redis Cluster: addrs are seed nodes, the rest is discovered
+	ModeSentinel = "sentinel" // a primary and its replicas behind Sentinel: addrs are the sentinels
+)
+
 // Config configures the Redis connection and the views.
 type Config struct {
-	Addr         string         `yaml:"addr"`
+	Mode         string         `yaml:"mode"`        // single (default), cluster or sentinel
+	Addr         string         `yaml:"addr"`        // single: the server
+	Addrs        []string       `yaml:"addrs"`       // cluster: seed nodes; sentinel: the sentinels
+	MasterName   string         `yaml:"master_name"` // sentinel: the monitored primary's name
 	DB           int            `yaml:"db"`
 	Username     string         `yaml:"username"`
 	PasswordFile string         `yaml:"password_file"` // or SEER_REDIS_PASSWORD; never in YAML
@@ -67,8 +77,23 @@ func DefaultConfig() Config {
 
 // Validate names the first bad field.
 func (c *Config) Validate() error {
-	if c.Addr == "" {
-		return errors.New("redis.addr: required")
+	switch c.Mode {
+	case "", ModeSingle:
+		if c.Addr == "" {
+			return errors.New("redis.addr: required")
+		}
+	case ModeCluster, ModeSentinel:
+		if len(c.Addrs) == 0 {
+			return fmt.Errorf("redis.addrs: required with mode %s", c.Mode)
+		}
+		if c.Mode == ModeCluster && c.DB != 0 {
+			return fmt.Errorf("redis.db: %d, but Redis Cluster has only database 0", c.DB)
+		}
+		if c.Mode == ModeSentinel && c.MasterName == "" {
+			return errors.New("redis.master_name: required with mode sentinel")
+		}
+	default:
+		return fmt.Errorf("redis.mode: %q is not single, cluster or sentinel", c.Mode)
 	}
 	if c.KeyPrefix == "" || strings.ContainsAny(c.KeyPrefix, " :") {
 		return fmt.Errorf("redis.key_prefix: %q must be non-empty without spaces or ':'", c.KeyPrefix)
@@ -97,10 +122,24 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// NewClient opens a go-redis client for c.
-func NewClient(c Config) *redis.Client {
-	opts := &redis.Options{
-		Addr: c.Addr, DB: c.DB, Username: c.Username, Password: c.Password.Reveal(),
+// Where names the Redis deployment c points at, for logs and errors.
+func (c Config) Where() string {
+	switch c.Mode {
+	case ModeCluster:
+		return "the Redis Cluster of " + strings.Join(c.Addrs, ",")
+	case ModeSentinel:
+		return "primary " + c.MasterName + " of sentinels " + strings.Join(c.Addrs, ",")
+	}
+	return c.Addr
+}
+
+// NewClient opens a go-redis client for c's mode: a single node, a Redis
+// Cluster or a Sentinel-managed primary. The same credentials and TLS
+// apply to every node (and to the sentinels).
+func NewClient(c Config) redis.UniversalClient {
+	opts := &redis.UniversalOptions{
+		Addrs: c.Addrs, MasterName: c.MasterName, DB: c.DB, Username: c.Username, Password: c.Password.Reveal(),
+		SentinelUsername: c.Username, SentinelPassword: c.Password.Reveal(),
 		ReadTimeout: c.Timeout, WriteTimeout: c.Timeout, DialTimeout: c.Timeout,
 		PoolSize: 8,
 		// Deadlines of the caller's context win over the timeouts above, so
@@ -110,12 +149,19 @@ func NewClient(c Config) *redis.Client {
 	if d := c.TLS.Dialer(); d != nil {
 		opts.Dialer = d
 	}
-	return redis.NewClient(opts)
+	switch c.Mode {
+	case ModeCluster:
+		return redis.NewClusterClient(opts.Cluster())
+	case ModeSentinel:
+		return redis.NewFailoverClient(opts.Failover())
+	}
+	opts.Addrs = []string{c.Addr}
+	return redis.NewClient(opts.Simple())
 }
 
 // Store reads and writes feature views in Redis.
 type Store struct {
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	prefix   string
 	views    []view
 	now      func() time.Time
@@ -136,7 +182,7 @@ type view struct {
 // returned by schemas.Manifest.FeatureViews). Views without a ViewConfig get
 // the safe default: never stale, missing values replaced by the model's
 // defaults and flagged.
-func New(cfg Config, rdb *redis.Client, views []string, features map[string][]string, logger *slog.Logger, reg prometheus.Registerer) *Store {
+func New(cfg Config, rdb redis.UniversalClient, views []string, features map[string][]string, logger *slog.Logger, reg prometheus.Registerer) *Store {
 	s := &Store{rdb: rdb, prefix: cfg.KeyPrefix, now: time.Now, log: logger.With("component", "featurestore")}
 	for _, name := range views {
 		vc := ViewConfig{Name: name, OnMissing: PolicyDefault, OnStale: PolicyUse}

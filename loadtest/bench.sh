@@ -10,13 +10,13 @@
 #      BENCH_WARMUP (5s) of each left out of its p99, and the found rate
 #      confirmed by a run of its own (docs/performance.md, "How the max
 #      rate is found");
-#   2. seer's p99 at 50% of its max throughput;
-#   3. p99 of both at equal load: 50% of the baseline's max;
-#   4. the cost per 1,000 predictions of each, at its max and at half of
-#      it: the CPU seconds of every process — the service, Kafka, Redis and
-#      ClickHouse (from /proc/PID/stat) — over a 20 s run, per 1,000
-#      predictions, separately and together;
-#   5. seer serve's CPU per event at saturation (a 200,000-event preload,
+#   2. the cost per 1,000 predictions of each, at its max and at the equal
+#      rate BENCH_EQUAL_RATE (default 1000/s): the CPU seconds of every
+#      process — the service, Kafka, Redis and ClickHouse (from
+#      /proc/PID/stat) — over a 20 s run, per 1,000 predictions, separately
+#      and together; the equal-rate run gives each one's p99 at equal load;
+#   3. seer's p99 at 50% of its max;
+#   4. seer serve's CPU per event at saturation (a 200,000-event preload,
 #      from its process CPU time) next to the hot path's (BenchmarkHotPath),
 #      so the two cannot drift apart unseen.
 #
@@ -30,6 +30,7 @@ bench_database
 slo=${BENCH_SLO:-100ms}
 step=${BENCH_STEP:-20s}
 warmup=${BENCH_WARMUP:-5s}
+equal=${BENCH_EQUAL_RATE:-1000}
 stamp=$(date -u +%Y-%m-%d)-$(hostname)
 out=loadtest/results/$stamp.json
 work=$(mktemp -d)
@@ -94,18 +95,33 @@ stop_last() {
   wait "${pids[-1]}" 2>/dev/null || true
 }
 
+# system NAME LO HI — start NAME on topics of its own and search its max
+# rate; then 20 s at that rate and 20 s at the equal rate, each with the
+# CPU per 1,000 predictions (the equal-rate run gives the p99 at equal
+# load too). The system keeps running for the caller to stop.
+system() {
+  local name=$1 max
+  topics "$name"
+  start "$name"
+  measure "$name" "$2" "$3"
+  max=$(python3 -c "import json;print(int(json.load(open('$work/$name-max.json'))['max_sustainable_rate']))")
+  echo "== $name: cost per 1,000 predictions at its max and at equal load ($equal/s)"
+  if [ "$max" -ge 1 ]; then
+    cost "$name-max" "$max"
+  else
+    echo "   no rate held p99 <= $slo: no run at the max"
+    echo '{"rate": 0, "predicted": 0, "cpu_seconds_per_1000_predictions": null}' >"$work/$name-max-cost.json"
+  fi
+  cost "$name-equal" "$equal"
+}
+
 echo "== building the JVM peer (mvn package)"
 (cd loadtest/baseline/jvm && mvn -q -B package)
 
-topics seer
-start seer
-measure seer 8000 64000
+system seer 8000 64000
 seer_max=$(python3 -c "import json;print(int(json.load(open('$work/seer-max.json'))['max_sustainable_rate']))")
 echo "== seer: latency at 50% of its max ($((seer_max / 2))/s)"
 bin/seer loadtest --rate $((seer_max / 2)) --duration 20s --report "$work/seer-half.json" 2>/dev/null | sed -n 2,3p
-echo "== seer: cost per 1,000 predictions at its max and at half"
-cost seer-max "$seer_max"
-cost seer-half $((seer_max / 2))
 echo "== seer serve: CPU per event at saturation (preload of 200,000) against the hot path"
 t0=$(awk '{print $14 + $15}' "/proc/${pids[-1]}/stat")
 bin/seer loadtest --preload 200000 --report "$work/seer-preload.json" 2>/dev/null | sed -n 2p
@@ -121,86 +137,63 @@ PY
 python3 -c "import json;p=json.load(open('$work/seer-process.json'));print(f\"   serve {p['serve_cpu_us_per_event']} µs of CPU per event at {p['achieved_rate']:.0f}/s; hot path {p['hot_path_us_per_event']} µs per event (BenchmarkHotPath)\")"
 stop_last
 
-topics baseline
-start baseline
-measure baseline 250 4000
-base_max=$(python3 -c "import json;print(int(json.load(open('$work/baseline-max.json'))['max_sustainable_rate']))")
-equal=$((base_max / 2))
-[ "$equal" -ge 100 ] || equal=100
-echo "== baseline: cost per 1,000 predictions at its max and at half"
-cost baseline-max "$base_max"
-cost baseline-half "$equal"
-echo "== equal load: $equal/s on all three"
-bin/seer loadtest --rate $equal --duration 20s --report "$work/baseline-equal.json" 2>/dev/null | sed -n 2,3p
+system jvm 500 32000
 stop_last
-
-topics jvm
-start jvm
-measure jvm 2000 32000
-jvm_max=$(python3 -c "import json;print(int(json.load(open('$work/jvm-max.json'))['max_sustainable_rate']))")
-echo "== jvm: cost per 1,000 predictions at its max and at half"
-cost jvm-max "$jvm_max"
-cost jvm-half $((jvm_max / 2))
-echo "== jvm: equal load $equal/s"
-bin/seer loadtest --rate $equal --duration 20s --report "$work/jvm-equal.json" 2>/dev/null | sed -n 2,3p
+system baseline 100 4000
 stop_last
-topics seer-equal
-start seer
-bin/seer loadtest --load-features --rate 1000 --duration 3s >/dev/null
-bin/seer loadtest --rate $equal --duration 20s --report "$work/seer-equal.json" 2>/dev/null | sed -n 2,3p
 
 mkdir -p loadtest/results
-for f in "$work"/seer-half-*.png "$work"/seer-equal-*.png "$work"/baseline-equal-*.png "$work"/jvm-equal-*.png; do
+for f in "$work"/seer-half-*.png "$work"/*-equal-costrun-*.png; do
   cp "$f" "loadtest/results/$stamp-$(basename "$f")"
 done
 python3 - "$work" "$out" "$slo" <<'PY'
 import json, os, platform, sys
 work, out, slo = sys.argv[1:4]
 j = lambda n: json.load(open(f"{work}/{n}.json"))
-sm, bm, sh, se, be = j("seer-max"), j("baseline-max"), j("seer-half"), j("seer-equal"), j("baseline-equal")
-jm, jh, je = j("jvm-max"), j("jvm-half-costrun"), j("jvm-equal")
-costs = {n: j(n + "-cost") for n in ("seer-max", "seer-half", "jvm-max", "jvm-half", "baseline-max", "baseline-half")}
-proc = j("seer-process")
+names = {"seer": "seer", "jvm": "JVM peer", "baseline": "Python baseline"}
+mx = {n: j(n + "-max") for n in names}
+eq = {n: j(n + "-equal-costrun") for n in names}
+costs = {f"{n}_at_{w}": j(f"{n}-{w}-cost") for n in names for w in ("max", "equal")}
+sh, proc = j("seer-half"), j("seer-process")
 cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
 res = {
   "command": "make bench",
   "machine": {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count()},
-  "note": "seer, the Python baseline, Kafka, Redis and ClickHouse all share these cores",
+  "note": "seer, the JVM peer, the Python baseline, Kafka, Redis and ClickHouse all share these cores",
   "slo_p99": slo,
-  "seer": {"max_throughput": sm["max_sustainable_rate"], "search": sm["trials"],
-           "p99_ms_at_half_max": sh["latency"]["p99_ms"], "half_max_rate": sh["target_rate"]},
-  "baseline": {"max_throughput": bm["max_sustainable_rate"], "search": bm["trials"]},
-  "jvm": {"max_throughput": jm["max_sustainable_rate"], "search": jm["trials"],
-          "p99_ms_at_half_max": jh["latency"]["p99_ms"], "half_max_rate": jh["target_rate"]},
-  "equal_load": {"rate": se["target_rate"], "seer_p99_ms": se["latency"]["p99_ms"], "jvm_p99_ms": je["latency"]["p99_ms"],
-                 "baseline_p99_ms": be["latency"]["p99_ms"]},
 }
+for n in names:
+  res[n] = {"max_throughput": mx[n]["max_sustainable_rate"], "search": mx[n]["trials"],
+            "confirmed": any(t.get("confirmation") and t["ok"] for t in mx[n]["trials"]),
+            "trial_seconds": mx[n]["step_seconds"], "warmup_seconds": mx[n].get("warmup_s")}
+res["seer"].update({"p99_ms_at_half_max": sh["latency"]["p99_ms"], "half_max_rate": sh["target_rate"]})
+res["equal_load"] = {"rate": eq["seer"]["target_rate"], **{f"{n}_p99_ms": eq[n]["latency"]["p99_ms"] for n in names}}
+def cpu_all(k):
+  c = costs[k]["cpu_seconds_per_1000_predictions"]
+  return c["all"] if c else None
 res["ratios"] = {
-  "max_throughput_seer_over_baseline": round(sm["max_sustainable_rate"] / max(bm["max_sustainable_rate"], 1), 2),
-  "p99_baseline_over_seer_at_equal_load": round(be["latency"]["p99_ms"] / max(se["latency"]["p99_ms"], 0.001), 2),
-  "max_throughput_seer_over_jvm": round(sm["max_sustainable_rate"] / max(jm["max_sustainable_rate"], 1), 2),
-  "p99_jvm_over_seer_at_equal_load": round(je["latency"]["p99_ms"] / max(se["latency"]["p99_ms"], 0.001), 2),
-  "cpu_per_1000_jvm_over_seer_at_max": round(costs["jvm-max"]["cpu_seconds_per_1000_predictions"]["all"]
-                                            / max(costs["seer-max"]["cpu_seconds_per_1000_predictions"]["all"], 1e-9), 2),
+  "max_throughput_seer_over_baseline": round(mx["seer"]["max_sustainable_rate"] / max(mx["baseline"]["max_sustainable_rate"], 1), 2),
+  "max_throughput_seer_over_jvm": round(mx["seer"]["max_sustainable_rate"] / max(mx["jvm"]["max_sustainable_rate"], 1), 2),
+  "p99_jvm_over_seer_at_equal_load": round(eq["jvm"]["latency"]["p99_ms"] / max(eq["seer"]["latency"]["p99_ms"], 0.001), 2),
+  "p99_baseline_over_seer_at_equal_load": round(eq["baseline"]["latency"]["p99_ms"] / max(eq["seer"]["latency"]["p99_ms"], 0.001), 2),
+  "cpu_per_1000_jvm_over_seer_at_equal_load": round(cpu_all("jvm_at_equal") / cpu_all("seer_at_equal"), 2),
+  "cpu_per_1000_baseline_over_seer_at_equal_load": round(cpu_all("baseline_at_equal") / cpu_all("seer_at_equal"), 2),
 }
 res["cost_per_1000_predictions"] = {
-  "unit": "CPU seconds of each process per 1,000 predictions over a 20 s run at the rate (service, kafka, redis, clickhouse, all)",
-  "seer_at_max": costs["seer-max"], "seer_at_half": costs["seer-half"],
-  "jvm_at_max": costs["jvm-max"], "jvm_at_half": costs["jvm-half"],
-  "baseline_at_max": costs["baseline-max"], "baseline_at_half": costs["baseline-half"]}
-res["seer"]["confirmed"] = any(t.get("confirmation") and t["ok"] for t in sm["trials"])
-res["seer"]["trial_seconds"], res["seer"]["warmup_seconds"] = sm["step_seconds"], sm.get("warmup_s")
+  "unit": "CPU seconds of each process per 1,000 predictions over a 20 s run at the rate (service, kafka, redis, clickhouse, all)", **costs}
 res["seer_cpu_per_event"] = proc
-res["targets"] = {"throughput_ratio": ">= 10", "seer_max_throughput": ">= 50000", "seer_p99_ms_at_half_max": "<= 25",
+res["targets"] = {"throughput_ratio_over_baseline": ">= 10", "seer_max_throughput": ">= 50000", "seer_p99_ms_at_half_max": "<= 25",
                   "serve_cpu_us_per_event": "<= 6", "all_four_cpu_seconds_per_1000_predictions": "<= 0.015",
                   "seer_leads_jvm_peer_on": "max throughput, p99 at equal load, CPU per 1,000 predictions"}
 json.dump(res, open(out, "w"), indent=2)
-print(f"seer max {sm['max_sustainable_rate']:.0f}/s, baseline max {bm['max_sustainable_rate']:.0f}/s: ratio {res['ratios']['max_throughput_seer_over_baseline']} (target >= 10)")
-print(f"seer p99 at 50% of max ({sh['target_rate']:.0f}/s): {sh['latency']['p99_ms']} ms (target <= 25); JVM peer p99 at 50% of its max ({jh['target_rate']:.0f}/s): {jh['latency']['p99_ms']} ms")
-print(f"seer max {sm['max_sustainable_rate']:.0f}/s, JVM peer max {jm['max_sustainable_rate']:.0f}/s: ratio {res['ratios']['max_throughput_seer_over_jvm']}")
-print(f"equal load {se['target_rate']:.0f}/s: seer p99 {se['latency']['p99_ms']} ms, JVM peer p99 {je['latency']['p99_ms']} ms, baseline p99 {be['latency']['p99_ms']} ms")
+for n, label in names.items():
+  m = mx[n]["max_sustainable_rate"]
+  print(f"{label}: max {m:.0f}/s with p99 <= {slo}" if m else f"{label}: no rate held p99 <= {slo} (lowest tried {mx[n]['trials'][0]['rate']:.0f}/s, p99 {mx[n]['trials'][0]['p99_ms']} ms)")
+print(f"ratios: seer/JVM peer {res['ratios']['max_throughput_seer_over_jvm']}, seer/Python {res['ratios']['max_throughput_seer_over_baseline']} (target >= 10)")
+print(f"seer p99 at 50% of its max ({sh['target_rate']:.0f}/s): {sh['latency']['p99_ms']} ms (target <= 25)")
+print(f"equal load {res['equal_load']['rate']:.0f}/s, p99: " + ", ".join(f"{names[n]} {eq[n]['latency']['p99_ms']} ms" for n in names))
 print(f"seer serve CPU per event at saturation {proc['serve_cpu_us_per_event']} µs (process), hot path {proc['hot_path_us_per_event']} µs (BenchmarkHotPath)")
-for n, c in costs.items():
-    print(f"cost {n} ({c['rate']:.0f}/s): {c['cpu_seconds_per_1000_predictions']} CPU-s per 1,000 predictions")
+for k, c in costs.items():
+  print(f"cost {k} ({c['rate']:.0f}/s): {c['cpu_seconds_per_1000_predictions']} CPU-s per 1,000 predictions")
 print(f"written to {out}")
 PY

@@ -116,7 +116,7 @@ load with an error naming its line. Progress goes to stderr.`,
 			if err != nil {
 				return fmt.Errorf("%s: %w (%d rows written before it)", file, err, n)
 			}
-			fmt.Fprintf(g.stdout, "loaded %d rows of view %s from %s into redis %s in %s\n", n, o.View, file, cfg.Redis.Addr, time.Since(start).Round(time.Millisecond))
+			fmt.Fprintf(g.stdout, "loaded %d rows of view %s from %s into redis %s in %s\n", n, o.View, file, cfg.Redis.Where(), time.Since(start).Round(time.Millisecond))
 			return nil
 		},
 	}

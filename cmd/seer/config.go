@@ -109,6 +109,7 @@ var toolVars = map[string]bool{
 	"SEER_CACHE_DIR": true, "SEER_PYTHON": true, "SEER_PYTHON_EVIDENTLY": true, "SEER_REQUIRE_SERVICES": true,
 	"SEER_KAFKA_PORT": true, "SEER_KAFKA_CONTROLLER_PORT": true, "SEER_KAFKA_SASL_PORT": true, "SEER_KAFKA_MTLS_PORT": true, "SEER_REDIS_TLS_PORT": true, "SEER_CLICKHOUSE_TLS_PORT": true, "SEER_REDIS_PORT": true,
 	"SEER_CLICKHOUSE_PORT": true, "SEER_CLICKHOUSE_HTTP_PORT": true, "SEER_ALERTMANAGER_PORT": true,
+	"SEER_REDIS_CLUSTER_PORT": true, "SEER_REDIS_CLUSTER_ADDRS": true,
 }
 
 // LoadConfig reads path (strict YAML: an unknown key is an error) over the

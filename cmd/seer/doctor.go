@@ -8,7 +8,11 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync/atomic"
+
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
@@ -184,7 +188,7 @@ func runDoctor(ctx context.Context, g *globals, cfg Config, logger *slog.Logger,
 			if err := rdb.Ping(ctx).Err(); err != nil {
 				return "", err
 			}
-			return "Redis answers at " + cfg.Redis.Addr, nil
+			return "Redis answers at " + cfg.Redis.Where(), nil
 		}, "check redis.addr, redis.tls, redis.username and SEER_REDIS_PASSWORD"},
 		{"redis", "views", func(ctx context.Context) (string, error) {
 			if manifest == nil {
@@ -194,23 +198,17 @@ func runDoctor(ctx context.Context, g *globals, cfg Config, logger *slog.Logger,
 			var found []string
 			for _, v := range views {
 				pattern := featurestore.Key(cfg.Redis.KeyPrefix, v, "*")
-				var cursor uint64
-				for {
-					keys, next, err := rdb.Scan(ctx, cursor, pattern, 1000).Result()
-					if err != nil && strings.Contains(err.Error(), "NOPERM") {
-						return fmt.Sprintf("user %q may not SCAN (as the reader should not): keys not counted", cfg.Redis.Username), errSkip
-					}
-					if err != nil {
-						return "", err
-					}
-					if len(keys) > 0 {
-						found = append(found, v)
-						break
-					}
-					if cursor = next; cursor == 0 {
-						return "", fmt.Errorf("view %s has no keys under %s", v, pattern)
-					}
+				has, err := hasKey(ctx, rdb, pattern)
+				if err != nil && strings.Contains(err.Error(), "NOPERM") {
+					return fmt.Sprintf("user %q may not SCAN (as the reader should not): keys not counted", cfg.Redis.Username), errSkip
 				}
+				if err != nil {
+					return "", err
+				}
+				if !has {
+					return "", fmt.Errorf("view %s has no keys under %s", v, pattern)
+				}
+				found = append(found, v)
 			}
 			if len(found) == 0 {
 				return "the model reads no feature view", nil
@@ -396,4 +394,34 @@ func doctorModel(ctx context.Context, cfg Config, quiet *slog.Logger) (*schemas.
 	}
 	m, err := schemas.LoadManifest(dir)
 	return m, n, err
+}
+
+// hasKey reports whether a key matches pattern, scanning every primary of
+// a Redis Cluster (each holds its own slots).
+func hasKey(ctx context.Context, rdb redis.UniversalClient, pattern string) (bool, error) {
+	scan := func(ctx context.Context, node redis.Cmdable) (bool, error) {
+		var cursor uint64
+		for {
+			keys, next, err := node.Scan(ctx, cursor, pattern, 1000).Result()
+			if err != nil || len(keys) > 0 {
+				return len(keys) > 0, err
+			}
+			if cursor = next; cursor == 0 {
+				return false, nil
+			}
+		}
+	}
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return scan(ctx, rdb)
+	}
+	var found atomic.Bool
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		has, err := scan(ctx, node)
+		if has {
+			found.Store(true)
+		}
+		return err
+	})
+	return found.Load(), err
 }

@@ -250,7 +250,7 @@ seer_ingest_errors_total, seer_ingest_lag_records) are served on --http.`,
 			rdb := featurestore.NewClient(cfg.Redis)
 			defer rdb.Close()
 			if err := rdb.Ping(cmd.Context()).Err(); err != nil {
-				return fmt.Errorf("redis %s: %w", cfg.Redis.Addr, err)
+				return fmt.Errorf("redis %s: %w", cfg.Redis.Where(), err)
 			}
 			w := ingest.New(rdb, cfg.Redis.KeyPrefix)
 			return runIngest(cmd.Context(), g, cfg, logger, f, "features", topic, cfg.Ingest.Group+"-features-"+view, cfg.Ingest.FeaturesDLQTopic,

@@ -31,7 +31,7 @@ type app struct {
 	instance string // names this serve instance: its consumer's client id and its registry events
 	manifest *schemas.Manifest
 	schema   *schemas.InputSchema
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	store    *featurestore.Store
 	ch       driver.Conn
 	sink     *inferencelog.Sink
@@ -107,7 +107,7 @@ func buildApp(ctx context.Context, cfg Config, logger *slog.Logger, reg promethe
 
 	a.rdb = featurestore.NewClient(cfg.Redis)
 	if err = a.rdb.Ping(ctx).Err(); err != nil {
-		return nil, fmt.Errorf("redis %s: %w", cfg.Redis.Addr, err)
+		return nil, fmt.Errorf("redis %s: %w", cfg.Redis.Where(), err)
 	}
 	views, features := a.manifest.FeatureViews()
 	a.store = featurestore.New(cfg.Redis, a.rdb, views, features, logger, reg)

@@ -8,7 +8,8 @@
 #                      `install onnxruntime-gpu` fetches the CUDA build of ONNX
 #                      Runtime (PyPI onnxruntime-gpu) for a GPU machine
 #   stack.sh up [SVC]  install, then start (all, or only the named services:
-#                      kafka redis clickhouse; alertmanager only when named)
+#                      kafka redis clickhouse; alertmanager and redis-cluster
+#                      only when named)
 #                      Kafka, Redis and ClickHouse and wait
 #                      until each answers; a service already answering on its
 #                      port is left alone and not restarted
@@ -22,7 +23,8 @@
 # (default: <repo>/.cache). Every step is idempotent and fast on re-run.
 # Ports: SEER_KAFKA_PORT (9092), SEER_KAFKA_CONTROLLER_PORT (9093),
 # SEER_KAFKA_SASL_PORT (9094, SASL_SSL), SEER_KAFKA_MTLS_PORT (9095, mTLS),
-# SEER_REDIS_PORT (6379), SEER_REDIS_TLS_PORT (6380), SEER_CLICKHOUSE_PORT (9000),
+# SEER_REDIS_PORT (6379), SEER_REDIS_TLS_PORT (6380), SEER_REDIS_CLUSTER_PORT (7001,
+# and the next two), SEER_CLICKHOUSE_PORT (9000),
 # SEER_CLICKHOUSE_HTTP_PORT (8123), SEER_CLICKHOUSE_TLS_PORT (9440), SEER_ALERTMANAGER_PORT
 # (9193). All servers bind to 127.0.0.1 only.
 set -euo pipefail
@@ -47,6 +49,7 @@ redis_users=(seer-reader seer-loader seer-monitor)
 clickhouse_users=(seer_writer seer_monitor seer_analyst)
 redis_port=${SEER_REDIS_PORT:-6379}
 redis_tls_port=${SEER_REDIS_TLS_PORT:-6380}
+redis_cluster_port=${SEER_REDIS_CLUSTER_PORT:-7001} # and the next two
 ch_port=${SEER_CLICKHOUSE_PORT:-9000}
 ch_http_port=${SEER_CLICKHOUSE_HTTP_PORT:-8123}
 ch_tls_port=${SEER_CLICKHOUSE_TLS_PORT:-9440}
@@ -224,6 +227,33 @@ start_redis() {
   fi
 }
 
+# start_redis_cluster — a three-primary Redis Cluster on 127.0.0.1 ports
+# $redis_cluster_port, +1, +2 (no replicas: the tests need the slots spread
+# over nodes, not failover), created with redis-cli --cluster create. Its
+# state is thrown away on stop.
+start_redis_cluster() {
+  local d=$cache/redis-cluster p ports=() i
+  for i in 0 1 2; do ports+=($((redis_cluster_port + i))); done
+  if port_open "${ports[0]}"; then log "redis-cluster: something already answers on ${ports[0]}; leaving it alone"; return 0; fi
+  rm -rf "$d" && mkdir -p "$d" "$cache/run"
+  for p in "${ports[@]}"; do
+    mkdir -p "$d/$p"
+    redis-server --bind 127.0.0.1 --port "$p" --protected-mode yes --cluster-enabled yes \
+      --cluster-config-file "$d/$p/nodes.conf" --cluster-node-timeout 5000 \
+      --dir "$d/$p" --logfile "$d/$p/redis.log" --save '' --appendonly no \
+      --daemonize yes --pidfile "$cache/run/redis-cluster-$p.pid"
+    wait_port "redis-cluster node" "$p" 20 "$d/$p/redis.log"
+  done
+  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-replicas 0 --cluster-yes \
+    >"$d/create.log" 2>&1 || { cat "$d/create.log" >&2; die "redis-cli --cluster create failed"; }
+  for ((i = 0; i < 80; i++)); do
+    redis-cli -p "${ports[0]}" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && break
+    sleep 0.25
+  done
+  redis-cli -p "${ports[0]}" cluster info | grep -q '^cluster_state:ok' || die "the Redis Cluster did not reach cluster_state:ok"
+  log "redis-cluster: three primaries on 127.0.0.1:${ports[0]}-${ports[2]} (SEER_REDIS_CLUSTER_ADDRS)"
+}
+
 start_clickhouse() {
   if port_open "$ch_port"; then log "clickhouse: something already answers on $ch_port; leaving it alone"; return 0; fi
   local d=$cache/clickhouse
@@ -335,11 +365,12 @@ cmd_up() {
   for s in "$@"; do
     case $s in
       redis) start_redis ;;
+      redis-cluster) start_redis_cluster ;;
       clickhouse) start_clickhouse ;;
       kafka) start_kafka ;;
       alertmanager) start_alertmanager ;;
       python) ;;
-      *) die "unknown service $s (want kafka, redis, clickhouse or alertmanager)" ;;
+      *) die "unknown service $s (want kafka, redis, redis-cluster, clickhouse or alertmanager)" ;;
     esac
   done
   log "stack is up (cache: $cache); stop it with: make stack-down"
@@ -361,6 +392,8 @@ stop_one() {
 }
 
 cmd_down() {
+  local i
+  for i in 0 1 2; do stop_one "redis-cluster-$((redis_cluster_port + i))"; done
   stop_one alertmanager
   stop_one kafka
   stop_one clickhouse
@@ -404,6 +437,7 @@ export SEER_REDIS_TLS_PORT=$redis_tls_port
 export SEER_CLICKHOUSE_TLS_PORT=$ch_tls_port
 export SEER_KAFKA_BROKERS=127.0.0.1:$kafka_port
 export SEER_REDIS_ADDR=127.0.0.1:$redis_port
+export SEER_REDIS_CLUSTER_ADDRS=127.0.0.1:$redis_cluster_port,127.0.0.1:$((redis_cluster_port + 1)),127.0.0.1:$((redis_cluster_port + 2))
 export SEER_CLICKHOUSE_ADDR=127.0.0.1:$ch_port
 export SEER_ONNXRUNTIME_LIB=$cache/onnxruntime/libonnxruntime.so.1
 export SEER_PYTHON=$cache/venv/bin/python

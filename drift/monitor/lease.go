@@ -16,7 +16,7 @@ import (
 // so one that lost the lease (a long pause, a partition) cannot overwrite
 // its successor. A Lease is used by one goroutine.
 type Lease struct {
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	key   string
 	fence string
 	id    string
@@ -25,7 +25,7 @@ type Lease struct {
 }
 
 // NewLease returns a lease on name for holder id.
-func NewLease(rdb *redis.Client, prefix, name, id string, ttl time.Duration) *Lease {
+func NewLease(rdb redis.UniversalClient, prefix, name, id string, ttl time.Duration) *Lease {
 	return &Lease{rdb: rdb, key: prefix + ":lease:" + name, fence: prefix + ":fence:" + name, id: id, ttl: ttl}
 }
 

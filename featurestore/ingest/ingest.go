@@ -30,13 +30,13 @@ import (
 
 // Writer writes feature rows under one key prefix.
 type Writer struct {
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	prefix string
 	now    func() time.Time
 }
 
 // New returns a Writer over rdb for keys under prefix (redis.key_prefix).
-func New(rdb *redis.Client, prefix string) *Writer {
+func New(rdb redis.UniversalClient, prefix string) *Writer {
 	return &Writer{rdb: rdb, prefix: prefix, now: time.Now}
 }
 

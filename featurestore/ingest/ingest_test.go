@@ -17,7 +17,7 @@ import (
 
 // newWriter returns a Writer on the real Redis under a unique prefix, as
 // user (rules) when given, and the admin client; the keys go afterwards.
-func newWriter(t *testing.T, rules []string) (*Writer, *redis.Client) {
+func newWriter(t *testing.T, rules []string) (*Writer, redis.UniversalClient) {
 	t.Helper()
 	cfg := featurestore.DefaultConfig()
 	cfg.Addr = testenv.Redis(t)
