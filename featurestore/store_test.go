@@ -2,12 +2,16 @@ package featurestore
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/ksuid"
 
 	"github.com/seer-ml/seer/internal/testenv"
@@ -118,5 +122,132 @@ func TestEnrichReportsRedisDown(t *testing.T) {
 	}
 	if items[0].Features != nil || items[0].Reject != nil {
 		t.Errorf("batch changed on error: %+v", items[0])
+	}
+}
+
+// TestEnrichOnRedisCluster: on a three-primary Redis Cluster, the views of
+// 300 entities spread over every primary; one Enrich of them all reads
+// every value back, with one pipelined round trip per primary, and the
+// ACL user reaches every node.
+func TestEnrichOnRedisCluster(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Mode, cfg.Addrs = ModeCluster, testenv.RedisCluster(t)
+	cfg.KeyPrefix = "seertest-" + ksuid.New().String()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	rdb := NewClient(cfg)
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		t.Fatalf("mode cluster gave a %T", rdb)
+	}
+	ctx := context.Background()
+	t.Cleanup(func() {
+		cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			keys, _ := node.Keys(ctx, cfg.KeyPrefix+":*").Result()
+			for _, k := range keys {
+				node.Del(ctx, k)
+			}
+			return nil
+		})
+		rdb.Close()
+	})
+	now := time.Now().UnixMilli()
+	items := make([]schemas.Item, 300)
+	for i := range items {
+		e := fmt.Sprintf("u%d", i)
+		items[i].Event.EntityID = e
+		if err := rdb.HSet(ctx, Key(cfg.KeyPrefix, "user", e), "count", i, "avg", float64(i)/2, TimestampField, now).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := rdb.HSet(ctx, Key(cfg.KeyPrefix, "merchant", e), "risk", float64(i)/1000, TimestampField, now).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var holding atomic.Int32 // primaries holding some of the keys
+	if err := cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		n, err := node.DBSize(ctx).Result()
+		if n > 0 {
+			holding.Add(1)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if holding.Load() < 3 {
+		t.Fatalf("keys on %d primaries, want all 3 (is the cluster's slot map complete?)", holding.Load())
+	}
+	var pipelines pipelineCounter
+	cc.OnNewNode(func(node *redis.Client) { node.AddHook(&pipelines) })
+	cc.ForEachShard(ctx, func(_ context.Context, node *redis.Client) error { node.AddHook(&pipelines); return nil })
+	s := New(cfg, rdb, []string{"user", "merchant"}, map[string][]string{"user": {"count", "avg"}, "merchant": {"risk"}},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err := s.Enrich(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	for i, it := range items {
+		f := it.Features
+		if len(f) != 2 || f[0].Missing || f[1].Missing || f[0].Values[0].Num != float64(i) || f[0].Values[1].Num != float64(i)/2 || f[1].Values[0].Num != float64(i)/1000 {
+			t.Fatalf("entity u%d features = %+v", i, f)
+		}
+	}
+	if n := pipelines.n.Load(); n < 1 || n > 3 {
+		t.Errorf("one Enrich of 600 lookups took %d pipelined round trips, want one per primary (at most 3)", n)
+	}
+	// The ACL user exists on every node, so a reader can log in to any.
+	pw := schemas.Secret("reader-" + ksuid.New().String())
+	if err := SetUser(ctx, rdb, "seertest-reader", pw, ReaderRules(cfg.KeyPrefix)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cc.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
+			return node.Do(ctx, "ACL", "DELUSER", "seertest-reader").Err()
+		})
+	})
+	if err := cc.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
+		return node.Do(ctx, "AUTH", "seertest-reader", pw.Reveal()).Err()
+	}); err != nil {
+		t.Errorf("the reader cannot log in to every node: %v", err)
+	}
+}
+
+// pipelineCounter counts pipelined round trips of HMGETs through a
+// go-redis hook.
+type pipelineCounter struct{ n atomic.Int32 }
+
+func (c *pipelineCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *pipelineCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (c *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && cmds[0].Name() == "hmget" { // not a new connection's handshake
+			c.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestConfigModes: each Redis mode names the key it is missing.
+func TestConfigModes(t *testing.T) {
+	for _, tc := range []struct {
+		mutate func(*Config)
+		want   string // in the error; "" for valid
+	}{
+		{func(c *Config) {}, ""},
+		{func(c *Config) { c.Addr = "" }, "redis.addr"},
+		{func(c *Config) { c.Mode = "replicated" }, "redis.mode"},
+		{func(c *Config) { c.Mode = ModeCluster }, "redis.addrs"},
+		{func(c *Config) { c.Mode, c.Addrs, c.DB = ModeCluster, []string{"h:7001"}, 2 }, "redis.db"},
+		{func(c *Config) { c.Mode, c.Addrs = ModeCluster, []string{"h:7001"} }, ""},
+		{func(c *Config) { c.Mode, c.Addrs = ModeSentinel, []string{"h:26379"} }, "redis.master_name"},
+		{func(c *Config) { c.Mode, c.Addrs, c.MasterName = ModeSentinel, []string{"h:26379"}, "main" }, ""},
+	} {
+		c := DefaultConfig()
+		tc.mutate(&c)
+		err := c.Validate()
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("mode %q: Validate() = %v, want an error naming %q", c.Mode, err, tc.want)
+		}
 	}
 }

@@ -8,7 +8,7 @@
 #                      `install onnxruntime-gpu` fetches the CUDA build of ONNX
 #                      Runtime (PyPI onnxruntime-gpu) for a GPU machine
 #   stack.sh up [SVC]  install, then start (all, or only the named services:
-#                      kafka redis clickhouse; alertmanager and redis-cluster
+#                      kafka redis redis-cluster clickhouse; alertmanager
 #                      only when named)
 #                      Kafka, Redis and ClickHouse and wait
 #                      until each answers; a service already answering on its
@@ -356,10 +356,10 @@ start_kafka() {
   fi
 }
 
-# cmd_up [SERVICE...] — SERVICE is kafka, redis or clickhouse; none means all
-# three (and the Python venv).
+# cmd_up [SERVICE...] — SERVICE is kafka, redis, redis-cluster, clickhouse or
+# alertmanager; none means all but alertmanager (and the Python venv).
 cmd_up() {
-  [ $# -eq 0 ] && set -- python redis clickhouse kafka
+  [ $# -eq 0 ] && set -- python redis redis-cluster clickhouse kafka
   cmd_install "$@"
   local s
   for s in "$@"; do
@@ -402,7 +402,7 @@ cmd_down() {
 
 cmd_status() {
   local rc=0 s
-  for s in "kafka $kafka_port" "redis $redis_port" "clickhouse $ch_port"; do
+  for s in "kafka $kafka_port" "redis $redis_port" "redis-cluster $redis_cluster_port" "clickhouse $ch_port"; do
     set -- $s
     if port_open "$2"; then
       local who="started elsewhere"

@@ -43,17 +43,39 @@ func Addr(t testing.TB, env, def string) string {
 	if addr == "" {
 		addr = def
 	}
+	answers(t, env, addr)
+	return addr
+}
+
+// answers checks that addr (read from env) accepts TCP connections.
+func answers(t testing.TB, env, addr string) {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
-		Unavailable(t, "%s=%s does not answer: %v", env, addr, err)
-		return ""
+		Unavailable(t, "%s: %s does not answer: %v", env, addr, err)
+		return
 	}
 	c.Close()
-	return addr
 }
 
 // Redis returns the Redis address.
 func Redis(t testing.TB) string { return Addr(t, "SEER_REDIS_ADDR", "127.0.0.1:6379") }
+
+// RedisCluster returns the seed addresses of the local Redis Cluster
+// (`deploy/local/stack.sh up redis-cluster`), after checking that each
+// answers.
+func RedisCluster(t testing.TB) []string {
+	t.Helper()
+	env := os.Getenv("SEER_REDIS_CLUSTER_ADDRS")
+	if env == "" {
+		env = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+	}
+	addrs := strings.Split(env, ",")
+	for _, a := range addrs {
+		answers(t, "SEER_REDIS_CLUSTER_ADDRS", a)
+	}
+	return addrs
+}
 
 // ClickHouse returns the ClickHouse native-protocol address.
 func ClickHouse(t testing.TB) string { return Addr(t, "SEER_CLICKHOUSE_ADDR", "127.0.0.1:9000") }
