@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -170,40 +171,9 @@ func TestServeSIGKILL(t *testing.T) {
 	t.Cleanup(func() { cleanupApp(cfg, a) })
 	gen, _ := loadFeatures(ctx, t, a)
 
-	bin := filepath.Join(t.TempDir(), "seer")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	env := append(os.Environ(),
-		"SEER_HTTP=127.0.0.1:0",
-		"SEER_KAFKA_BROKERS="+cfg.Kafka.Brokers[0],
-		"SEER_KAFKA_GROUP="+cfg.Kafka.Group,
-		"SEER_KAFKA_INPUT_TOPIC="+cfg.Kafka.InputTopic,
-		"SEER_KAFKA_PREDICTIONS_TOPIC="+cfg.Kafka.PredictionsTopic,
-		"SEER_KAFKA_DLQ_TOPIC="+cfg.Kafka.DLQTopic,
-		"SEER_KAFKA_MAX_POLL_RECORDS=50",
-		"SEER_KAFKA_SESSION_TIMEOUT=6s", // the killed member's partitions free up sooner
-		"SEER_REDIS_ADDR="+cfg.Redis.Addr,
-		"SEER_REDIS_KEY_PREFIX="+cfg.Redis.KeyPrefix,
-		"SEER_CLICKHOUSE_ADDR="+cfg.ClickHouse.Addr,
-		"SEER_CLICKHOUSE_DATABASE="+cfg.ClickHouse.Database,
-		"SEER_CLICKHOUSE_SPOOL_DIR="+t.TempDir(),
-		"SEER_ONNXRUNTIME_LIB="+cfg.OnnxRuntimeLib,
-		"SEER_SCORING_PACKAGE="+cfg.Scoring.Package,
-	)
-	logs := filepath.Join(t.TempDir(), "serve.log")
-	start := func() *exec.Cmd {
-		lf, _ := os.OpenFile(logs, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		cmd := exec.Command(bin, "serve")
-		cmd.Env, cmd.Stdout, cmd.Stderr = env, lf, lf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd
-	}
+	procs := newServeProcs(t, cfg, "SEER_KAFKA_MAX_POLL_RECORDS=50", "SEER_CLICKHOUSE_SPOOL_DIR="+t.TempDir())
 	w := watchPredictions(t, cfg.Kafka.Brokers[0], cfg.Kafka.PredictionsTopic)
-	serve := start()
+	serve := procs.start()
 
 	const total = 3000
 	var ids []string
@@ -224,20 +194,12 @@ func TestServeSIGKILL(t *testing.T) {
 	}
 	serve.Wait()
 	killedAt := w.distinct()
-	serve = start()
-	defer serve.Process.Kill()
+	serve = procs.start()
 	<-produced
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(logs)
-			t.Logf("serve log:\n%s", b)
-		}
-	})
 	w.waitFor(t, total, 2*time.Minute)
 	serve.Process.Signal(syscall.SIGTERM)
 	if err := serve.Wait(); err != nil {
-		b, _ := os.ReadFile(logs)
-		t.Fatalf("serve exited with %v after SIGTERM; log:\n%s", err, b)
+		t.Fatalf("serve exited with %v after SIGTERM; log:\n%s", err, procs.log())
 	}
 
 	w.mu.Lock()
@@ -259,4 +221,74 @@ func TestServeSIGKILL(t *testing.T) {
 	if final != total || distinct != total {
 		t.Errorf("inference_log FINAL = %d rows, %d distinct prediction ids; want %d and %d", final, distinct, total, total)
 	}
+}
+
+// serveProcs runs `seer serve` processes built from this package, on a
+// test's config, the way an operator runs them: each its own process, all
+// logging to one file that the test prints when it fails.
+type serveProcs struct {
+	t    *testing.T
+	bin  string
+	env  []string
+	logs string
+}
+
+// newServeProcs builds seer and prepares the environment of cfg; extra
+// SEER_* settings (KEY=value) come last and win.
+func newServeProcs(t *testing.T, cfg Config, extra ...string) *serveProcs {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "seer")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	env := append(os.Environ(),
+		"SEER_HTTP=127.0.0.1:0",
+		"SEER_KAFKA_BROKERS="+cfg.Kafka.Brokers[0],
+		"SEER_KAFKA_GROUP="+cfg.Kafka.Group,
+		"SEER_KAFKA_INPUT_TOPIC="+cfg.Kafka.InputTopic,
+		"SEER_KAFKA_PREDICTIONS_TOPIC="+cfg.Kafka.PredictionsTopic,
+		"SEER_KAFKA_DLQ_TOPIC="+cfg.Kafka.DLQTopic,
+		"SEER_KAFKA_SESSION_TIMEOUT=6s", // a killed member's partitions free up sooner
+		"SEER_REDIS_ADDR="+cfg.Redis.Addr,
+		"SEER_REDIS_KEY_PREFIX="+cfg.Redis.KeyPrefix,
+		"SEER_CLICKHOUSE_ADDR="+cfg.ClickHouse.Addr,
+		"SEER_CLICKHOUSE_DATABASE="+cfg.ClickHouse.Database,
+		"SEER_ONNXRUNTIME_LIB="+cfg.OnnxRuntimeLib,
+		"SEER_SCORING_PACKAGE="+cfg.Scoring.Package,
+	)
+	p := &serveProcs{t: t, bin: bin, env: append(env, extra...), logs: filepath.Join(t.TempDir(), "serve.log")}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("serve log:\n%s", p.log())
+		}
+	})
+	return p
+}
+
+// start starts one `seer serve` with extra settings of its own; the test's
+// cleanup kills it if it still runs.
+func (p *serveProcs) start(extra ...string) *exec.Cmd {
+	p.t.Helper()
+	lf, err := os.OpenFile(p.logs, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	cmd := exec.Command(p.bin, "serve")
+	cmd.Env, cmd.Stdout, cmd.Stderr = append(slices.Clone(p.env), extra...), lf, lf
+	if err := cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		lf.Close()
+	})
+	return cmd
+}
+
+func (p *serveProcs) log() string {
+	b, _ := os.ReadFile(p.logs)
+	return string(b)
 }
