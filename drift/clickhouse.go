@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,11 @@ type Config struct {
 	Password     schemas.Secret `yaml:"-"`
 	TLS          schemas.TLS    `yaml:"tls"` // TLS on the secure native port: ca_file, cert_file, key_file, server_name
 	DialTimeout  time.Duration  `yaml:"dial_timeout"`
+	// Cluster names the cluster (remote_servers) whose servers share the
+	// tables: migrations create replicated local tables and Distributed
+	// tables over them, ON CLUSTER (schemas.Dialect.ForCluster), and seer
+	// reads and writes through the Distributed ones. Empty: one server.
+	Cluster string `yaml:"cluster"`
 	// Retention: how long the inference log, the dead letters and the
 	// labels keep rows (a TTL, in whole days), on servers that have TTL
 	// (20.1 and later); 0 keeps them.
@@ -63,11 +69,16 @@ func (c *Config) Validate() error {
 	if c.Retention < 0 || (c.Retention > 0 && c.Retention < 24*time.Hour) {
 		return fmt.Errorf("clickhouse.retention: %v must be 0 (keep) or at least 24h", c.Retention)
 	}
+	if c.Cluster != "" && !clusterName.MatchString(c.Cluster) {
+		return fmt.Errorf("clickhouse.cluster: %q must be a plain identifier", c.Cluster)
+	}
 	if c.DialTimeout <= 0 {
 		return fmt.Errorf("clickhouse.dial_timeout: %v must be positive", c.DialTimeout)
 	}
 	return c.Config.Validate()
 }
+
+var clusterName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // Open connects with the native protocol (the HTTP protocol of
 // clickhouse-go fails on 18.16) and pings the server. It connects to the
@@ -79,6 +90,12 @@ func Open(ctx context.Context, c Config) (driver.Conn, error) {
 		Auth:         clickhouse.Auth{Database: "default", Username: c.Username, Password: c.Password.Reveal()},
 		DialTimeout:  c.DialTimeout,
 		MaxOpenConns: 8,
+	}
+	if c.Cluster != "" {
+		// An insert returns once every shard has its rows, not when the
+		// receiving server has queued them: a committed offset never
+		// waits in a queue that dies with a server.
+		opts.Settings = clickhouse.Settings{"insert_distributed_sync": 1}
 	}
 	if d := c.TLS.Dialer(); d != nil {
 		opts.DialContext = func(ctx context.Context, addr string) (net.Conn, error) { return d(ctx, "tcp", addr) }
@@ -97,12 +114,14 @@ func Open(ctx context.Context, c Config) (driver.Conn, error) {
 // Migrate applies the embedded migrations that database does not have
 // yet, in version order, and records each in schema_migrations once.
 // Every statement is idempotent too, so a migration cut short by a crash
-// is safe to run again.
-func Migrate(ctx context.Context, conn driver.Conn, database string, logger *slog.Logger) error {
+// is safe to run again. With a cluster (clickhouse.cluster), every
+// statement runs ON CLUSTER and reaches every server.
+func Migrate(ctx context.Context, conn driver.Conn, database, cluster string, logger *slog.Logger) error {
 	d, err := ServerDialect(ctx, conn)
 	if err != nil {
 		return err
 	}
+	d.Cluster = cluster
 	migs, err := schemas.Migrations(database, d)
 	if err != nil {
 		return err
@@ -155,7 +174,7 @@ func ServerDialect(ctx context.Context, conn driver.Conn) (schemas.Dialect, erro
 // that has TTL; on one that has not (18.16) it says so, and rows are kept:
 // drop old monthly partitions by hand (ALTER TABLE … DROP PARTITION).
 // Setting it again is harmless.
-func ApplyRetention(ctx context.Context, conn driver.Conn, database string, retention time.Duration, logger *slog.Logger) error {
+func ApplyRetention(ctx context.Context, conn driver.Conn, database, cluster string, retention time.Duration, logger *slog.Logger) error {
 	if retention <= 0 {
 		return nil
 	}
@@ -169,9 +188,12 @@ func ApplyRetention(ctx context.Context, conn driver.Conn, database string, rete
 			"component", "drift", "retention_days", days)
 		return nil
 	}
-	for _, stmt := range schemas.RetentionStatements(database, days) {
-		if err := conn.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("clickhouse.retention: %s: %w", stmt, err)
+	d.Cluster = cluster
+	for _, s := range schemas.RetentionStatements(database, days) {
+		for _, stmt := range d.ForCluster(s) {
+			if err := conn.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("clickhouse.retention: %s: %w", stmt, err)
+			}
 		}
 	}
 	logger.Info("retention set", "component", "drift", "database", database, "days", days)

@@ -24,6 +24,10 @@ type Dialect struct {
 	// Modern: ClickHouse 20.1 or later, which has LowCardinality, codecs
 	// and TTL. Debian's 18.16 has none of them: the zero Dialect.
 	Modern bool
+	// Cluster (clickhouse.cluster) turns every table into a replicated
+	// local table and a Distributed table over it, both created ON
+	// CLUSTER (see ForCluster); empty for a single server.
+	Cluster string
 }
 
 // render fills a migration's placeholders for the dialect.
@@ -67,6 +71,7 @@ func Migrations(database string, d Dialect) ([]Migration, error) {
 		return nil, err
 	}
 	var out []Migration
+	keys := map[string]string{} // each table's shard key, from its CREATE
 	for _, e := range entries {
 		m := migrationName.FindStringSubmatch(e.Name())
 		if m == nil {
@@ -77,7 +82,11 @@ func Migrations(database string, d Dialect) ([]Migration, error) {
 			return nil, err
 		}
 		v, _ := strconv.Atoi(m[1])
-		out = append(out, Migration{Version: v, Name: m[2], Statements: splitSQL(d.render(strings.ReplaceAll(string(data), "{db}", database)))})
+		var stmts []string
+		for _, stmt := range splitSQL(d.render(strings.ReplaceAll(string(data), "{db}", database))) {
+			stmts = append(stmts, d.forCluster(stmt, keys)...)
+		}
+		out = append(out, Migration{Version: v, Name: m[2], Statements: stmts})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
 	return out, nil
@@ -103,4 +112,84 @@ func splitSQL(script string) []string {
 		stmts = append(stmts, s)
 	}
 	return stmts
+}
+
+var (
+	createDatabase = regexp.MustCompile(`^CREATE DATABASE IF NOT EXISTS (\w+)$`)
+	createTable    = regexp.MustCompile(`(?s)^CREATE TABLE IF NOT EXISTS (\w+)\.(\w+) (\(.*\)) ENGINE = ReplacingMergeTree\(([^)]*)\)(.*)$`)
+	alterTable     = regexp.MustCompile(`(?s)^ALTER TABLE (\w+)\.(\w+) (.*)$`)
+	orderBy        = regexp.MustCompile(`(?s)ORDER BY \(?([^()]*?)\)?\s*$`)
+)
+
+// shardKeys are the tables whose shard is not chosen by their whole
+// sorting key: one event's log rows (every version and route) and its
+// labels stay on one shard, so that FINAL deduplicates within a shard and
+// the labels join runs shard-locally.
+var shardKeys = map[string]string{"inference_log": "event_id", "labels": "event_id"}
+
+// ForCluster rewrites one migration statement for d.Cluster (and returns
+// it unchanged without one):
+//
+//   - CREATE DATABASE runs ON CLUSTER;
+//   - CREATE TABLE t … ReplacingMergeTree(v) becomes t_local, a
+//     ReplicatedReplacingMergeTree at /clickhouse/tables/{shard}/<db>/t with
+//     replica {replica} (the servers' macros), and t, a Distributed table
+//     over the t_local of every shard, sharded by cityHash64 of the
+//     table's shard key: the sorting key, so that rows that replace each
+//     other meet on one shard, or shardKeys' choice;
+//   - ALTER TABLE t changes t_local ON CLUSTER; after a column change, t's
+//     Distributed table is dropped and created again over the new columns
+//     (18.16 refuses an ALTER ON CLUSTER of a Distributed table over
+//     replicated shards, and a synchronously written Distributed table
+//     holds no rows).
+//
+// Readers and writers keep using t: through the Distributed table they
+// see every shard.
+func (d Dialect) ForCluster(stmt string) []string { return d.forCluster(stmt, nil) }
+
+// forCluster is ForCluster with the shard keys of the tables created so
+// far, which a column change needs to create a Distributed table again.
+func (d Dialect) forCluster(stmt string, keys map[string]string) []string {
+	if d.Cluster == "" {
+		return []string{stmt}
+	}
+	on := " ON CLUSTER " + d.Cluster
+	if m := createDatabase.FindStringSubmatch(stmt); m != nil {
+		return []string{stmt + on}
+	}
+	if m := createTable.FindStringSubmatch(stmt); m != nil {
+		db, table, columns, version, rest := m[1], m[2], m[3], m[4], m[5]
+		key := shardKeys[table]
+		if key == "" {
+			if o := orderBy.FindStringSubmatch(rest); o != nil {
+				key = o[1]
+			}
+		}
+		if keys != nil {
+			keys[table] = key
+		}
+		args := fmt.Sprintf("'/clickhouse/tables/{shard}/%s/%s', '{replica}'", db, table)
+		if version != "" {
+			args += ", " + version
+		}
+		return []string{
+			fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s.%s_local%s %s ENGINE = ReplicatedReplacingMergeTree(%s)%s", db, table, on, columns, args, rest),
+			d.distributed(db, table, key),
+		}
+	}
+	if m := alterTable.FindStringSubmatch(stmt); m != nil {
+		db, table, change := m[1], m[2], m[3]
+		out := []string{fmt.Sprintf("ALTER TABLE %s.%s_local%s %s", db, table, on, change)}
+		if key := keys[table]; key != "" && strings.Contains(change, "COLUMN ") {
+			out = append(out, fmt.Sprintf("DROP TABLE IF EXISTS %s.%s%s", db, table, on), d.distributed(db, table, key))
+		}
+		return out
+	}
+	return []string{stmt}
+}
+
+// distributed creates table's Distributed table over table_local.
+func (d Dialect) distributed(db, table, key string) string {
+	return fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s.%s ON CLUSTER %s AS %s.%s_local ENGINE = Distributed(%s, %s, %s_local, cityHash64(%s))",
+		db, table, d.Cluster, db, table, d.Cluster, db, table, key)
 }

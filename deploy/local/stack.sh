@@ -8,12 +8,13 @@
 #                      `install onnxruntime-gpu` fetches the CUDA build of ONNX
 #                      Runtime (PyPI onnxruntime-gpu) for a GPU machine
 #   stack.sh up [SVC]  install, then start (all, or only the named services:
-#                      kafka redis redis-cluster clickhouse; alertmanager
-#                      only when named)
+#                      kafka redis redis-cluster clickhouse; alertmanager and
+#                      clickhouse-cluster only when named)
 #                      Kafka, Redis and ClickHouse and wait
 #                      until each answers; a service already answering on its
 #                      port is left alone and not restarted
-#   stack.sh down      stop the services this script started (never others)
+#   stack.sh down      stop the services this script started (never others);
+#                      `down clickhouse-cluster` stops only that cluster
 #   stack.sh status    say which services answer
 #   stack.sh env       print the environment seer and its tests read;
 #                      `env --secure` points seer at the SASL_SSL listener
@@ -24,7 +25,8 @@
 # Ports: SEER_KAFKA_PORT (9092), SEER_KAFKA_CONTROLLER_PORT (9093),
 # SEER_KAFKA_SASL_PORT (9094, SASL_SSL), SEER_KAFKA_MTLS_PORT (9095, mTLS),
 # SEER_REDIS_PORT (6379), SEER_REDIS_TLS_PORT (6380), SEER_REDIS_CLUSTER_PORT (7001,
-# and the next two), SEER_CLICKHOUSE_PORT (9000),
+# and the next two), SEER_CLICKHOUSE_PORT (9000), SEER_CLICKHOUSE_CLUSTER_PORT (9101, and
+# the next), SEER_ZOOKEEPER_PORT (2181),
 # SEER_CLICKHOUSE_HTTP_PORT (8123), SEER_CLICKHOUSE_TLS_PORT (9440), SEER_ALERTMANAGER_PORT
 # (9193). All servers bind to 127.0.0.1 only.
 set -euo pipefail
@@ -50,6 +52,8 @@ clickhouse_users=(seer_writer seer_monitor seer_analyst)
 redis_port=${SEER_REDIS_PORT:-6379}
 redis_tls_port=${SEER_REDIS_TLS_PORT:-6380}
 redis_cluster_port=${SEER_REDIS_CLUSTER_PORT:-7001} # and the next two
+ch_cluster_port=${SEER_CLICKHOUSE_CLUSTER_PORT:-9101} # and the next: two replicas of one shard
+zk_port=${SEER_ZOOKEEPER_PORT:-2181}
 ch_port=${SEER_CLICKHOUSE_PORT:-9000}
 ch_http_port=${SEER_CLICKHOUSE_HTTP_PORT:-8123}
 ch_tls_port=${SEER_CLICKHOUSE_TLS_PORT:-9440}
@@ -97,6 +101,8 @@ install_apt() {
   command -v podman >/dev/null || missing+=(podman)
   command -v runc >/dev/null || missing+=(runc)
   command -v catatonit >/dev/null || missing+=(catatonit)
+  # ZooKeeper coordinates the local ClickHouse cluster (up clickhouse-cluster).
+  [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
   [ ${#missing[@]} -eq 0 ] && return 0
   command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them; install them or point SEER_* at existing services"
   local sudo=
@@ -254,6 +260,54 @@ start_redis_cluster() {
   log "redis-cluster: three primaries on 127.0.0.1:${ports[0]}-${ports[2]} (SEER_REDIS_CLUSTER_ADDRS)"
 }
 
+# start_clickhouse_cluster — the cluster "seer" of ClickHouse: one shard,
+# two replicas on 127.0.0.1 ports $ch_cluster_port and +1, coordinated by
+# a ZooKeeper (Debian's package) on $zk_port. Each server is the stack's
+# single-server config plus config.d/cluster.xml. Started only on request;
+# stop it with `stack.sh down clickhouse-cluster`.
+start_clickhouse_cluster() {
+  local d=$cache/clickhouse-cluster n dn port
+  if port_open "$ch_cluster_port"; then log "clickhouse-cluster: something already answers on $ch_cluster_port; leaving it alone"; return 0; fi
+  make_secrets
+  rm -rf "$d" && mkdir -p "$d/zookeeper/data" "$cache/run"
+  printf 'tickTime=500\ndataDir=%s\nclientPort=%s\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=srvr\n' \
+    "$d/zookeeper/data" "$zk_port" >"$d/zookeeper/zoo.cfg"
+  nohup java -Xmx256m -cp /usr/share/java/zookeeper.jar org.apache.zookeeper.server.quorum.QuorumPeerMain "$d/zookeeper/zoo.cfg" \
+    >"$d/zookeeper/zookeeper.log" 2>&1 &
+  echo $! >"$cache/run/zookeeper.pid"
+  wait_port zookeeper "$zk_port" 60 "$d/zookeeper/zookeeper.log"
+  # ClickHouse 18.16 crashes on its first distributed DDL when ZooKeeper
+  # did not answer at its start: wait until ZooKeeper serves.
+  for ((n = 0; n < 120; n++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$zk_port" && printf srvr >&3 && timeout 2 cat <&3) 2>/dev/null | grep -q '^Mode: standalone' && break
+    sleep 0.25
+  done
+  sleep 1
+  for n in 1 2; do
+    dn=$d/node$n port=$((ch_cluster_port + n - 1))
+    mkdir -p "$dn/data" "$dn/tmp" "$dn/user_files" "$dn/log" "$dn/format_schemas" "$dn/config.d"
+    sed -e "s|@DIR@|$dn|g" -e "s|@TCP_PORT@|$port|g" -e "s|@HTTP_PORT@|$((port + 100))|g" \
+      -e "s|@TCP_SECURE_PORT@|$((port + 350))|g" -e "s|@SECURE@|$secure|g" "$here/clickhouse/config.xml" >"$dn/config.xml"
+    sed -e "s|@ZK_PORT@|$zk_port|g" -e "s|@PORT_1@|$ch_cluster_port|g" -e "s|@PORT_2@|$((ch_cluster_port + 1))|g" \
+      -e "s|@REPLICA@|replica$n|g" -e "s|@INTERSERVER_PORT@|$((port + 200))|g" "$here/clickhouse/cluster.xml" >"$dn/config.d/cluster.xml"
+    cp "$cache/clickhouse/users.xml" "$dn/users.xml" 2>/dev/null || render_clickhouse_users "$dn/users.xml"
+    nohup clickhouse-server --config-file="$dn/config.xml" >"$dn/log/stdout.log" 2>&1 &
+    echo $! >"$cache/run/clickhouse-cluster-$n.pid"
+    wait_port "clickhouse-cluster node$n" "$port" 60 "$dn/log/clickhouse-server.err.log"
+  done
+  log "clickhouse-cluster: cluster seer, one shard, replicas on 127.0.0.1:$ch_cluster_port and $((ch_cluster_port + 1)) (SEER_CLICKHOUSE_CLUSTER_ADDRS)"
+}
+
+# render_clickhouse_users FILE — users.xml with the hashes of the stack's
+# ClickHouse passwords.
+render_clickhouse_users() {
+  local sha=() u
+  for u in "${clickhouse_users[@]}"; do
+    sha+=(-e "s|@${u^^}_SHA256@|$(tr -d '\n' <"$secure/$u.password" | sha256sum | cut -d' ' -f1)|g")
+  done
+  sed "${sha[@]}" "$here/clickhouse/users.xml" >"$1"
+}
+
 start_clickhouse() {
   if port_open "$ch_port"; then log "clickhouse: something already answers on $ch_port; leaving it alone"; return 0; fi
   local d=$cache/clickhouse
@@ -262,11 +316,7 @@ start_clickhouse() {
   sed -e "s|@DIR@|$d|g" -e "s|@TCP_PORT@|$ch_port|g" -e "s|@HTTP_PORT@|$ch_http_port|g" \
     -e "s|@TCP_SECURE_PORT@|$ch_tls_port|g" -e "s|@SECURE@|$secure|g" \
     "$here/clickhouse/config.xml" >"$d/config.xml"
-  local sha=() u
-  for u in "${clickhouse_users[@]}"; do
-    sha+=(-e "s|@${u^^}_SHA256@|$(tr -d '\n' <"$secure/$u.password" | sha256sum | cut -d' ' -f1)|g")
-  done
-  sed "${sha[@]}" "$here/clickhouse/users.xml" >"$d/users.xml"
+  render_clickhouse_users "$d/users.xml"
   nohup clickhouse-server --config-file="$d/config.xml" >"$d/log/stdout.log" 2>&1 &
   echo $! >"$cache/run/clickhouse.pid"
   wait_port clickhouse "$ch_port" 60 "$d/log/clickhouse-server.err.log"
@@ -367,10 +417,11 @@ cmd_up() {
       redis) start_redis ;;
       redis-cluster) start_redis_cluster ;;
       clickhouse) start_clickhouse ;;
+      clickhouse-cluster) start_clickhouse_cluster ;;
       kafka) start_kafka ;;
       alertmanager) start_alertmanager ;;
       python) ;;
-      *) die "unknown service $s (want kafka, redis, redis-cluster, clickhouse or alertmanager)" ;;
+      *) die "unknown service $s (want kafka, redis, redis-cluster, clickhouse, clickhouse-cluster or alertmanager)" ;;
     esac
   done
   log "stack is up (cache: $cache); stop it with: make stack-down"
@@ -393,6 +444,11 @@ stop_one() {
 
 cmd_down() {
   local i
+  # down clickhouse-cluster stops only the cluster (the tests that start it).
+  stop_one clickhouse-cluster-1
+  stop_one clickhouse-cluster-2
+  stop_one zookeeper
+  [ "${1:-}" = clickhouse-cluster ] && return 0
   for i in 0 1 2; do stop_one "redis-cluster-$((redis_cluster_port + i))"; done
   stop_one alertmanager
   stop_one kafka
@@ -437,6 +493,7 @@ export SEER_REDIS_TLS_PORT=$redis_tls_port
 export SEER_CLICKHOUSE_TLS_PORT=$ch_tls_port
 export SEER_KAFKA_BROKERS=127.0.0.1:$kafka_port
 export SEER_REDIS_ADDR=127.0.0.1:$redis_port
+export SEER_CLICKHOUSE_CLUSTER_ADDRS=127.0.0.1:$ch_cluster_port,127.0.0.1:$((ch_cluster_port + 1))
 export SEER_REDIS_CLUSTER_ADDRS=127.0.0.1:$redis_cluster_port,127.0.0.1:$((redis_cluster_port + 1)),127.0.0.1:$((redis_cluster_port + 2))
 export SEER_CLICKHOUSE_ADDR=127.0.0.1:$ch_port
 export SEER_ONNXRUNTIME_LIB=$cache/onnxruntime/libonnxruntime.so.1
@@ -448,7 +505,7 @@ EOF
 case ${1:-} in
   install) shift; [ $# -eq 0 ] && set -- kafka python; cmd_install "$@" ;;
   up) shift; cmd_up "$@" ;;
-  down) cmd_down ;;
+  down) shift; cmd_down "$@" ;;
   status) cmd_status ;;
   env) shift; cmd_env "$@" ;;
   *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;

@@ -29,10 +29,7 @@ type KafkaBroker struct {
 // t.Cleanup kills it. It takes the JVM's start-up time, so tests share one.
 func StartKafka(t testing.TB) *KafkaBroker {
 	t.Helper()
-	cache := os.Getenv("SEER_CACHE_DIR")
-	if cache == "" {
-		cache = filepath.Join(RepoRoot(t), ".cache")
-	}
+	cache := cacheDir(t)
 	lib := filepath.Join(cache, "kafka", "lib")
 	if _, err := os.Stat(lib); err != nil {
 		Unavailable(t, "Kafka jars not found in %s (run `deploy/local/stack.sh install kafka`): %v", lib, err)

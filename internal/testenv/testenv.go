@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -318,10 +320,7 @@ func Secure(t testing.TB) SecureKafka {
 // NAME.key and NAME.password per principal or user.
 func SecureDir(t testing.TB) string {
 	t.Helper()
-	cache := os.Getenv("SEER_CACHE_DIR")
-	if cache == "" {
-		cache = filepath.Join(RepoRoot(t), ".cache")
-	}
+	cache := cacheDir(t)
 	dir := filepath.Join(cache, "secure")
 	if _, err := os.Stat(filepath.Join(dir, ".done")); err != nil {
 		Unavailable(t, "the local stack's certificates: %v", err)
@@ -386,4 +385,96 @@ func StartAlertmanager(t testing.TB) string {
 	b, _ := os.ReadFile(filepath.Join(dir, "alertmanager.log"))
 	t.Fatalf("alertmanager did not become ready on %s:\n%s", addr, b)
 	return ""
+}
+
+// ClickHouseCluster is the local two-replica ClickHouse cluster "seer"
+// (`deploy/local/stack.sh up clickhouse-cluster`).
+type ClickHouseCluster struct {
+	Name  string   // the cluster's name in remote_servers
+	Addrs []string // the replicas' native-protocol addresses
+	t     testing.TB
+	run   string // the stack's pid files
+}
+
+// StartClickHouseCluster starts the local ClickHouse cluster (ZooKeeper
+// and two servers) through the stack script, for the tests that need it,
+// and stops it again when the test ends. Tests of different packages that
+// need it wait for each other.
+func StartClickHouseCluster(t testing.TB) *ClickHouseCluster {
+	t.Helper()
+	// Test packages run in parallel, and one's cleanup would stop the
+	// cluster under another: they take turns.
+	lock, err := os.OpenFile(filepath.Join(cacheDir(t), "clickhouse-cluster.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		Unavailable(t, "the local ClickHouse cluster's lock: %v", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() }) // releases the lock, after the stop below (cleanups run last first)
+	stack := filepath.Join(RepoRoot(t), "deploy", "local", "stack.sh")
+	if out, err := exec.Command("bash", stack, "up", "clickhouse-cluster").CombinedOutput(); err != nil {
+		Unavailable(t, "the local ClickHouse cluster did not start: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("bash", stack, "down", "clickhouse-cluster").Run() })
+	env := os.Getenv("SEER_CLICKHOUSE_CLUSTER_ADDRS")
+	if env == "" {
+		env = "127.0.0.1:9101,127.0.0.1:9102"
+	}
+	c := &ClickHouseCluster{Name: "seer", Addrs: strings.Split(env, ","), t: t, run: filepath.Join(cacheDir(t), "run")}
+	for _, a := range c.Addrs {
+		answers(t, "SEER_CLICKHOUSE_CLUSTER_ADDRS", a)
+	}
+	return c
+}
+
+// Kill stops replica i (0-based) with SIGKILL, as a crash would, and
+// returns a function that starts it again with the same command line.
+func (c *ClickHouseCluster) Kill(i int) (restart func()) {
+	c.t.Helper()
+	pidFile := filepath.Join(c.run, fmt.Sprintf("clickhouse-cluster-%d.pid", i+1))
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	args, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		c.t.Fatalf("replica %d (pid %d) is not running: %v", i, pid, err)
+	}
+	argv := strings.Split(strings.TrimRight(string(args), "\x00"), "\x00")
+	if p, err := os.FindProcess(pid); err == nil {
+		p.Kill()
+		for range 100 { // until its port is free
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return func() {
+		c.t.Helper()
+		cmd := exec.Command(argv[0], argv[1:]...)
+		if err := cmd.Start(); err != nil {
+			c.t.Fatalf("restarting replica %d: %v", i, err)
+		}
+		os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
+		go cmd.Wait()
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if conn, err := net.DialTimeout("tcp", c.Addrs[i], time.Second); err == nil {
+				conn.Close()
+				return
+			}
+		}
+		c.t.Fatalf("replica %d did not answer on %s after its restart", i, c.Addrs[i])
+	}
+}
+
+// cacheDir is the local stack's cache folder ($SEER_CACHE_DIR, or .cache in
+// the repository).
+func cacheDir(t testing.TB) string {
+	if cache := os.Getenv("SEER_CACHE_DIR"); cache != "" {
+		return cache
+	}
+	return filepath.Join(RepoRoot(t), ".cache")
 }
