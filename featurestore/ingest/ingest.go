@@ -119,24 +119,13 @@ func (s *Writer) Load(ctx context.Context, r io.Reader, o LoadOptions) (int, err
 	return written, nil
 }
 
-// Put writes rows of one view in one pipelined round trip. Each hash is
-// replaced whole, so a feature dropped upstream does not linger.
+// Put writes rows of one view in one pipelined round trip, whatever the
+// stored _ts (a load, or a test's fault injection). Each hash is replaced
+// whole, atomically (one script run per key: it works on a Redis Cluster,
+// where a MULTI cannot span slots), so a feature dropped upstream does
+// not linger.
 func (s *Writer) Put(ctx context.Context, view string, rows []Row, ttl time.Duration) error {
-	pipe := s.rdb.TxPipeline()
-	for _, r := range rows {
-		key := featurestore.Key(s.prefix, view, r.Entity)
-		args := make([]any, 0, 2*len(r.Values)+2)
-		for k, v := range r.Values {
-			args = append(args, k, v)
-		}
-		args = append(args, featurestore.TimestampField, strconv.FormatInt(r.TsMs, 10))
-		pipe.Del(ctx, key)
-		pipe.HSet(ctx, key, args...)
-		if ttl > 0 {
-			pipe.PExpire(ctx, key, ttl)
-		}
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if _, err := s.run(ctx, putScript, view, rows, ttl); err != nil {
 		return fmt.Errorf("writing %d rows of view %s: %w", len(rows), view, err)
 	}
 	return nil
@@ -356,13 +345,10 @@ func (u Updates) Decode(key, value []byte) (Row, *schemas.DecodeError) {
 	return row, nil
 }
 
-// applyScript writes one update unless the stored one is newer: KEYS[1]
-// the hash; ARGV[1] the update's _ts, ARGV[2] the TTL in ms (0 for none),
-// then field, value pairs. It returns 1 when written, 0 when skipped. An
-// update as old as the stored one is written (a replay is idempotent).
-var applyScript = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], '` + featurestore.TimestampField + `')
-if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
+// replaceScript replaces one hash: KEYS[1] the hash; ARGV[1] the update's
+// _ts, ARGV[2] the TTL in ms (0 for none), then field, value pairs. It
+// returns 1.
+const replaceScript = `
 redis.call('DEL', KEYS[1])
 if #ARGV > 2 then
   redis.call('HSET', KEYS[1], '` + featurestore.TimestampField + `', ARGV[1], unpack(ARGV, 3))
@@ -370,15 +356,44 @@ else
   redis.call('HSET', KEYS[1], '` + featurestore.TimestampField + `', ARGV[1])
 end
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 1`)
+return 1`
+
+var (
+	// putScript replaces a hash whatever it holds.
+	putScript = redis.NewScript(replaceScript)
+	// applyScript replaces a hash unless its stored _ts is newer than the
+	// update's, and returns 0 then. An update as old as the stored one is
+	// written (a replay is idempotent).
+	applyScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], '` + featurestore.TimestampField + `')
+if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
+` + replaceScript)
+)
 
 // Apply writes updates of one view in one pipelined round trip, each by
 // one run of a Lua script, so that an update older than the stored _ts
 // never overwrites a newer one, whatever order they arrive in; it returns
 // how many it skipped as stale. Each hash is replaced whole.
 func (s *Writer) Apply(ctx context.Context, view string, rows []Row, ttl time.Duration) (skipped int, err error) {
+	cmds, err := s.run(ctx, applyScript, view, rows, ttl)
+	if err != nil {
+		return 0, fmt.Errorf("writing %d updates of view %s: %w", len(rows), view, err)
+	}
+	for _, c := range cmds {
+		if n, _ := c.Int(); n == 0 {
+			skipped++
+		}
+	}
+	return skipped, nil
+}
+
+// run runs script once per row, on the row's hash, in one pipeline (one
+// round trip per node of a cluster). After a SCRIPT FLUSH or a Redis
+// restart the script is loaded again and the pipeline rerun: a rerun
+// writes the same values with the same _ts.
+func (s *Writer) run(ctx context.Context, script *redis.Script, view string, rows []Row, ttl time.Duration) ([]*redis.Cmd, error) {
 	if len(rows) == 0 {
-		return 0, nil
+		return nil, nil
 	}
 	for attempt := 0; ; attempt++ {
 		pipe := s.rdb.Pipeline()
@@ -389,25 +404,15 @@ func (s *Writer) Apply(ctx context.Context, view string, rows []Row, ttl time.Du
 			for k, v := range r.Values {
 				args = append(args, k, v)
 			}
-			cmds[i] = applyScript.EvalSha(ctx, pipe, []string{featurestore.Key(s.prefix, view, r.Entity)}, args...)
+			cmds[i] = script.EvalSha(ctx, pipe, []string{featurestore.Key(s.prefix, view, r.Entity)}, args...)
 		}
-		_, err = pipe.Exec(ctx)
+		_, err := pipe.Exec(ctx)
 		if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			// First use, or Redis restarted: load the script and go again
-			// (a rerun is harmless: same _ts, same values).
-			if err := applyScript.Load(ctx, s.rdb).Err(); err != nil {
-				return 0, fmt.Errorf("loading the feature update script: %w", err)
+			if err := script.Load(ctx, s.rdb).Err(); err != nil {
+				return nil, fmt.Errorf("loading the feature script: %w", err)
 			}
 			continue
 		}
-		if err != nil {
-			return 0, fmt.Errorf("writing %d updates of view %s: %w", len(rows), view, err)
-		}
-		for _, c := range cmds {
-			if n, _ := c.Int(); n == 0 {
-				skipped++
-			}
-		}
-		return skipped, nil
+		return cmds, err
 	}
 }
