@@ -2,14 +2,10 @@ package main
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/seer-ml/seer/drift"
 	"github.com/seer-ml/seer/featurestore"
@@ -32,14 +28,7 @@ func TestPipelineOnClusters(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	helper := cfg
-	helper.Kafka.Group += "-helper"
-	a, err := buildApp(ctx, helper, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.pipeline.Client().Close()
-	t.Cleanup(func() { a.ch.Close(); a.rdb.Close() })
+	a := helperApp(ctx, t, cfg)
 	gen, _ := loadFeatures(ctx, t, a)
 
 	procs := newServeProcs(t, cfg, "SEER_KAFKA_MAX_POLL_RECORDS=100", "SEER_CLICKHOUSE_SPOOL_DIR="+t.TempDir(),
@@ -63,13 +52,7 @@ func TestPipelineOnClusters(t *testing.T) {
 	restart()
 	<-produced
 	w.waitFor(t, total, 2*time.Minute)
-	w.mu.Lock()
-	for _, id := range ids {
-		if w.seen[id] == 0 {
-			t.Errorf("event %s has no prediction", id)
-		}
-	}
-	w.mu.Unlock()
+	w.check(t, ids)
 
 	other := cfg.ClickHouse
 	other.Addr = cl.Addrs[1]

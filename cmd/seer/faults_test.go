@@ -74,6 +74,38 @@ func (w *predictionWatcher) waitFor(t *testing.T, n int, within time.Duration) {
 	}
 }
 
+// check fails the test for each of ids without a prediction and returns
+// how many predictions were duplicates.
+func (w *predictionWatcher) check(t *testing.T, ids []string) (dups int) {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, id := range ids {
+		if w.seen[id] == 0 {
+			t.Errorf("event %s has no prediction", id)
+		}
+		dups += max(w.seen[id]-1, 0)
+	}
+	return dups
+}
+
+// helperApp builds the test's own app, which prepares features and reads
+// ClickHouse; its Kafka client must not join serve's group, so it gets a
+// group of its own and is closed. The app's database and keys go when the
+// test ends.
+func helperApp(ctx context.Context, t *testing.T, cfg Config) *app {
+	t.Helper()
+	helper := cfg
+	helper.Kafka.Group += "-helper"
+	a, err := buildApp(ctx, helper, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.pipeline.Client().Close()
+	t.Cleanup(func() { cleanupApp(cfg, a) })
+	return a
+}
+
 func produceValid(ctx context.Context, t *testing.T, admin *kgo.Client, topic string, gen *loadtest.Generator, n int) []string {
 	t.Helper()
 	var ids []string
@@ -159,16 +191,7 @@ func TestServeSIGKILL(t *testing.T) {
 	cfg, admin := integrationConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	// The test's own app prepares features and reads ClickHouse; its Kafka
-	// client must not join serve's group, so it gets its own and is closed.
-	helper := cfg
-	helper.Kafka.Group += "-helper"
-	a, err := buildApp(ctx, helper, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.pipeline.Client().Close()
-	t.Cleanup(func() { cleanupApp(cfg, a) })
+	a := helperApp(ctx, t, cfg)
 	gen, _ := loadFeatures(ctx, t, a)
 
 	procs := newServeProcs(t, cfg, "SEER_KAFKA_MAX_POLL_RECORDS=50", "SEER_CLICKHOUSE_SPOOL_DIR="+t.TempDir())
@@ -202,15 +225,7 @@ func TestServeSIGKILL(t *testing.T) {
 		t.Fatalf("serve exited with %v after SIGTERM; log:\n%s", err, procs.log())
 	}
 
-	w.mu.Lock()
-	dups := 0
-	for _, id := range ids {
-		if w.seen[id] == 0 {
-			t.Errorf("event %s has no prediction", id)
-		}
-		dups += max(w.seen[id]-1, 0)
-	}
-	w.mu.Unlock()
+	dups := w.check(t, ids)
 	t.Logf("killed after %d predictions; %d events replayed (duplicate predictions, same ids)", killedAt, dups)
 	var final, distinct uint64
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {

@@ -3,15 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os/exec"
 	"slices"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 )
 
@@ -38,14 +35,7 @@ func TestManyServeInstances(t *testing.T) {
 			}
 		}
 	}
-	helper := cfg
-	helper.Kafka.Group += "-helper"
-	a, err := buildApp(ctx, helper, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.pipeline.Client().Close()
-	t.Cleanup(func() { cleanupApp(cfg, a) })
+	a := helperApp(ctx, t, cfg)
 	gen, _ := loadFeatures(ctx, t, a)
 
 	procs := newServeProcs(t, cfg, "SEER_KAFKA_MAX_POLL_RECORDS=200")
@@ -175,15 +165,7 @@ func TestManyServeInstances(t *testing.T) {
 		}
 	}
 
-	w.mu.Lock()
-	dups := 0
-	for _, id := range ids {
-		if w.seen[id] == 0 {
-			t.Errorf("event %s has no prediction", id)
-		}
-		dups += max(w.seen[id]-1, 0)
-	}
-	w.mu.Unlock()
+	dups := w.check(t, ids)
 	t.Logf("%d events, %d duplicate predictions, all from the SIGKILL's replay", total, dups)
 	var final, distinct uint64
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
