@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/seer-ml/seer/drift/inferencelog"
 	"github.com/seer-ml/seer/drift/internal/chtest"
 	"github.com/seer-ml/seer/drift/labels"
+	"github.com/seer-ml/seer/drift/window"
 	"github.com/seer-ml/seer/internal/testenv"
 	"github.com/seer-ml/seer/schemas"
 )
@@ -27,8 +30,9 @@ import (
 //     nothing;
 //   - rows inserted (twice, as a replay) through replica 1 read back
 //     exactly once through replica 2's Distributed table, FINAL;
-//   - a join of the log with the labels runs through the Distributed
-//     tables;
+//   - a join of the log with the labels, and every other query seer
+//     runs, work through the Distributed tables, and a window job gives
+//     the same figures as on one server;
 //   - with replica 2 killed, inserts go on, and once it is back it holds
 //     every row: none is lost.
 func TestClusterMode(t *testing.T) {
@@ -89,6 +93,51 @@ func TestClusterMode(t *testing.T) {
 		t.Errorf("log rows with a label, through the Distributed tables = %d, want 100", got)
 	}
 
+	// Every query seer runs works through the Distributed tables.
+	migs, _ = schemas.Migrations(db, schemas.Dialect{Cluster: cl.Name})
+	skip := 0
+	for _, m := range migs {
+		skip += len(m.Statements)
+	}
+	for i, sql := range seerSQL(t, db, schemas.Dialect{Cluster: cl.Name})[skip:] {
+		rows, err := c2.Query(ctx, sql)
+		if err != nil {
+			t.Errorf("query %d fails on the cluster: %v\n%s", i, err, sql)
+			continue
+		}
+		rows.Close()
+	}
+	// A window job over the same rows gives the same figures on the
+	// cluster as on one server.
+	m, err := schemas.LoadManifest(testenv.ExamplePackage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	single, sdb := chtest.NewDB(t)
+	t0 := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
+	rows := chtest.WindowRows(rand.New(rand.NewPCG(3, 4)), m, 5000, t0, map[string]float64{"amount": 0.3})
+	for _, target := range []struct {
+		conn driver.Conn
+		db   string
+	}{{single, sdb}, {c1, db}} {
+		if err := inferencelog.NewSink(target.conn, target.db).Insert(ctx, &inferencelog.Batch{Log: rows}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := window.New(single, sdb, m).Run(ctx, t0, t0.Add(10*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got *window.Window
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		if got, err = window.New(c2, db, m).Run(ctx, t0, t0.Add(10*time.Minute)); err == nil && got.Rows == want.Rows {
+			break
+		}
+	}
+	if err != nil || got.Rows != 5000 || !reflect.DeepEqual(got.Metrics, want.Metrics) {
+		t.Errorf("window on the cluster: %d rows, %v; on one server %d rows; metrics equal: %v", got.Rows, err, want.Rows, err == nil && reflect.DeepEqual(got.Metrics, want.Metrics))
+	}
+
 	restart := cl.Kill(1)
 	for i := range 4 {
 		if err := sink.Insert(ctx, batch(500+i*500, 500)); err != nil {
@@ -96,8 +145,8 @@ func TestClusterMode(t *testing.T) {
 		}
 	}
 	restart()
-	if got := eventually(c2, "SELECT count() FROM "+db+".inference_log_local FINAL", 2500); got != 2500 {
-		t.Errorf("replica 2 holds %d rows after its restart, want 2500 (none lost)", got)
+	if got := eventually(c2, "SELECT count() FROM "+db+".inference_log_local FINAL", 7500); got != 7500 {
+		t.Errorf("replica 2 holds %d rows after its restart, want 7500 (none lost)", got)
 	}
 }
 
