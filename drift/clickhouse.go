@@ -261,6 +261,26 @@ func DropDatabase(ctx context.Context, conn driver.Conn, database string) error 
 	return nil
 }
 
+// CheckCluster verifies that the server knows cluster (its remote_servers)
+// and has the {shard} and {replica} macros that the replicated tables
+// need; it returns the cluster's shard and replica counts.
+func CheckCluster(ctx context.Context, conn driver.Conn, cluster string) (shards, replicas uint64, err error) {
+	if err := conn.QueryRow(ctx, "SELECT uniqExact(shard_num), count() FROM system.clusters WHERE cluster = "+Quote(cluster)).Scan(&shards, &replicas); err != nil {
+		return 0, 0, fmt.Errorf("reading system.clusters: %w", err)
+	}
+	if replicas == 0 {
+		return 0, 0, fmt.Errorf("clickhouse.cluster: this server has no cluster %q in its remote_servers", cluster)
+	}
+	var macros uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.macros WHERE macro IN ('shard', 'replica')").Scan(&macros); err != nil {
+		return 0, 0, fmt.Errorf("reading system.macros: %w", err)
+	}
+	if macros != 2 {
+		return 0, 0, fmt.Errorf("clickhouse.cluster %s: the server needs both the shard and the replica macros (<macros> in its config)", cluster)
+	}
+	return shards, replicas, nil
+}
+
 // ServerVersion returns the server's version string.
 func ServerVersion(ctx context.Context, conn driver.Conn) (string, error) {
 	var v string

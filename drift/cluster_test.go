@@ -43,6 +43,12 @@ func TestClusterMode(t *testing.T) {
 	if err := drift.Migrate(ctx, c1, db, cl.Name, log); err != nil { // a second time: nothing to do
 		t.Fatalf("Migrate again: %v", err)
 	}
+	if shards, replicas, err := drift.CheckCluster(ctx, c2, cl.Name); err != nil || shards != 1 || replicas != 2 {
+		t.Errorf("CheckCluster = %d shards, %d servers, %v; want 1 and 2", shards, replicas, err)
+	}
+	if _, _, err := drift.CheckCluster(ctx, c2, "nosuch"); err == nil || !strings.Contains(err.Error(), "remote_servers") {
+		t.Errorf("CheckCluster of an unknown cluster: %v", err)
+	}
 	migs, _ := schemas.Migrations(db, schemas.Dialect{})
 	for i, c := range []driver.Conn{c1, c2} {
 		if applied, embedded, err := drift.SchemaVersion(ctx, c, db); err != nil || applied != embedded || applied != len(migs) {

@@ -144,6 +144,19 @@ func runDoctor(ctx context.Context, g *globals, cfg Config, logger *slog.Logger,
 			}
 			return fmt.Sprintf("ClickHouse %s at %s", v, cfg.ClickHouse.Addr), nil
 		}, "check clickhouse.addr, clickhouse.tls, the user and SEER_CLICKHOUSE_PASSWORD"},
+		{"clickhouse", "cluster", func(ctx context.Context) (string, error) {
+			if cfg.ClickHouse.Cluster == "" {
+				return "one server (clickhouse.cluster is not set)", nil
+			}
+			if ch == nil {
+				return "the server does not answer (above)", errSkip
+			}
+			shards, replicas, err := drift.CheckCluster(ctx, ch, cfg.ClickHouse.Cluster)
+			if err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("cluster %s: %d shards, %d servers, shard and replica macros set", cfg.ClickHouse.Cluster, shards, replicas), nil
+		}, "check clickhouse.cluster against the servers' remote_servers and macros (deploy/operations.md)"},
 		{"clickhouse", "schema", func(ctx context.Context) (string, error) {
 			if ch == nil {
 				return "the server does not answer (above)", errSkip

@@ -47,7 +47,7 @@ func TestDoctor(t *testing.T) {
 		t.Fatalf("doctor on a good config: %v\n%s", err, out)
 	}
 	got := lines(out)
-	for _, c := range []string{"kafka brokers", "kafka topics", "kafka group", "clickhouse server", "clickhouse schema", "model package", "redis server", "redis views"} {
+	for _, c := range []string{"kafka brokers", "kafka topics", "kafka group", "clickhouse server", "clickhouse cluster", "clickhouse schema", "model package", "redis server", "redis views"} {
 		if got[c] != "ok" {
 			t.Errorf("%s: %q, want ok\n%s", c, got[c], out)
 		}
@@ -59,17 +59,18 @@ func TestDoctor(t *testing.T) {
 	t.Setenv("SEER_KAFKA_DLQ_TOPIC", cfg.Kafka.DLQTopic+"-missing")
 	t.Setenv("SEER_CLICKHOUSE_DATABASE", cfg.ClickHouse.Database+"_empty")
 	t.Setenv("SEER_REDIS_KEY_PREFIX", cfg.Redis.KeyPrefix+"-empty")
+	t.Setenv("SEER_CLICKHOUSE_CLUSTER", "nosuch")
 	out, err = runSeer(ctx, "doctor")
-	if err == nil || !strings.Contains(err.Error(), "3 of 10 checks failed") {
+	if err == nil || !strings.Contains(err.Error(), "4 of 11 checks failed") {
 		t.Fatalf("doctor on a broken config: %v\n%s", err, out)
 	}
 	got = lines(out)
-	for _, c := range []string{"kafka topics", "clickhouse schema", "redis views"} {
+	for _, c := range []string{"kafka topics", "clickhouse cluster", "clickhouse schema", "redis views"} {
 		if got[c] != "FAIL" {
 			t.Errorf("%s: %q, want FAIL\n%s", c, got[c], out)
 		}
 	}
-	for _, want := range []string{cfg.Kafka.DLQTopic + "-missing is missing", "has 0 of", "has no keys under", "fix: run seer migrate", "fix: load the views"} {
+	for _, want := range []string{cfg.Kafka.DLQTopic + "-missing is missing", "has 0 of", `no cluster "nosuch" in its remote_servers`, "has no keys under", "fix: run seer migrate", "fix: load the views"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("doctor's output lacks %q:\n%s", want, out)
 		}
