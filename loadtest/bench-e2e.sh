@@ -25,10 +25,7 @@ out=loadtest/results/$(date -u +%Y-%m-%d)-$(hostname)-e2e.json
 work=$(mktemp -d)
 trap 'kill $serve_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; drop_bench_database' EXIT
 
-export SEER_KAFKA_INPUT_TOPIC=$run.events SEER_KAFKA_PREDICTIONS_TOPIC=$run.predictions SEER_KAFKA_DLQ_TOPIC=$run.dlq
-export SEER_KAFKA_GROUP=$run SEER_CLICKHOUSE_SPOOL_DIR=$work/spool
-export SEER_HTTP=127.0.0.1:18080 SEER_LOG_LEVEL=warn SEER_PPROF=true
-export SEER_KAFKA_MAX_POLL_RECORDS=${BENCH_MAX_POLL:-2000}
+serve_env "$run" "$work" 127.0.0.1:18080
 
 start_serve "$work/serve.log"
 

@@ -58,14 +58,11 @@ measure() {
 # with the CPU seconds of it, Kafka, Redis and ClickHouse per 1,000
 # predictions written to $work/NAME-cost.json.
 cost() {
-  local name=$1 rate=$2 procs="service:${pids[-1]}" p before after
-  for p in kafka redis clickhouse; do
-    [ -f "$SEER_CACHE_DIR/run/$p.pid" ] && procs+=" $p:$(cat "$SEER_CACHE_DIR/run/$p.pid")"
-  done
-  ticks() { for p in $procs; do printf '%s:%s ' "${p%%:*}" "$(awk '{print $14 + $15}' "/proc/${p#*:}/stat")"; done; }
-  before=$(ticks)
+  local name=$1 rate=$2 procs before after
+  procs="service:${pids[-1]} $(stack_procs)"
+  before=$(proc_ticks $procs)
   bin/seer loadtest --rate "$rate" --duration 20s --drain-timeout 10s --report "$work/$name-costrun.json" >/dev/null 2>&1
-  after=$(ticks)
+  after=$(proc_ticks $procs)
   python3 - "$work/$name-costrun.json" "$before" "$after" "$(getconf CLK_TCK)" "$rate" >"$work/$name-cost.json" <<'PY'
 import json, sys
 report, before, after, hz, rate = json.load(open(sys.argv[1])), sys.argv[2].split(), sys.argv[3].split(), int(sys.argv[4]), float(sys.argv[5])

@@ -21,27 +21,16 @@ mkdir -p "$dir"
 run=profile-$(date +%s)
 work=$(mktemp -d)
 trap 'kill $serve_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; drop_bench_database' EXIT
-export SEER_KAFKA_INPUT_TOPIC=$run.events SEER_KAFKA_PREDICTIONS_TOPIC=$run.predictions SEER_KAFKA_DLQ_TOPIC=$run.dlq
-export SEER_KAFKA_GROUP=$run SEER_CLICKHOUSE_SPOOL_DIR=$work/spool
-export SEER_HTTP=127.0.0.1:18081 SEER_LOG_LEVEL=warn SEER_PPROF=true
-export SEER_KAFKA_MAX_POLL_RECORDS=${BENCH_MAX_POLL:-2000}
+serve_env "$run" "$work" 127.0.0.1:18081
 
 start_serve "$work/serve.log"
 bin/seer loadtest --load-features --rate 2000 --duration 4s >/dev/null 2>&1
-# ticks — the CPU ticks of Kafka, Redis and ClickHouse (the services serve
-# shares the cores with), as name:ticks pairs.
-ticks() {
-  local p
-  for p in kafka redis clickhouse; do
-    [ -f "$SEER_CACHE_DIR/run/$p.pid" ] && printf '%s:%s ' "$p" "$(awk '{print $14 + $15}' "/proc/$(cat "$SEER_CACHE_DIR/run/$p.pid")/stat")"
-  done
-}
 # metric NAME — a counter of serve's /metrics.
 metric() { curl -fsS "http://$SEER_HTTP/metrics" | awk -v n="$1" '$1 == n {printf "%.0f", $2}'; }
 : >"$dir/serve.bench"
 for run in $(seq 1 "${BENCH_RUNS:-1}"); do
   [ "$run" = 1 ] && curl -fsS -o "$dir/heap0.pprof" "http://$SEER_HTTP/debug/pprof/heap"
-  t0=$(awk '{print $14 + $15}' "/proc/$serve_pid/stat") m0=$(metric go_memstats_mallocs_total) b0=$(metric go_memstats_alloc_bytes_total) s0=$(ticks)
+  t0=$(awk '{print $14 + $15}' "/proc/$serve_pid/stat") m0=$(metric go_memstats_mallocs_total) b0=$(metric go_memstats_alloc_bytes_total) s0=$(proc_ticks $(stack_procs))
   # The preload is produced first, then consumed; the profile covers the
   # consuming seconds.
   if [ "$run" = 1 ]; then
@@ -49,7 +38,7 @@ for run in $(seq 1 "${BENCH_RUNS:-1}"); do
     prof=$!
   fi
   bin/seer loadtest --preload "$preload" --report "$work/preload.json" 2>/dev/null | sed -n 2p
-  t1=$(awk '{print $14 + $15}' "/proc/$serve_pid/stat") m1=$(metric go_memstats_mallocs_total) b1=$(metric go_memstats_alloc_bytes_total) s1=$(ticks)
+  t1=$(awk '{print $14 + $15}' "/proc/$serve_pid/stat") m1=$(metric go_memstats_mallocs_total) b1=$(metric go_memstats_alloc_bytes_total) s1=$(proc_ticks $(stack_procs))
   if [ "$run" = 1 ]; then
     wait $prof || true
     curl -fsS -o "$dir/heap1.pprof" "http://$SEER_HTTP/debug/pprof/heap"

@@ -16,6 +16,32 @@ start_serve() {
   echo "warning: seer serve is not ready after 30 s; the load goes on: $(curl -sS "http://$SEER_HTTP/readyz" 2>&1 | tr '\n' ' ')"
 }
 
+# serve_env RUN WORK HTTP — the environment of a benchmark's seer serve:
+# topics and group named after RUN, its spool under WORK, its HTTP
+# address, warnings only, pprof on, polls of BENCH_MAX_POLL (2000).
+serve_env() {
+  export SEER_KAFKA_INPUT_TOPIC=$1.events SEER_KAFKA_PREDICTIONS_TOPIC=$1.predictions SEER_KAFKA_DLQ_TOPIC=$1.dlq
+  export SEER_KAFKA_GROUP=$1 SEER_CLICKHOUSE_SPOOL_DIR=$2/spool
+  export SEER_HTTP=$3 SEER_LOG_LEVEL=warn SEER_PPROF=true
+  export SEER_KAFKA_MAX_POLL_RECORDS=${BENCH_MAX_POLL:-2000}
+}
+
+# stack_procs — NAME:PID of the stack's Kafka, Redis and ClickHouse, the
+# services a benchmarked system shares the cores with.
+stack_procs() {
+  local p
+  for p in kafka redis clickhouse; do
+    [ -f "$SEER_CACHE_DIR/run/$p.pid" ] && printf '%s:%s ' "$p" "$(cat "$SEER_CACHE_DIR/run/$p.pid")"
+  done
+}
+
+# proc_ticks NAME:PID... — the CPU ticks (user + system) of each process,
+# as NAME:TICKS pairs.
+proc_ticks() {
+  local p
+  for p in "$@"; do printf '%s:%s ' "${p%%:*}" "$(awk '{print $14 + $15}' "/proc/${p#*:}/stat")"; done
+}
+
 # bench_database — points SEER_CLICKHOUSE_DATABASE at a database of this
 # run's own, so that ClickHouse's CPU figures do not include merges of
 # earlier runs' rows (and the disk does not fill up run after run);

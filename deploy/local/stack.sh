@@ -290,7 +290,7 @@ start_clickhouse_cluster() {
       -e "s|@TCP_SECURE_PORT@|$((port + 350))|g" -e "s|@SECURE@|$secure|g" "$here/clickhouse/config.xml" >"$dn/config.xml"
     sed -e "s|@ZK_PORT@|$zk_port|g" -e "s|@PORT_1@|$ch_cluster_port|g" -e "s|@PORT_2@|$((ch_cluster_port + 1))|g" \
       -e "s|@REPLICA@|replica$n|g" -e "s|@INTERSERVER_PORT@|$((port + 200))|g" "$here/clickhouse/cluster.xml" >"$dn/config.d/cluster.xml"
-    cp "$cache/clickhouse/users.xml" "$dn/users.xml" 2>/dev/null || render_clickhouse_users "$dn/users.xml"
+    render_clickhouse_users "$dn/users.xml"
     nohup clickhouse-server --config-file="$dn/config.xml" >"$dn/log/stdout.log" 2>&1 &
     echo $! >"$cache/run/clickhouse-cluster-$n.pid"
     wait_port "clickhouse-cluster node$n" "$port" 60 "$dn/log/clickhouse-server.err.log"
