@@ -43,7 +43,7 @@ type Config struct {
 	DialTimeout  time.Duration  `yaml:"dial_timeout"`
 	// Cluster names the cluster (remote_servers) whose servers share the
 	// tables: migrations create replicated local tables and Distributed
-	// tables over them, ON CLUSTER (schemas.Dialect.ForCluster), and seer
+	// tables over them (schemas.Dialect.ForCluster), and seer
 	// reads and writes through the Distributed ones. Empty: one server.
 	Cluster string `yaml:"cluster"`
 	// Retention: how long the inference log, the dead letters and the
@@ -111,40 +111,130 @@ func Open(ctx context.Context, c Config) (driver.Conn, error) {
 	return conn, nil
 }
 
-// Migrate applies the embedded migrations that database does not have
+// Migrate applies the embedded migrations that cfg.Database does not have
 // yet, in version order, and records each in schema_migrations once.
 // Every statement is idempotent too, so a migration cut short by a crash
-// is safe to run again. With a cluster (clickhouse.cluster), every
-// statement runs ON CLUSTER and reaches every server.
-func Migrate(ctx context.Context, conn driver.Conn, database, cluster string, logger *slog.Logger) error {
+// is safe to run again. With a cluster (cfg.Cluster), a statement runs ON
+// CLUSTER and reaches every server, but for the ALTER of a replicated
+// table, which runs once per shard (see clusterDDL).
+func Migrate(ctx context.Context, conn driver.Conn, cfg Config, logger *slog.Logger) error {
 	d, err := ServerDialect(ctx, conn)
 	if err != nil {
 		return err
 	}
-	d.Cluster = cluster
-	migs, err := schemas.Migrations(database, d)
+	d.Cluster = cfg.Cluster
+	migs, err := schemas.Migrations(cfg.Database, d)
 	if err != nil {
 		return err
 	}
-	applied, err := appliedMigrations(ctx, conn, database)
+	applied, err := appliedMigrations(ctx, conn, cfg.Database)
 	if err != nil {
 		return err
 	}
+	ddl := &clusterDDL{cfg: cfg, conn: conn}
+	defer ddl.close()
 	for _, m := range migs {
 		if applied[uint32(m.Version)] {
 			continue
 		}
 		for i, stmt := range m.Statements {
-			if err := conn.Exec(ctx, stmt); err != nil && !columnExists(err) {
+			if err := ddl.exec(ctx, stmt); err != nil && !columnExists(err) {
 				return fmt.Errorf("migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
 			}
 		}
-		if err := recordMigration(ctx, conn, database, m); err != nil {
+		if err := recordMigration(ctx, conn, cfg.Database, m); err != nil {
 			return fmt.Errorf("recording migration %04d_%s: %w", m.Version, m.Name, err)
 		}
-		logger.Info("migration applied", "component", "drift", "database", database, "version", m.Version, "name", m.Name)
+		logger.Info("migration applied", "component", "drift", "database", cfg.Database, "version", m.Version, "name", m.Name)
 	}
 	return nil
+}
+
+// clusterDDL runs DDL through conn, except the statements that run once
+// per shard (schemas.OncePerShard): those go to one replica of each shard
+// of cfg.Cluster, and replication carries them to the shard's other
+// replicas. It reaches each shard at its first replica, in remote_servers
+// order, that takes a connection, with cfg's user, password and TLS; the
+// connections open on first use.
+type clusterDDL struct {
+	cfg    Config
+	conn   driver.Conn
+	shards []driver.Conn
+}
+
+func (x *clusterDDL) exec(ctx context.Context, stmt string) error {
+	if x.cfg.Cluster == "" || !schemas.OncePerShard(stmt) {
+		return x.conn.Exec(ctx, stmt)
+	}
+	if x.shards == nil {
+		if err := x.openShards(ctx); err != nil {
+			return err
+		}
+	}
+	for i, c := range x.shards {
+		// An ADD COLUMN that a stopped migration already applied to
+		// this shard counts as done; the next shard still needs it.
+		if err := c.Exec(ctx, stmt); err != nil && !columnExists(err) {
+			return fmt.Errorf("shard %d of cluster %s: %w", i+1, x.cfg.Cluster, err)
+		}
+	}
+	return nil
+}
+
+func (x *clusterDDL) openShards(ctx context.Context) error {
+	rows, err := x.conn.Query(ctx, "SELECT shard_num, host_name, port FROM system.clusters WHERE cluster = "+Quote(x.cfg.Cluster)+" ORDER BY shard_num, replica_num")
+	if err != nil {
+		return fmt.Errorf("reading the shards of cluster %s: %w", x.cfg.Cluster, err)
+	}
+	var shards [][]string // each shard's replicas, host:port
+	last := uint32(0)
+	for rows.Next() {
+		var (
+			shard uint32
+			host  string
+			port  uint16
+		)
+		if err := rows.Scan(&shard, &host, &port); err != nil {
+			rows.Close()
+			return err
+		}
+		if shard != last {
+			shards, last = append(shards, nil), shard
+		}
+		shards[len(shards)-1] = append(shards[len(shards)-1], net.JoinHostPort(host, strconv.Itoa(int(port))))
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(shards) == 0 {
+		return fmt.Errorf("clickhouse.cluster: the server has no cluster %q in its remote_servers", x.cfg.Cluster)
+	}
+	for i, replicas := range shards {
+		var errs []error
+		for _, addr := range replicas {
+			cfg := x.cfg
+			cfg.Addr = addr
+			c, err := Open(ctx, cfg)
+			if err == nil {
+				x.shards = append(x.shards, c)
+				break
+			}
+			errs = append(errs, err)
+		}
+		if len(errs) == len(replicas) {
+			x.close()
+			return fmt.Errorf("clickhouse.cluster %s: no replica of shard %d takes a connection: %w", x.cfg.Cluster, i+1, errors.Join(errs...))
+		}
+	}
+	return nil
+}
+
+func (x *clusterDDL) close() {
+	for _, c := range x.shards {
+		c.Close()
+	}
+	x.shards = nil
 }
 
 // columnExists reports ClickHouse's "Cannot add column: column with this
@@ -174,29 +264,31 @@ func ServerDialect(ctx context.Context, conn driver.Conn) (schemas.Dialect, erro
 // that has TTL; on one that has not (18.16) it says so, and rows are kept:
 // drop old monthly partitions by hand (ALTER TABLE … DROP PARTITION).
 // Setting it again is harmless.
-func ApplyRetention(ctx context.Context, conn driver.Conn, database, cluster string, retention time.Duration, logger *slog.Logger) error {
-	if retention <= 0 {
+func ApplyRetention(ctx context.Context, conn driver.Conn, cfg Config, logger *slog.Logger) error {
+	if cfg.Retention <= 0 {
 		return nil
 	}
 	d, err := ServerDialect(ctx, conn)
 	if err != nil {
 		return err
 	}
-	days := int((retention + 24*time.Hour - 1) / (24 * time.Hour))
+	days := int((cfg.Retention + 24*time.Hour - 1) / (24 * time.Hour))
 	if !d.Modern {
 		logger.Warn("clickhouse.retention needs ClickHouse 20.1 or later (TTL); this server keeps every row: drop old monthly partitions by hand",
 			"component", "drift", "retention_days", days)
 		return nil
 	}
-	d.Cluster = cluster
-	for _, s := range schemas.RetentionStatements(database, days) {
+	d.Cluster = cfg.Cluster
+	ddl := &clusterDDL{cfg: cfg, conn: conn}
+	defer ddl.close()
+	for _, s := range schemas.RetentionStatements(cfg.Database, days) {
 		for _, stmt := range d.ForCluster(s) {
-			if err := conn.Exec(ctx, stmt); err != nil {
+			if err := ddl.exec(ctx, stmt); err != nil {
 				return fmt.Errorf("clickhouse.retention: %s: %w", stmt, err)
 			}
 		}
 	}
-	logger.Info("retention set", "component", "drift", "database", database, "days", days)
+	logger.Info("retention set", "component", "drift", "database", cfg.Database, "days", days)
 	return nil
 }
 

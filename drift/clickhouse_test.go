@@ -45,7 +45,9 @@ func TestDialects(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT type FROM system.columns WHERE database = '"+db+"' AND table = 'inference_log' AND name = 'model'").Scan(&typ); err != nil || typ != "String" {
 		t.Errorf("inference_log.model on 18.16 is %q, %v; want String", typ, err)
 	}
-	if err := drift.ApplyRetention(ctx, conn, db, "", 72*time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+	cfg := drift.DefaultConfig()
+	cfg.Database, cfg.Retention = db, 72*time.Hour
+	if err := drift.ApplyRetention(ctx, conn, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Errorf("ApplyRetention on 18.16: %v; want a warning, not an error", err)
 	}
 	for _, dl := range []schemas.Dialect{{}, {Modern: true}} {

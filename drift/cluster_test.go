@@ -38,9 +38,10 @@ import (
 func TestClusterMode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cl, c1, c2, db := clusterDB(ctx, t)
+	cl, c1, c2, cfg := clusterDB(ctx, t)
+	db := cfg.Database
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if err := drift.Migrate(ctx, c1, db, cl.Name, log); err != nil { // a second time: nothing to do
+	if err := drift.Migrate(ctx, c1, cfg, log); err != nil { // a second time: nothing to do
 		t.Fatalf("Migrate again: %v", err)
 	}
 	if shards, replicas, err := drift.CheckCluster(ctx, c2, cl.Name); err != nil || shards != 1 || replicas != 2 {
@@ -63,6 +64,32 @@ func TestClusterMode(t *testing.T) {
 			if err := c.QueryRow(ctx, q+table+"'").Scan(&dist); err != nil || dist != "Distributed" {
 				t.Errorf("replica %d: %s engine %q, %v", i+1, table, dist, err)
 			}
+		}
+	}
+	// Both replicas have every column the migrations add (the ALTERs ran
+	// once, on replica 1, and replication carried them to replica 2), as
+	// on one server.
+	single, sdb := chtest.NewDB(t)
+	columns := func(c driver.Conn, db, suffix string) string {
+		var cols []string
+		rows, err := c.Query(ctx, "SELECT table, name, type FROM system.columns WHERE database = '"+db+"' AND table LIKE '%"+suffix+"' ORDER BY table, name")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var table, name, typ string
+			if err := rows.Scan(&table, &name, &typ); err != nil {
+				t.Fatal(err)
+			}
+			cols = append(cols, strings.TrimSuffix(table, suffix)+"."+name+" "+typ)
+		}
+		return strings.Join(cols, "\n")
+	}
+	wantColumns := columns(single, sdb, "")
+	for i, c := range []driver.Conn{c1, c2} {
+		if got := columns(c, db, "_local"); got != wantColumns {
+			t.Errorf("replica %d: the _local tables' columns differ from one server's:\n%s\nwant\n%s", i+1, got, wantColumns)
 		}
 	}
 	if got := chtest.Count(t, c2, "SELECT count() FROM "+db+".schema_migrations FINAL"); got != uint64(len(migs)) {
@@ -119,7 +146,6 @@ func TestClusterMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	single, sdb := chtest.NewDB(t)
 	t0 := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
 	rows := chtest.WindowRows(rand.New(rand.NewPCG(3, 4)), m, 5000, t0, map[string]float64{"amount": 0.3})
 	for _, target := range []struct {
@@ -157,15 +183,17 @@ func TestClusterMode(t *testing.T) {
 }
 
 // clusterDB starts the local cluster and migrates a new database on it
-// (clickhouse.cluster: seer) through replica 1; it returns connections to
-// both replicas. The database is dropped ON CLUSTER afterwards.
-func clusterDB(ctx context.Context, tb testing.TB) (cl *testenv.ClickHouseCluster, c1, c2 driver.Conn, db string) {
+// (clickhouse.cluster: seer) through replica 2 (the ALTERs, once per
+// shard, go to the shard's first replica: replica 1); it returns
+// connections to both replicas, and replica 2's config. The database is
+// dropped ON CLUSTER afterwards.
+func clusterDB(ctx context.Context, tb testing.TB) (cl *testenv.ClickHouseCluster, c1, c2 driver.Conn, cfg drift.Config) {
 	tb.Helper()
 	cl = testenv.StartClickHouseCluster(tb)
-	db = "seertest_cl_" + strings.ToLower(ksuid.New().String()[:12])
+	cfg = drift.DefaultConfig()
+	cfg.Database, cfg.Cluster, cfg.SpoolDir = "seertest_cl_"+strings.ToLower(ksuid.New().String()[:12]), cl.Name, tb.TempDir()
 	open := func(addr string) driver.Conn {
-		cfg := drift.DefaultConfig()
-		cfg.Addr, cfg.Database, cfg.Cluster, cfg.SpoolDir = addr, db, cl.Name, tb.TempDir()
+		cfg.Addr = addr
 		if err := cfg.Validate(); err != nil {
 			tb.Fatal(err)
 		}
@@ -177,11 +205,11 @@ func clusterDB(ctx context.Context, tb testing.TB) (cl *testenv.ClickHouseCluste
 		return conn
 	}
 	c1, c2 = open(cl.Addrs[0]), open(cl.Addrs[1])
-	tb.Cleanup(func() { c1.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db+" ON CLUSTER "+cl.Name) })
-	if err := drift.Migrate(ctx, c1, db, cl.Name, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+	tb.Cleanup(func() { c1.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.Database+" ON CLUSTER "+cl.Name) })
+	if err := drift.Migrate(ctx, c2, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		tb.Fatalf("Migrate: %v", err)
 	}
-	return cl, c1, c2, db
+	return cl, c1, c2, cfg
 }
 
 // batch returns n log rows of events from, from+1, ….
@@ -202,7 +230,8 @@ func batch(from, n int) *inferencelog.Batch {
 // straight into a replicated local table: ns/op is per row.
 func BenchmarkClusterInsert(b *testing.B) {
 	ctx := context.Background()
-	cl, c1, _, db := clusterDB(ctx, b)
+	cl, c1, _, cfg := clusterDB(ctx, b)
+	db := cfg.Database
 	direct := db + "_direct"
 	b.Cleanup(func() { c1.Exec(context.Background(), "DROP DATABASE IF EXISTS "+direct+" ON CLUSTER "+cl.Name) })
 	for _, q := range []string{

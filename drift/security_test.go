@@ -60,7 +60,7 @@ func TestClickHouseUsers(t *testing.T) {
 	}
 	w, _ := drift.Open(ctx, writerCfg)
 	defer w.Close()
-	if err := drift.Migrate(ctx, w, "seer_secure", "", slog.New(slog.DiscardHandler)); err != nil {
+	if err := drift.Migrate(ctx, w, writerCfg, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("the writer migrating its database: %v", err)
 	}
 	row := inferencelog.LogRow{PredictionID: "p1", EventID: "e1", Model: "m", ModelVersion: "1", Route: "production", EventTimeMs: time.Now().UnixMilli(), ScoredTimeMs: time.Now().UnixMilli()}

@@ -149,6 +149,54 @@ func TestMigrations(t *testing.T) {
 	}
 }
 
+// TestMigrationsForCluster: on a cluster every table is created ON
+// CLUSTER, and every ALTER of a replicated local table runs once per
+// shard, never ON CLUSTER (OncePerShard): 18.16's DDL worker can run such
+// an ALTER on two replicas and then stop for good.
+func TestMigrationsForCluster(t *testing.T) {
+	migs, err := Migrations("seer_test", Dialect{Cluster: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var creates, alters int
+	for _, m := range migs {
+		for _, s := range m.Statements {
+			switch {
+			case strings.HasPrefix(s, "ALTER TABLE "):
+				alters++
+				if !OncePerShard(s) || strings.Contains(s, "ON CLUSTER") || !strings.Contains(strings.Fields(s)[2], "_local") {
+					t.Errorf("migration %d: %q; want an ALTER of a _local table, once per shard", m.Version, s)
+				}
+			case strings.HasPrefix(s, "CREATE "), strings.HasPrefix(s, "DROP "):
+				creates++
+				if !strings.Contains(s, " ON CLUSTER c1") || OncePerShard(s) {
+					t.Errorf("migration %d: %q; want it ON CLUSTER c1", m.Version, s)
+				}
+			default:
+				t.Errorf("migration %d: unexpected statement %q", m.Version, s)
+			}
+		}
+	}
+	if creates == 0 || alters == 0 {
+		t.Errorf("%d CREATE or DROP and %d ALTER statements; want some of each", creates, alters)
+	}
+	single, _ := Migrations("seer_test", Dialect{})
+	for _, m := range single {
+		for _, s := range m.Statements {
+			if strings.Contains(s, "ON CLUSTER") {
+				t.Errorf("migration %d on one server: %q", m.Version, s)
+			}
+		}
+	}
+	for _, s := range RetentionStatements("seer_test", 30) {
+		for _, c := range (Dialect{Cluster: "c1"}).ForCluster(s) {
+			if !OncePerShard(c) {
+				t.Errorf("retention on a cluster: %q; want it once per shard", c)
+			}
+		}
+	}
+}
+
 func TestParseExamples(t *testing.T) {
 	good := `{"event":{"user_id":"u1"},"features":{"v":{"a":1.5,"b":"x"}},"outputs":{"score":0.25},"label":1}
 

@@ -26,7 +26,8 @@ type Dialect struct {
 	Modern bool
 	// Cluster (clickhouse.cluster) turns every table into a replicated
 	// local table and a Distributed table over it, both created ON
-	// CLUSTER (see ForCluster); empty for a single server.
+	// CLUSTER and altered once per shard (see ForCluster); empty for a
+	// single server.
 	Cluster string
 }
 
@@ -137,11 +138,12 @@ var shardKeys = map[string]string{"inference_log": "event_id", "labels": "event_
 //     over the t_local of every shard, sharded by cityHash64 of the
 //     table's shard key: the sorting key, so that rows that replace each
 //     other meet on one shard, or shardKeys' choice;
-//   - ALTER TABLE t changes t_local ON CLUSTER; after a column change, t's
-//     Distributed table is dropped and created again over the new columns
-//     (18.16 refuses an ALTER ON CLUSTER of a Distributed table over
-//     replicated shards, and a synchronously written Distributed table
-//     holds no rows).
+//   - ALTER TABLE t changes t_local, once per shard (OncePerShard):
+//     replication carries the change to the shard's other replicas; after
+//     a column change, t's Distributed table is dropped and created again
+//     over the new columns, ON CLUSTER (18.16 refuses an ALTER ON CLUSTER
+//     of a Distributed table over replicated shards, and a synchronously
+//     written Distributed table holds no rows).
 //
 // Readers and writers keep using t: through the Distributed table they
 // see every shard.
@@ -179,13 +181,25 @@ func (d Dialect) forCluster(stmt string, keys map[string]string) []string {
 	}
 	if m := alterTable.FindStringSubmatch(stmt); m != nil {
 		db, table, change := m[1], m[2], m[3]
-		out := []string{fmt.Sprintf("ALTER TABLE %s.%s_local%s %s", db, table, on, change)}
+		out := []string{fmt.Sprintf("ALTER TABLE %s.%s_local %s", db, table, change)}
 		if key := keys[table]; key != "" && strings.Contains(change, "COLUMN ") {
 			out = append(out, fmt.Sprintf("DROP TABLE IF EXISTS %s.%s%s", db, table, on), d.distributed(db, table, key))
 		}
 		return out
 	}
 	return []string{stmt}
+}
+
+// OncePerShard reports whether a statement of ForCluster runs on one
+// replica of each shard instead of ON CLUSTER: the ALTER of a replicated
+// local table, which replication carries to the shard's other replicas.
+// ON CLUSTER would have every replica try it. ClickHouse 18.16 lets two
+// replicas of a shard both run it when they race for the shard's lock;
+// the loser fails, and its DDL worker stops for good ("Unexpected
+// ZooKeeper error … Terminating"), so that every later ON CLUSTER query
+// waits on that server until distributed_ddl_task_timeout.
+func OncePerShard(stmt string) bool {
+	return alterTable.MatchString(stmt) && !strings.Contains(stmt, " ON CLUSTER ")
 }
 
 // distributed creates table's Distributed table over table_local.

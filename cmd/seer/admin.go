@@ -57,9 +57,9 @@ func openMigrated(ctx context.Context, cfg Config, logger *slog.Logger) (driver.
 	if err != nil {
 		return nil, err
 	}
-	err = drift.Migrate(ctx, conn, cfg.ClickHouse.Database, cfg.ClickHouse.Cluster, logger)
+	err = drift.Migrate(ctx, conn, cfg.ClickHouse, logger)
 	if err == nil {
-		err = drift.ApplyRetention(ctx, conn, cfg.ClickHouse.Database, cfg.ClickHouse.Cluster, cfg.ClickHouse.Retention, logger)
+		err = drift.ApplyRetention(ctx, conn, cfg.ClickHouse, logger)
 	}
 	if err != nil {
 		conn.Close()

@@ -256,7 +256,7 @@ func testDB(ctx context.Context, t *testing.T, cfg Config, migrated bool) driver
 		conn.Close()
 	})
 	if migrated {
-		if err := drift.Migrate(ctx, conn, cfg.ClickHouse.Database, cfg.ClickHouse.Cluster, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		if err := drift.Migrate(ctx, conn, cfg.ClickHouse, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 			t.Fatal(err)
 		}
 	}

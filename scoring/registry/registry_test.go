@@ -253,7 +253,7 @@ func TestMirrorToClickHouse(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.Database); conn.Close() })
-	if err := drift.Migrate(ctx, conn, cfg.Database, cfg.Cluster, slog.New(slog.DiscardHandler)); err != nil {
+	if err := drift.Migrate(ctx, conn, cfg, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{"card-fraud", "card-fraud-1.1.0"} {

@@ -41,7 +41,7 @@ func NewDB(t testing.TB) (driver.Conn, string) {
 	})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for i := 0; i < 2; i++ { // twice: migrations are idempotent
-		if err := drift.Migrate(ctx, conn, cfg.Database, cfg.Cluster, log); err != nil {
+		if err := drift.Migrate(ctx, conn, cfg, log); err != nil {
 			t.Fatalf("Migrate run %d: %v", i+1, err)
 		}
 	}
