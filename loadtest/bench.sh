@@ -7,7 +7,8 @@
 #   1. each system's max sustainable throughput: the highest constant rate
 #      whose p99 stays within BENCH_SLO (default 100ms), by bisection
 #      (seer loadtest --find-max): BENCH_STEP (20s) per trial, the first
-#      BENCH_WARMUP (5s) of each left out of its p99, and the found rate
+#      BENCH_WARMUP (5s) of each left out of its p99, a failed run run
+#      again before its rate counts as failed, and the found rate
 #      confirmed by a run of its own (docs/performance.md, "How the max
 #      rate is found");
 #   2. the cost per 1,000 predictions of each, at its max and at the equal

@@ -148,13 +148,23 @@ func TestSearchMaxBisects(t *testing.T) {
 	if best > 37000 || best < 35500 {
 		t.Errorf("best = %v, want within 1500 below 37000", best)
 	}
-	if len(trials) != 10 || !trials[9].Confirm || trials[9].Rate != best {
-		t.Errorf("%d trials (last %+v), want lo + 8 steps + the confirmation of %v", len(trials), trials[len(trials)-1], best)
-	}
-	for _, tr := range trials {
+	retries := 0
+	for i, tr := range trials {
 		if tr.OK != (tr.Rate <= 37000) {
 			t.Errorf("trial %+v judged wrongly", tr)
 		}
+		if tr.Retry {
+			retries++
+			if prev := trials[i-1]; prev.OK || prev.Rate != tr.Rate || prev.Retry {
+				t.Errorf("trial %d %+v retries %+v; want the retry of a failed first run", i, tr, prev)
+			}
+		} else if i > 0 && !trials[i-1].OK && !trials[i-1].Retry {
+			t.Errorf("trial %d %+v follows a failed first run without retrying it", i, tr)
+		}
+	}
+	if retries == 0 || len(trials) != 10+retries || !trials[len(trials)-1].Confirm || trials[len(trials)-1].Rate != best {
+		t.Errorf("%d trials, %d retries (last %+v), want lo + 8 steps (each failing one run twice) + the confirmation of %v",
+			len(trials), retries, trials[len(trials)-1], best)
 	}
 	// A system that cannot even sustain lo.
 	if best, _, _ := SearchMax(context.Background(), 1000, 2000, 50, 4, func(context.Context, float64) (float64, float64, error) { return 10, 900, nil }); best != 0 {
@@ -189,6 +199,36 @@ func TestSearchMaxConfirms(t *testing.T) {
 	}
 	if best > 20000 || len(confirms) < 2 || confirms[0].OK || !confirms[len(confirms)-1].OK || confirms[len(confirms)-1].Rate != best {
 		t.Errorf("best %v, confirmations %+v: want the lucky rate refused and a lower one confirmed", best, confirms)
+	}
+}
+
+// TestSearchMaxRetriesAFailure: one slow run at a rate the system holds
+// (a burst from a neighbour) does not halve the range: the rate is run
+// again, passes, and the search finds the same limit as without the
+// burst.
+func TestSearchMaxRetriesAFailure(t *testing.T) {
+	burst := true
+	measure := func(_ context.Context, rate float64) (float64, float64, error) {
+		if rate > 37000 {
+			return rate * 0.8, 400, nil
+		}
+		if burst && rate > 20000 {
+			burst = false
+			return rate, 180, nil
+		}
+		return rate, 20, nil
+	}
+	best, trials, err := SearchMax(context.Background(), 1000, 100000, 50, 8, measure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if best > 37000 || best < 35500 {
+		t.Errorf("best = %v after one slow run, want within 1500 below 37000; trials %+v", best, trials)
+	}
+	for i, tr := range trials {
+		if tr.P99Ms == 180 && (i+1 >= len(trials) || !trials[i+1].Retry || !trials[i+1].OK) {
+			t.Errorf("the slow run %+v was not retried", tr)
+		}
 	}
 }
 
