@@ -173,8 +173,8 @@ func TestSearchMaxBisects(t *testing.T) {
 }
 
 // TestSearchMaxConfirms: a rate that passed once by luck fails its
-// confirmation, and the search settles one bisection interval lower, where
-// the confirmation passes.
+// confirmation, and the search steps down by its resolution until a
+// confirmation passes: just below the true limit, not back at lo.
 func TestSearchMaxConfirms(t *testing.T) {
 	lucky := true
 	measure := func(_ context.Context, rate float64) (float64, float64, error) {
@@ -197,7 +197,8 @@ func TestSearchMaxConfirms(t *testing.T) {
 			confirms = append(confirms, tr)
 		}
 	}
-	if best > 20000 || len(confirms) < 2 || confirms[0].OK || !confirms[len(confirms)-1].OK || confirms[len(confirms)-1].Rate != best {
+	r := math.Pow(100, 1/64.0) // the search's resolution: (hi/lo)^(1/2^steps)
+	if best > 20000 || best < 20000/r || len(confirms) < 2 || confirms[0].OK || !confirms[len(confirms)-1].OK || confirms[len(confirms)-1].Rate != best {
 		t.Errorf("best %v, confirmations %+v: want the lucky rate refused and a lower one confirmed", best, confirms)
 	}
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"slices"
-	"sort"
 )
 
 // Trial is one constant-rate run of a throughput search.
@@ -28,14 +26,14 @@ type Measure func(ctx context.Context, rate float64) (achieved, p99Ms float64, e
 // result within the last interval below hi says the range was too low).
 // The bisection is geometric (the midpoint of 1,000 and 100,000 is
 // 10,000), so a wide range costs few trials: after n steps the answer is
-// known to within a factor (hi/lo)^(1/2^n). A rate fails only when two
-// runs in a row fail: one slow run near the limit (a neighbour's burst on
-// a shared machine) retries instead of halving the range, so two searches
-// agree more often. The found rate is then run once more: when that
-// confirmation fails twice too (it passed once by luck), the next lower
-// rate that passed is confirmed instead, and so on, up to three
-// confirmations; lo stands when none holds. It returns 0 when even lo
-// fails.
+// known to within a factor r = (hi/lo)^(1/2^n). A rate fails only when
+// two runs in a row fail: one slow run near the limit (a neighbour's burst
+// on a shared machine) retries instead of halving the range, so two
+// searches agree more often. The found rate is then run once more (twice
+// if the first fails): when that confirmation fails (it passed by luck),
+// the search steps down by r and confirms again, up to five times, so a
+// lucky pass costs a few percent, not the whole range; lo stands when
+// none holds. It returns 0 when even lo fails.
 func SearchMax(ctx context.Context, lo, hi, sloMs float64, steps int, measure Measure) (float64, []Trial, error) {
 	if !(lo > 0 && hi > lo && sloMs > 0) {
 		return 0, nil, fmt.Errorf("search needs 0 < lo < hi and a positive SLO (got %v, %v, %v)", lo, hi, sloMs)
@@ -72,17 +70,11 @@ func SearchMax(ctx context.Context, lo, hi, sloMs float64, steps int, measure Me
 			bad = mid
 		}
 	}
-	var passed []float64 // the rates that passed above lo, highest first
-	for _, tr := range trials {
-		if tr.OK && tr.Rate > lo && !slices.Contains(passed, tr.Rate) {
-			passed = append(passed, tr.Rate)
-		}
-	}
-	sort.Sort(sort.Reverse(sort.Float64Slice(passed)))
-	for i := 0; i < len(passed) && i < 3 && ctx.Err() == nil; i++ {
-		ok, err := try(passed[i], true)
+	r := math.Pow(hi/lo, 1/math.Pow(2, float64(steps)))
+	for rate, i := good, 0; rate > lo && i < 5 && ctx.Err() == nil; rate, i = rate/r, i+1 {
+		ok, err := try(rate, true)
 		if err != nil || ok {
-			return passed[i], trials, err
+			return rate, trials, err
 		}
 	}
 	return lo, trials, ctx.Err()
