@@ -420,3 +420,39 @@ func TestCostGauge(t *testing.T) {
 		t.Errorf("seer_cpu_seconds_per_1000_predictions = %v, want a positive figure below 1000", cost)
 	}
 }
+
+// TestFetchSettings: kafka.fetch_min_bytes and kafka.fetch_max_wait reach
+// the consumer, and Validate refuses what the broker would not honour.
+func TestFetchSettings(t *testing.T) {
+	schema, err := schemas.LoadInputSchema("card_transactions.v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig([]string{"127.0.0.1:1"})
+	cfg.FetchMinBytes, cfg.FetchMaxWait = 64<<10, 10*time.Millisecond
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	st := &fakeStages{logged: map[string]schemas.Item{}}
+	p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.cl.Close()
+	if got := p.cl.OptValue(kgo.FetchMinBytes); got != int32(64<<10) {
+		t.Errorf("fetch min bytes = %v, want 65536", got)
+	}
+	if got := p.cl.OptValue(kgo.FetchMaxWait); got != 10*time.Millisecond {
+		t.Errorf("fetch max wait = %v, want 10ms", got)
+	}
+	for _, bad := range []func(*Config){
+		func(c *Config) { c.FetchMinBytes = 0 },
+		func(c *Config) { c.FetchMaxWait = 5 * time.Millisecond },
+	} {
+		c := testConfig([]string{"127.0.0.1:1"})
+		bad(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "kafka.fetch_") {
+			t.Errorf("Validate(%+v) = %v, want an error naming kafka.fetch_*", c, err)
+		}
+	}
+}

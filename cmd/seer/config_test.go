@@ -35,7 +35,8 @@ func TestConfigGolden(t *testing.T) {
 				t.Errorf("%s: %v", f, err)
 				continue
 			}
-			if cfg.Redis.Password != "s3cret" || cfg.Redis.Views[0].MaxAge != 24*time.Hour || len(cfg.Kafka.Brokers) != 2 {
+			if cfg.Redis.Password != "s3cret" || cfg.Redis.Views[0].MaxAge != 24*time.Hour || len(cfg.Kafka.Brokers) != 2 ||
+				cfg.Kafka.FetchMinBytes != 65536 || cfg.Kafka.FetchMaxWait != 10*time.Millisecond {
 				t.Errorf("%s: decoded %+v", f, cfg)
 			}
 			continue
