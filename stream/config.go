@@ -38,7 +38,7 @@ type Config struct {
 	// bytes, or after that long. Raising fetch_min_bytes (say to 64 KiB,
 	// with fetch_max_wait 10ms) makes batches larger at low rates, which
 	// costs less CPU per event, for up to fetch_max_wait of latency.
-	FetchMinBytes   int32         `yaml:"fetch_min_bytes"`
+	FetchMinBytes   int           `yaml:"fetch_min_bytes"`
 	FetchMaxWait    time.Duration `yaml:"fetch_max_wait"`
 	MaxInFlight     int           `yaml:"max_in_flight"`   // records polled but not yet committed (bounds memory)
 	Workers         int           `yaml:"workers"`         // batches decoded, enriched and scored at once
@@ -143,8 +143,8 @@ func (c *Config) Validate() error {
 		return errors.New("kafka.transactional_id: required with delivery exactly-once (unique per instance)")
 	case c.MaxPollRecords < 1:
 		return fmt.Errorf("kafka.max_poll_records: %d must be at least 1", c.MaxPollRecords)
-	case c.FetchMinBytes < 1:
-		return fmt.Errorf("kafka.fetch_min_bytes: %d must be at least 1", c.FetchMinBytes)
+	case c.FetchMinBytes < 1 || c.FetchMinBytes > 64<<20:
+		return fmt.Errorf("kafka.fetch_min_bytes: %d must be between 1 and 64 MiB", c.FetchMinBytes)
 	case c.FetchMaxWait < 10*time.Millisecond:
 		return fmt.Errorf("kafka.fetch_max_wait: %v must be at least 10ms", c.FetchMaxWait)
 	case c.MaxInFlight < c.MaxPollRecords:

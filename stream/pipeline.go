@@ -102,7 +102,7 @@ func New(cfg Config, schema *schemas.InputSchema, enr Enricher, sc Scorer, sink 
 		kgo.ConsumeTopics(cfg.InputTopic),
 		kgo.DisableAutoCommit(),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMinBytes(cfg.FetchMinBytes),
+		kgo.FetchMinBytes(int32(cfg.FetchMinBytes)),
 		kgo.FetchMaxWait(cfg.FetchMaxWait),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(2*time.Millisecond),
