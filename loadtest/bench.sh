@@ -6,15 +6,15 @@
 #
 #   1. each system's max sustainable throughput: the highest constant rate
 #      whose p99 stays within BENCH_SLO (default 100ms), by bisection
-#      (seer loadtest --find-max): BENCH_STEP (20s) per trial, the first
+#      (seer loadtest --find-max): BENCH_STEP (15s) per trial, the first
 #      BENCH_WARMUP (5s) of each left out of its p99, a failed run run
 #      again before its rate counts as failed, and the found rate
-#      confirmed by a run of its own (docs/performance.md, "How the max
+#      confirmed by a run of its own (stepping down when it fails) (docs/performance.md, "How the max
 #      rate is found");
 #   2. the cost per 1,000 predictions of each, at its max and at the equal
 #      rate BENCH_EQUAL_RATE (default 1000/s): the CPU seconds of every
 #      process — the service, Kafka, Redis and ClickHouse (from
-#      /proc/PID/stat) — over a 20 s run, per 1,000 predictions, separately
+#      /proc/PID/stat) — over a 15 s run, per 1,000 predictions, separately
 #      and together; the equal-rate run gives each one's p99 at equal load;
 #   3. seer's p99 at 50% of its max;
 #   4. seer serve's CPU per event at saturation (a 200,000-event preload,
@@ -29,7 +29,7 @@ eval "$(deploy/local/stack.sh env)"
 . loadtest/serve.sh
 bench_database
 slo=${BENCH_SLO:-100ms}
-step=${BENCH_STEP:-20s}
+step=${BENCH_STEP:-15s}
 warmup=${BENCH_WARMUP:-5s}
 equal=${BENCH_EQUAL_RATE:-1000}
 stamp=$(date -u +%Y-%m-%d)-$(hostname)
@@ -55,14 +55,14 @@ measure() {
     --drain-timeout 10s --report "$work/$name-max.json" 2>/dev/null
 }
 
-# cost NAME RATE — a 20 s run at RATE against the system started last,
+# cost NAME RATE — a 15 s run at RATE against the system started last,
 # with the CPU seconds of it, Kafka, Redis and ClickHouse per 1,000
 # predictions written to $work/NAME-cost.json.
 cost() {
   local name=$1 rate=$2 procs before after
   procs="service:${pids[-1]} $(stack_procs)"
   before=$(proc_ticks $procs)
-  bin/seer loadtest --rate "$rate" --duration 20s --drain-timeout 10s --report "$work/$name-costrun.json" >/dev/null 2>&1
+  bin/seer loadtest --rate "$rate" --duration 15s --drain-timeout 10s --report "$work/$name-costrun.json" >/dev/null 2>&1
   after=$(proc_ticks $procs)
   python3 - "$work/$name-costrun.json" "$before" "$after" "$(getconf CLK_TCK)" "$rate" >"$work/$name-cost.json" <<'PY'
 import json, sys
@@ -94,7 +94,7 @@ stop_last() {
 }
 
 # system NAME LO HI — start NAME on topics of its own and search its max
-# rate; then 20 s at that rate and 20 s at the equal rate, each with the
+# rate; then 15 s at that rate and 15 s at the equal rate, each with the
 # CPU per 1,000 predictions (the equal-rate run gives the p99 at equal
 # load too). The system keeps running for the caller to stop.
 system() {
@@ -178,7 +178,7 @@ res["ratios"] = {
   "cpu_per_1000_baseline_over_seer_at_equal_load": round(cpu_all("baseline_at_equal") / cpu_all("seer_at_equal"), 2),
 }
 res["cost_per_1000_predictions"] = {
-  "unit": "CPU seconds of each process per 1,000 predictions over a 20 s run at the rate (service, kafka, redis, clickhouse, all)", **costs}
+  "unit": "CPU seconds of each process per 1,000 predictions over a 15 s run at the rate (service, kafka, redis, clickhouse, all)", **costs}
 res["seer_cpu_per_event"] = proc
 res["targets"] = {"throughput_ratio_over_baseline": ">= 10", "seer_max_throughput": ">= 50000", "seer_p99_ms_at_half_max": "<= 25",
                   "serve_cpu_us_per_event": "<= 6", "all_four_cpu_seconds_per_1000_predictions": "<= 0.015",

@@ -173,33 +173,42 @@ func TestSearchMaxBisects(t *testing.T) {
 }
 
 // TestSearchMaxConfirms: a rate that passed once by luck fails its
-// confirmation, and the search steps down by its resolution until a
-// confirmation passes: just below the true limit, not back at lo.
+// confirmation, and the search steps down by its resolution (r = 1.075
+// here) until a confirmation passes: just below the true limit when the
+// lucky rate was within two steps of it, else at the highest rate below
+// that passed in the bisection; never back at lo.
 func TestSearchMaxConfirms(t *testing.T) {
-	lucky := true
-	measure := func(_ context.Context, rate float64) (float64, float64, error) {
-		switch {
-		case rate <= 20000:
-			return rate, 30, nil
-		case rate <= 30000 && lucky: // passes once, then not again
-			lucky = rate > 25000 && rate < 26000
-			return rate, 60, nil
-		}
-		return rate * 0.9, 300, nil
-	}
-	best, trials, err := SearchMax(context.Background(), 1000, 100000, 100, 6, measure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var confirms []Trial
-	for _, tr := range trials {
-		if tr.Confirm {
-			confirms = append(confirms, tr)
-		}
-	}
 	r := math.Pow(100, 1/64.0) // the search's resolution: (hi/lo)^(1/2^steps)
-	if best > 20000 || best < 20000/r || len(confirms) < 2 || confirms[0].OK || !confirms[len(confirms)-1].OK || confirms[len(confirms)-1].Rate != best {
-		t.Errorf("best %v, confirmations %+v: want the lucky rate refused and a lower one confirmed", best, confirms)
+	for _, tc := range []struct {
+		limit, wantMin, wantMax float64
+	}{
+		{22000, 22000 / r, 22000}, // the lucky 23,714/s is one step above: 20,536/s confirms
+		{20000, 17000, 18000},     // three steps above: the bisection's 17,783/s confirms
+	} {
+		lucky := true
+		measure := func(_ context.Context, rate float64) (float64, float64, error) {
+			switch {
+			case rate <= tc.limit:
+				return rate, 30, nil
+			case rate <= 30000 && lucky: // passes once, then never again
+				lucky = false
+				return rate, 60, nil
+			}
+			return rate * 0.9, 300, nil
+		}
+		best, trials, err := SearchMax(context.Background(), 1000, 100000, 100, 6, measure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var confirms []Trial
+		for _, tr := range trials {
+			if tr.Confirm {
+				confirms = append(confirms, tr)
+			}
+		}
+		if best < tc.wantMin || best > tc.wantMax || len(confirms) < 2 || confirms[0].OK || !confirms[len(confirms)-1].OK || confirms[len(confirms)-1].Rate != best {
+			t.Errorf("limit %v: best %v, confirmations %+v: want the lucky rate refused and one in [%v, %v] confirmed", tc.limit, best, confirms, tc.wantMin, tc.wantMax)
+		}
 	}
 }
 

@@ -29,18 +29,23 @@ type Measure func(ctx context.Context, rate float64) (achieved, p99Ms float64, e
 // known to within a factor r = (hi/lo)^(1/2^n). A rate fails only when
 // two runs in a row fail: one slow run near the limit (a neighbour's burst
 // on a shared machine) retries instead of halving the range, so two
-// searches agree more often. The found rate is then run once more (twice
-// if the first fails): when that confirmation fails (it passed by luck),
-// the search steps down by r and confirms again, up to five times, so a
-// lucky pass costs a few percent, not the whole range; lo stands when
-// none holds. It returns 0 when even lo fails.
+// searches agree more often. The found rate is then confirmed by one more
+// run: when that fails (it passed by luck), the search steps down by r
+// and confirms again, twice at most, so a lucky pass costs a few percent,
+// not the whole range; then the highest rate below those that passed in
+// the bisection is confirmed, and lo stands when that fails too. It
+// returns 0 when even lo fails.
 func SearchMax(ctx context.Context, lo, hi, sloMs float64, steps int, measure Measure) (float64, []Trial, error) {
 	if !(lo > 0 && hi > lo && sloMs > 0) {
 		return 0, nil, fmt.Errorf("search needs 0 < lo < hi and a positive SLO (got %v, %v, %v)", lo, hi, sloMs)
 	}
 	var trials []Trial
 	try := func(rate float64, confirm bool) (bool, error) {
-		for run := range 2 {
+		runs := 2 // a failed run is run again: two in a row fail a rate
+		if confirm {
+			runs = 1 // a failed confirmation steps down instead
+		}
+		for run := range runs {
 			achieved, p99, err := measure(ctx, rate)
 			if err != nil {
 				return false, err
@@ -71,7 +76,17 @@ func SearchMax(ctx context.Context, lo, hi, sloMs float64, steps int, measure Me
 		}
 	}
 	r := math.Pow(hi/lo, 1/math.Pow(2, float64(steps)))
-	for rate, i := good, 0; rate > lo && i < 5 && ctx.Err() == nil; rate, i = rate/r, i+1 {
+	rates := []float64{good, good / r, good / r / r}
+	last := 0.0 // the highest rate below the step-downs that passed
+	for _, tr := range trials {
+		if tr.OK && tr.Rate < rates[2] && tr.Rate > last {
+			last = tr.Rate
+		}
+	}
+	for _, rate := range append(rates, last) {
+		if rate <= lo || ctx.Err() != nil {
+			break
+		}
 		ok, err := try(rate, true)
 		if err != nil || ok {
 			return rate, trials, err
