@@ -458,14 +458,15 @@ cmd_down() {
 
 cmd_status() {
   local rc=0 s
-  for s in "kafka $kafka_port" "redis $redis_port" "redis-cluster $redis_cluster_port" "clickhouse $ch_port"; do
+  # NAME PORT PIDFILE (the Redis Cluster's first node stands for it)
+  for s in "kafka $kafka_port kafka" "redis $redis_port redis" "redis-cluster $redis_cluster_port redis-cluster-$redis_cluster_port" "clickhouse $ch_port clickhouse"; do
     set -- $s
     if port_open "$2"; then
       local who="started elsewhere"
-      [ -f "$cache/run/$1.pid" ] && kill -0 "$(cat "$cache/run/$1.pid")" 2>/dev/null && who="pid $(cat "$cache/run/$1.pid")"
-      printf '%-11s up    127.0.0.1:%s (%s)\n' "$1" "$2" "$who"
+      [ -f "$cache/run/$3.pid" ] && kill -0 "$(cat "$cache/run/$3.pid")" 2>/dev/null && who="pid $(cat "$cache/run/$3.pid")"
+      printf '%-13s up    127.0.0.1:%s (%s)\n' "$1" "$2" "$who"
     else
-      printf '%-11s down  127.0.0.1:%s\n' "$1" "$2"
+      printf '%-13s down  127.0.0.1:%s\n' "$1" "$2"
       rc=1
     fi
   done
