@@ -138,7 +138,7 @@ func Migrate(ctx context.Context, conn driver.Conn, cfg Config, logger *slog.Log
 			continue
 		}
 		for i, stmt := range m.Statements {
-			if err := ddl.exec(ctx, stmt); err != nil && !columnExists(err) {
+			if err := ddl.exec(ctx, stmt); err != nil {
 				return fmt.Errorf("migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
 			}
 		}
@@ -155,7 +155,9 @@ func Migrate(ctx context.Context, conn driver.Conn, cfg Config, logger *slog.Log
 // of cfg.Cluster, and replication carries them to the shard's other
 // replicas. It reaches each shard at its first replica, in remote_servers
 // order, that takes a connection, with cfg's user, password and TLS; the
-// connections open on first use.
+// connections open on first use. An ADD COLUMN that a stopped migration
+// already applied (on a server, or on one shard of several) counts as
+// done (columnExists).
 type clusterDDL struct {
 	cfg    Config
 	conn   driver.Conn
@@ -164,7 +166,10 @@ type clusterDDL struct {
 
 func (x *clusterDDL) exec(ctx context.Context, stmt string) error {
 	if x.cfg.Cluster == "" || !schemas.OncePerShard(stmt) {
-		return x.conn.Exec(ctx, stmt)
+		if err := x.conn.Exec(ctx, stmt); err != nil && !columnExists(err) {
+			return err
+		}
+		return nil
 	}
 	if x.shards == nil {
 		if err := x.openShards(ctx); err != nil {
@@ -172,8 +177,6 @@ func (x *clusterDDL) exec(ctx context.Context, stmt string) error {
 		}
 	}
 	for i, c := range x.shards {
-		// An ADD COLUMN that a stopped migration already applied to
-		// this shard counts as done; the next shard still needs it.
 		if err := c.Exec(ctx, stmt); err != nil && !columnExists(err) {
 			return fmt.Errorf("shard %d of cluster %s: %w", i+1, x.cfg.Cluster, err)
 		}
@@ -182,33 +185,9 @@ func (x *clusterDDL) exec(ctx context.Context, stmt string) error {
 }
 
 func (x *clusterDDL) openShards(ctx context.Context) error {
-	rows, err := x.conn.Query(ctx, "SELECT shard_num, host_name, port FROM system.clusters WHERE cluster = "+Quote(x.cfg.Cluster)+" ORDER BY shard_num, replica_num")
+	shards, err := clusterShards(ctx, x.conn, x.cfg.Cluster)
 	if err != nil {
-		return fmt.Errorf("reading the shards of cluster %s: %w", x.cfg.Cluster, err)
-	}
-	var shards [][]string // each shard's replicas, host:port
-	last := uint32(0)
-	for rows.Next() {
-		var (
-			shard uint32
-			host  string
-			port  uint16
-		)
-		if err := rows.Scan(&shard, &host, &port); err != nil {
-			rows.Close()
-			return err
-		}
-		if shard != last {
-			shards, last = append(shards, nil), shard
-		}
-		shards[len(shards)-1] = append(shards[len(shards)-1], net.JoinHostPort(host, strconv.Itoa(int(port))))
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return err
-	}
-	if len(shards) == 0 {
-		return fmt.Errorf("clickhouse.cluster: the server has no cluster %q in its remote_servers", x.cfg.Cluster)
 	}
 	for i, replicas := range shards {
 		var errs []error
@@ -228,6 +207,40 @@ func (x *clusterDDL) openShards(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// clusterShards returns the servers (host:port) of each shard of
+// cluster, in remote_servers order; an error when the server does not
+// know the cluster.
+func clusterShards(ctx context.Context, conn driver.Conn, cluster string) ([][]string, error) {
+	rows, err := conn.Query(ctx, "SELECT shard_num, host_name, port FROM system.clusters WHERE cluster = "+Quote(cluster)+" ORDER BY shard_num, replica_num")
+	if err != nil {
+		return nil, fmt.Errorf("reading system.clusters: %w", err)
+	}
+	defer rows.Close()
+	var shards [][]string
+	last := uint32(0)
+	for rows.Next() {
+		var (
+			shard uint32
+			host  string
+			port  uint16
+		)
+		if err := rows.Scan(&shard, &host, &port); err != nil {
+			return nil, err
+		}
+		if shard != last {
+			shards, last = append(shards, nil), shard
+		}
+		shards[len(shards)-1] = append(shards[len(shards)-1], net.JoinHostPort(host, strconv.Itoa(int(port))))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(shards) == 0 {
+		return nil, fmt.Errorf("clickhouse.cluster: this server has no cluster %q in its remote_servers", cluster)
+	}
+	return shards, nil
 }
 
 func (x *clusterDDL) close() {
@@ -357,11 +370,13 @@ func DropDatabase(ctx context.Context, conn driver.Conn, database string) error 
 // and has the {shard} and {replica} macros that the replicated tables
 // need; it returns the cluster's shard and replica counts.
 func CheckCluster(ctx context.Context, conn driver.Conn, cluster string) (shards, replicas uint64, err error) {
-	if err := conn.QueryRow(ctx, "SELECT uniqExact(shard_num), count() FROM system.clusters WHERE cluster = "+Quote(cluster)).Scan(&shards, &replicas); err != nil {
-		return 0, 0, fmt.Errorf("reading system.clusters: %w", err)
+	servers, err := clusterShards(ctx, conn, cluster)
+	if err != nil {
+		return 0, 0, err
 	}
-	if replicas == 0 {
-		return 0, 0, fmt.Errorf("clickhouse.cluster: this server has no cluster %q in its remote_servers", cluster)
+	shards = uint64(len(servers))
+	for _, s := range servers {
+		replicas += uint64(len(s))
 	}
 	var macros uint64
 	if err := conn.QueryRow(ctx, "SELECT count() FROM system.macros WHERE macro IN ('shard', 'replica')").Scan(&macros); err != nil {

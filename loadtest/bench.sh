@@ -9,8 +9,8 @@
 #      (seer loadtest --find-max): BENCH_STEP (15s) per trial, the first
 #      BENCH_WARMUP (5s) of each left out of its p99, a failed run run
 #      again before its rate counts as failed, and the found rate
-#      confirmed by a run of its own (stepping down when it fails) (docs/performance.md, "How the max
-#      rate is found");
+#      confirmed by a run of its own, stepping down when that fails
+#      (docs/performance.md, "How the max rate is found");
 #   2. the cost per 1,000 predictions of each, at its max and at the equal
 #      rate BENCH_EQUAL_RATE (default 1000/s): the CPU seconds of every
 #      process — the service, Kafka, Redis and ClickHouse (from

@@ -20,34 +20,29 @@ const (
 
 // Config configures the Kafka side of the pipeline.
 type Config struct {
-	Brokers          []string    `yaml:"brokers"`
-	ClientID         string      `yaml:"client_id"`
-	TLS              schemas.TLS `yaml:"tls"`  // TLS to the brokers: ca_file, cert_file and key_file (mutual TLS), server_name
-	SASL             SASL        `yaml:"sasl"` // SASL authentication
-	Group            string      `yaml:"group"`
-	InputTopic       string      `yaml:"input_topic"`
-	InputSchema      string      `yaml:"input_schema"` // embedded name or file path
-	PredictionsTopic string      `yaml:"predictions_topic"`
-	DLQTopic         string      `yaml:"dlq_topic"`
-	ShadowTopic      string      `yaml:"shadow_topic"`     // shadow predictions ("" for none; by convention <predictions_topic>.shadow)
-	Delivery         string      `yaml:"delivery"`         // at-least-once or exactly-once
-	TransactionalID  string      `yaml:"transactional_id"` // exactly-once: unique per serve instance
-	MaxPollRecords   int         `yaml:"max_poll_records"`
-	// FetchMinBytes and FetchMaxWait are Kafka's fetch.min.bytes and
-	// fetch.max.wait.ms: a broker answers a fetch once it has that many
-	// bytes, or after that long. Raising fetch_min_bytes (say to 64 KiB,
-	// with fetch_max_wait 10ms) makes batches larger at low rates, which
-	// costs less CPU per event, for up to fetch_max_wait of latency.
-	FetchMinBytes   int           `yaml:"fetch_min_bytes"`
-	FetchMaxWait    time.Duration `yaml:"fetch_max_wait"`
-	MaxInFlight     int           `yaml:"max_in_flight"`   // records polled but not yet committed (bounds memory)
-	Workers         int           `yaml:"workers"`         // batches decoded, enriched and scored at once
-	SessionTimeout  time.Duration `yaml:"session_timeout"` // group session: how long a dead member keeps its partitions
-	RetryBackoffMax time.Duration `yaml:"retry_backoff_max"`
-	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
-	StartupTimeout  time.Duration `yaml:"startup_timeout"`  // how long serve waits for a first broker answer before it fails
-	LagInterval     time.Duration `yaml:"lag_interval"`     // how often committed lag is read from the brokers
-	LivenessTimeout time.Duration `yaml:"liveness_timeout"` // /healthz fails when the loops made no progress for this long
+	Brokers          []string      `yaml:"brokers"`
+	ClientID         string        `yaml:"client_id"`
+	TLS              schemas.TLS   `yaml:"tls"`  // TLS to the brokers: ca_file, cert_file and key_file (mutual TLS), server_name
+	SASL             SASL          `yaml:"sasl"` // SASL authentication
+	Group            string        `yaml:"group"`
+	InputTopic       string        `yaml:"input_topic"`
+	InputSchema      string        `yaml:"input_schema"` // embedded name or file path
+	PredictionsTopic string        `yaml:"predictions_topic"`
+	DLQTopic         string        `yaml:"dlq_topic"`
+	ShadowTopic      string        `yaml:"shadow_topic"`     // shadow predictions ("" for none; by convention <predictions_topic>.shadow)
+	Delivery         string        `yaml:"delivery"`         // at-least-once or exactly-once
+	TransactionalID  string        `yaml:"transactional_id"` // exactly-once: unique per serve instance
+	MaxPollRecords   int           `yaml:"max_poll_records"`
+	FetchMinBytes    int           `yaml:"fetch_min_bytes"` // Kafka's fetch.min.bytes: a broker answers a fetch once it has this many bytes…
+	FetchMaxWait     time.Duration `yaml:"fetch_max_wait"`  // …or after this long (fetch.max.wait.ms); 64 KiB and 10ms batch more at low rates
+	MaxInFlight      int           `yaml:"max_in_flight"`   // records polled but not yet committed (bounds memory)
+	Workers          int           `yaml:"workers"`         // batches decoded, enriched and scored at once
+	SessionTimeout   time.Duration `yaml:"session_timeout"` // group session: how long a dead member keeps its partitions
+	RetryBackoffMax  time.Duration `yaml:"retry_backoff_max"`
+	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout"`
+	StartupTimeout   time.Duration `yaml:"startup_timeout"`  // how long serve waits for a first broker answer before it fails
+	LagInterval      time.Duration `yaml:"lag_interval"`     // how often committed lag is read from the brokers
+	LivenessTimeout  time.Duration `yaml:"liveness_timeout"` // /healthz fails when the loops made no progress for this long
 }
 
 // SASL is kafka.sasl. The password is never read from YAML: it comes from
