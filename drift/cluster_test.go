@@ -55,7 +55,7 @@ func TestClusterMode(t *testing.T) {
 		if applied, embedded, err := drift.SchemaVersion(ctx, c, db); err != nil || applied != embedded || applied != len(migs) {
 			t.Errorf("replica %d: schema version %d of %d, %v", i+1, applied, embedded, err)
 		}
-		for _, table := range []string{"inference_log", "dead_letters", "labels", "window_metrics", "alerts", "model_versions", "model_events", "schema_migrations"} {
+		for _, table := range []string{"inference_log", "dead_letters", "labels", "window_metrics", "alerts", "model_versions", "model_events", "model_inputs", "schema_migrations"} {
 			var local, dist string
 			q := "SELECT engine FROM system.tables WHERE database = '" + db + "' AND name = '"
 			if err := c.QueryRow(ctx, q+table+"_local'").Scan(&local); err != nil || local != "ReplicatedReplacingMergeTree" {

@@ -152,7 +152,8 @@ func TestMigrations(t *testing.T) {
 // TestMigrationsForCluster: on a cluster every table is created ON
 // CLUSTER, and every ALTER of a replicated local table runs once per
 // shard, never ON CLUSTER (OncePerShard): 18.16's DDL worker can run such
-// an ALTER on two replicas and then stop for good.
+// an ALTER on two replicas and then stop for good. An INSERT … SELECT runs
+// once, through the Distributed tables.
 func TestMigrationsForCluster(t *testing.T) {
 	migs, err := Migrations("seer_test", Dialect{Cluster: "c1"})
 	if err != nil {
@@ -171,6 +172,10 @@ func TestMigrationsForCluster(t *testing.T) {
 				creates++
 				if !strings.Contains(s, " ON CLUSTER c1") || OncePerShard(s) {
 					t.Errorf("migration %d: %q; want it ON CLUSTER c1", m.Version, s)
+				}
+			case strings.HasPrefix(s, "INSERT INTO "):
+				if OncePerShard(s) || strings.Contains(s, "ON CLUSTER") || strings.Contains(s, "_local") {
+					t.Errorf("migration %d: %q; want it once, through the Distributed tables", m.Version, s)
 				}
 			default:
 				t.Errorf("migration %d: unexpected statement %q", m.Version, s)

@@ -144,6 +144,8 @@ var shardKeys = map[string]string{"inference_log": "event_id", "labels": "event_
 //     over the new columns, ON CLUSTER (18.16 refuses an ALTER ON CLUSTER
 //     of a Distributed table over replicated shards, and a synchronously
 //     written Distributed table holds no rows).
+//   - INSERT … SELECT (a copy between tables) stays as it is: it runs once,
+//     on the server seer is connected to, through the Distributed tables.
 //
 // Readers and writers keep using t: through the Distributed table they
 // see every shard.

@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,14 +24,15 @@ import (
 
 const inferenceColumns = `prediction_id, event_id, entity_id, model, model_version, route,
 	event_time, scored_time, event_time_ms, scored_time_ms,
-	input_names, input_values, input_strings, input_missing,
+	input_values, input_strings, input_missing,
 	feature_views, feature_age_ms, feature_missing, feature_stale,
 	score, label, source_topic, source_partition, source_offset, scoring_us, candidate_failed`
 
 const deadLetterColumns = `source_topic, source_partition, source_offset, reason, stage, detail, dlq_time, dlq_time_ms, model, model_version, route`
 
 // LogRow is one inference_log row. It is what the spool stores, so its
-// JSON form is part of the on-disk format.
+// JSON form is part of the on-disk format. InputNames are the version's,
+// which the sink writes to model_inputs, not to the row.
 type LogRow struct {
 	PredictionID    string    `json:"pid"`
 	EventID         string    `json:"eid"`
@@ -135,13 +137,14 @@ type Sink struct {
 	conn     driver.Conn
 	database string
 
-	mu   sync.Mutex // one log insert at a time: it owns cols
-	cols logColumns
+	mu    sync.Mutex // one log insert at a time: it owns cols and named
+	cols  logColumns
+	named map[[2]string]bool // model and version whose input names model_inputs has
 }
 
 // NewSink returns a sink writing to database (created by Migrate).
 func NewSink(conn driver.Conn, database string) *Sink {
-	return &Sink{conn: conn, database: database}
+	return &Sink{conn: conn, database: database, named: map[[2]string]bool{}}
 }
 
 // Insert writes a batch: one INSERT for the log rows, one for the dead
@@ -162,6 +165,9 @@ func (s *Sink) Insert(ctx context.Context, b *Batch) error {
 func (s *Sink) insertLog(ctx context.Context, rows []LogRow) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.insertNames(ctx, rows); err != nil {
+		return err
+	}
 	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.database+".inference_log ("+inferenceColumns+")")
 	if err != nil {
 		return fmt.Errorf("preparing inference_log insert: %w", err)
@@ -172,6 +178,50 @@ func (s *Sink) insertLog(ctx context.Context, rows []LogRow) error {
 	}
 	if err := batch.Send(); err != nil {
 		return fmt.Errorf("inserting %d inference_log rows: %w", len(rows), err)
+	}
+	return nil
+}
+
+// insertNames writes the input names of the rows' model versions to
+// model_inputs, once per version and sink, before the version's first log
+// rows: inference_log rows do not carry them (0006_model_inputs.sql). A
+// version's rows all have the same names, in manifest order. The table is
+// a ReplacingMergeTree keyed on the version, so the rows of other sinks and
+// of replays collapse.
+func (s *Sink) insertNames(ctx context.Context, rows []LogRow) error {
+	var batch driver.Batch
+	var added [][2]string
+	var last *LogRow
+	for i := range rows {
+		r := &rows[i]
+		if last != nil && r.Model == last.Model && r.ModelVersion == last.ModelVersion {
+			continue
+		}
+		last = r
+		k := [2]string{r.Model, r.ModelVersion}
+		if s.named[k] || slices.Contains(added, k) || len(r.InputNames) == 0 {
+			continue
+		}
+		if batch == nil {
+			var err error
+			if batch, err = s.conn.PrepareBatch(ctx, "INSERT INTO "+s.database+".model_inputs (model, model_version, input_names, logged_ms)"); err != nil {
+				return fmt.Errorf("preparing model_inputs insert: %w", err)
+			}
+			defer batch.Abort()
+		}
+		if err := batch.Append(r.Model, r.ModelVersion, r.InputNames, uint64(r.ScoredTimeMs)); err != nil {
+			return fmt.Errorf("appending model_inputs row of %s %s: %w", r.Model, r.ModelVersion, err)
+		}
+		added = append(added, k)
+	}
+	if batch == nil {
+		return nil
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("inserting the input names of %d model versions: %w", len(added), err)
+	}
+	for _, k := range added {
+		s.named[k] = true
 	}
 	return nil
 }
@@ -231,22 +281,22 @@ func (c *logColumns) append(batch driver.Batch, rows []LogRow) error {
 		{0, "prediction_id", c.str[0]}, {1, "event_id", c.str[1]}, {2, "entity_id", c.str[2]},
 		{3, "model", c.str[3]}, {4, "model_version", c.str[4]}, {5, "route", c.route},
 		{6, "event_time", c.eventTime}, {7, "scored_time", c.scoredTime}, {8, "event_time_ms", c.eventMs}, {9, "scored_time_ms", c.scoredMs},
-		{18, "score", c.score}, {19, "label", c.label}, {20, "source_topic", c.str[5]}, {21, "source_partition", c.partition},
-		{22, "source_offset", c.offset}, {23, "scoring_us", c.scoringUs}, {24, "candidate_failed", c.candidateFailed},
+		{17, "score", c.score}, {18, "label", c.label}, {19, "source_topic", c.str[5]}, {20, "source_partition", c.partition},
+		{21, "source_offset", c.offset}, {22, "scoring_us", c.scoringUs}, {23, "candidate_failed", c.candidateFailed},
 	}
 	for _, sc := range scalars {
 		if err := batch.Column(sc.col).Append(sc.vals); err != nil {
 			return fmt.Errorf("appending inference_log column %s: %w", sc.name, err)
 		}
 	}
-	arrays := [...]string{"input_names", "input_values", "input_strings", "input_missing", "feature_views", "feature_age_ms", "feature_missing", "feature_stale"}
+	arrays := [...]string{"input_values", "input_strings", "input_missing", "feature_views", "feature_age_ms", "feature_missing", "feature_stale"}
 	var cols [len(arrays)]driver.BatchColumn
 	for j := range cols {
 		cols[j] = batch.Column(10 + j)
 	}
 	for i := range rows {
 		r := &rows[i]
-		for j, v := range [...]any{r.InputNames, r.InputValues, r.InputStrings, r.InputMissing, r.FeatureViews, r.FeatureAgeMs, r.FeatureMissing, r.FeatureStale} {
+		for j, v := range [...]any{r.InputValues, r.InputStrings, r.InputMissing, r.FeatureViews, r.FeatureAgeMs, r.FeatureMissing, r.FeatureStale} {
 			if err := cols[j].AppendRow(v); err != nil {
 				return fmt.Errorf("appending inference_log column %s for event %s: %w", arrays[j], r.EventID, err)
 			}
@@ -325,6 +375,19 @@ func (s *Sink) CountTopic(ctx context.Context, topic string) (TopicCounts, error
 	}
 	return c, nil
 }
+
+// InputQuery reads one input by name (here amount): its quantiles per
+// hour. Rows hold the input values in their version's manifest order, and
+// model_inputs the version's names (0006_model_inputs.sql), so the join
+// finds the position once per version. Rows written before that migration
+// kept their names on the row; the migration copied them to model_inputs,
+// so the query reads them too. docs/clickhouse.md shows it.
+const InputQuery = `SELECT toStartOfHour(event_time) AS hour,
+       quantiles(0.5, 0.9, 0.99)(input_values[indexOf(names, 'amount')]) AS amount_q
+FROM seer.inference_log FINAL
+ANY LEFT JOIN (SELECT model, model_version, input_names AS names FROM seer.model_inputs FINAL) AS v USING (model, model_version)
+WHERE model = 'card-fraud'
+GROUP BY hour ORDER BY hour`
 
 // ExampleQueries are analyst queries over one source topic's rows, to paste
 // into clickhouse-client.

@@ -3,6 +3,8 @@ package inferencelog_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -53,7 +55,8 @@ func TestSinkWritesAndDeduplicatesReplays(t *testing.T) {
 	}
 	var amount float64
 	var cat string
-	if err := conn.QueryRow(ctx, "SELECT input_values[indexOf(input_names, 'amount')], input_strings[indexOf(input_names, 'cat')] FROM "+db+".inference_log FINAL WHERE event_id = 'e7'").Scan(&amount, &cat); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT input_values[indexOf(names, 'amount')], input_strings[indexOf(names, 'cat')] FROM "+db+".inference_log FINAL "+
+		"ANY LEFT JOIN (SELECT model, model_version, input_names AS names FROM "+db+".model_inputs FINAL) USING (model, model_version) WHERE event_id = 'e7'").Scan(&amount, &cat); err != nil {
 		t.Fatal(err)
 	}
 	if amount != 7 || cat != "fuel" {
@@ -71,6 +74,104 @@ func TestSinkWritesAndDeduplicatesReplays(t *testing.T) {
 	}
 	if got := chtest.Count(t, conn, "SELECT count() FROM "+db+".dead_letters FINAL WHERE reason = 'invalid_json'"); got != 1 {
 		t.Errorf("dead_letters invalid_json after replay = %d, want 1", got)
+	}
+}
+
+// TestInputNamesOncePerVersion: a version's input names go to
+// model_inputs once, not on its log rows, and InputQuery (docs/clickhouse.md)
+// reads an input by name both from those rows and from rows written before
+// migration 0006, whose names are on the row and which 0006 copied to
+// model_inputs.
+func TestInputNamesOncePerVersion(t *testing.T) {
+	conn, db := chtest.NewDB(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	// Version 0.9's rows, as written before 0006: names on every row,
+	// amount (always 7) first.
+	old, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".inference_log (prediction_id, event_id, model, model_version, route, event_time, scored_time, scored_time_ms, input_names, input_values)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		if err := old.Append(fmt.Sprintf("p%d", i), fmt.Sprintf("old%d", i), "card-fraud", "0.9", "production", now, now, uint64(now.UnixMilli()),
+			[]string{"amount", "hour"}, []float64{7, float64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := old.Send(); err != nil {
+		t.Fatal(err)
+	}
+	migs, err := schemas.Migrations(db, schemas.Dialect{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range migs {
+		if m.Version == 6 { // again, now that there are rows to copy
+			for _, stmt := range m.Statements {
+				if err := conn.Exec(ctx, stmt); err != nil {
+					t.Fatalf("0006: %v\n%s", err, stmt)
+				}
+			}
+		}
+	}
+	// Version 1.0's rows, through two sinks (two serve instances), amount
+	// second.
+	var items []schemas.Item
+	for i := range 40 {
+		it := schemas.Item{Event: schemas.Event{ID: fmt.Sprintf("e%d", i), Time: now}, Model: "card-fraud", ModelVersion: "1.0",
+			Route: schemas.RouteProduction, ScoredTime: now, InputNames: []string{"hour", "amount"},
+			Inputs: []float32{float32(i), 7}, InputRaw: make([]schemas.Value, 2)}
+		it.PredictionID = schemas.StableKSUID(now, it.Event.ID, it.Model, it.ModelVersion)
+		items = append(items, it)
+	}
+	rows := inferencelog.AppendRows(nil, items)
+	for _, b := range []*inferencelog.Batch{{Log: rows[:20]}, {Log: rows[20:]}} {
+		for _, s := range []*inferencelog.Sink{inferencelog.NewSink(conn, db), inferencelog.NewSink(conn, db)} {
+			if err := s.Insert(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := chtest.Count(t, conn, "SELECT count() FROM "+db+".inference_log FINAL WHERE model_version = '1.0' AND notEmpty(input_names)"); got != 0 {
+		t.Errorf("%d rows of version 1.0 carry their input names, want 0", got)
+	}
+	if got := chtest.Count(t, conn, "SELECT count() FROM "+db+".model_inputs FINAL"); got != 2 {
+		t.Errorf("model_inputs has %d versions, want 2", got)
+	}
+	var names []string
+	if err := conn.QueryRow(ctx, "SELECT input_names FROM "+db+".model_inputs FINAL WHERE model = 'card-fraud' AND model_version = '1.0'").Scan(&names); err != nil || strings.Join(names, ",") != "hour,amount" {
+		t.Errorf("version 1.0's input names = %q, %v; want hour, amount", names, err)
+	}
+	var hours int
+	var amounts [][]float64
+	r, err := conn.Query(ctx, strings.ReplaceAll(inferencelog.InputQuery, "seer.", db+"."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for r.Next() {
+		var hour time.Time
+		var q []float64
+		if err := r.Scan(&hour, &q); err != nil {
+			t.Fatal(err)
+		}
+		hours, amounts = hours+1, append(amounts, q)
+	}
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range amounts {
+		for _, v := range q {
+			if v != 7 {
+				t.Errorf("InputQuery's amount quantiles = %v, want 7 (versions 0.9 and 1.0 hold amount at other positions)", amounts)
+			}
+		}
+	}
+	if hours == 0 {
+		t.Error("InputQuery found no rows")
+	}
+	if doc, err := os.ReadFile("../../docs/clickhouse.md"); err != nil || !strings.Contains(string(doc), inferencelog.InputQuery+";") {
+		t.Errorf("docs/clickhouse.md does not give InputQuery as it is (%v)", err)
 	}
 }
 

@@ -122,8 +122,12 @@ def main():
     consumer.subscribe([in_topic])
     names = [i["name"] for i in m["inputs"]]
     cols = ("prediction_id, event_id, entity_id, model, model_version, route, event_time, scored_time, event_time_ms, scored_time_ms, "
-            "input_names, input_values, input_strings, input_missing, feature_views, feature_age_ms, feature_missing, feature_stale, "
+            "input_values, input_strings, input_missing, feature_views, feature_age_ms, feature_missing, feature_stale, "
             "score, label, source_topic, source_partition, source_offset")
+    # The version's input names go to model_inputs once, as seer's writer
+    # does (migration 0006), not on every log row.
+    ch.execute(f"INSERT INTO {db}.model_inputs (model, model_version, input_names, logged_ms) VALUES",
+               [(m["name"], str(m["version"]), names, int(time.time() * 1000))])
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
@@ -184,7 +188,7 @@ def main():
                 producer.produce(out_topic, json.dumps(pred).encode(), msg.key())
                 ages, missing = rows[i]
                 log.append((pred["prediction_id"], eid, pred["entity_id"], m["name"], str(m["version"]), "production", et, scored,
-                            int(et.timestamp() * 1000), int(scored.timestamp() * 1000), names, [float(v) for v in x[i]],
+                            int(et.timestamp() * 1000), int(scored.timestamp() * 1000), [float(v) for v in x[i]],
                             [""] * len(names), [0] * len(names), views, ages, missing, [0] * len(views),
                             s, int(s >= threshold), msg.topic(), msg.partition(), msg.offset()))
             ch.execute(f"INSERT INTO {db}.inference_log ({cols}) VALUES", log)

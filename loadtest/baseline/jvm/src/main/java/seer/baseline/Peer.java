@@ -69,7 +69,7 @@ public final class Peer {
       DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm:ss").withZone(ZoneOffset.UTC);
   private static final String COLUMNS =
       "prediction_id, event_id, entity_id, model, model_version, route, event_time, scored_time,"
-          + " event_time_ms, scored_time_ms, input_names, input_values, input_strings, input_missing,"
+          + " event_time_ms, scored_time_ms, input_values, input_strings, input_missing,"
           + " feature_views, feature_age_ms, feature_missing, feature_stale, score, label,"
           + " source_topic, source_partition, source_offset";
 
@@ -232,6 +232,16 @@ public final class Peer {
     ClickHouseProperties chProps = new ClickHouseProperties();
     chProps.setCompress(false); // 18.16 answers the driver's compressed requests without a header
     Connection ch = new ClickHouseDataSource("jdbc:clickhouse://" + chHTTP + "/" + db, chProps).getConnection();
+    // The version's input names go to model_inputs once, as seer's writer
+    // does (migration 0006), not on every log row.
+    try (PreparedStatement named = ch.prepareStatement(
+        "INSERT INTO " + db + ".model_inputs (model, model_version, input_names, logged_ms) VALUES (?, ?, ?, ?)")) {
+      named.setString(1, model);
+      named.setString(2, version);
+      named.setObject(3, names);
+      named.setLong(4, System.currentTimeMillis());
+      named.executeUpdate();
+    }
     PreparedStatement insert = ch.prepareStatement("INSERT INTO " + db + ".inference_log (" + COLUMNS + ") VALUES ("
         + String.join(", ", Collections.nCopies(COLUMNS.split(",").length, "?")) + ")");
 
@@ -385,7 +395,6 @@ public final class Peer {
             insert.setString(col++, CH_TIME.format(scored));
             insert.setLong(col++, et.toEpochMilli());
             insert.setLong(col++, scored.toEpochMilli());
-            insert.setObject(col++, names);
             insert.setObject(col++, values);
             insert.setObject(col++, blanks);
             insert.setObject(col++, new int[names.length]);
