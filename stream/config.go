@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
@@ -36,6 +37,7 @@ type Config struct {
 	FetchMinBytes    int           `yaml:"fetch_min_bytes"` // Kafka's fetch.min.bytes: a broker answers a fetch once it has this many bytes…
 	FetchMaxWait     time.Duration `yaml:"fetch_max_wait"`  // …or after this long (fetch.max.wait.ms); 64 KiB and 10ms batch more at low rates
 	MaxInFlight      int           `yaml:"max_in_flight"`   // records polled but not yet committed (bounds memory)
+	Compression      string        `yaml:"compression"`     // codec of the produced batches: snappy, lz4, zstd, gzip or none
 	Workers          int           `yaml:"workers"`         // batches decoded, enriched and scored at once
 	SessionTimeout   time.Duration `yaml:"session_timeout"` // group session: how long a dead member keeps its partitions
 	RetryBackoffMax  time.Duration `yaml:"retry_backoff_max"`
@@ -43,6 +45,12 @@ type Config struct {
 	StartupTimeout   time.Duration `yaml:"startup_timeout"`  // how long serve waits for a first broker answer before it fails
 	LagInterval      time.Duration `yaml:"lag_interval"`     // how often committed lag is read from the brokers
 	LivenessTimeout  time.Duration `yaml:"liveness_timeout"` // /healthz fails when the loops made no progress for this long
+}
+
+// codecs are kafka.compression's values.
+var codecs = map[string]func() kgo.CompressionCodec{
+	"snappy": kgo.SnappyCompression, "lz4": kgo.Lz4Compression, "zstd": kgo.ZstdCompression,
+	"gzip": kgo.GzipCompression, "none": kgo.NoCompression,
 }
 
 // SASL is kafka.sasl. The password is never read from YAML: it comes from
@@ -103,6 +111,7 @@ func DefaultConfig() Config {
 		FetchMinBytes:    1,
 		FetchMaxWait:     5 * time.Second,
 		MaxInFlight:      20000,
+		Compression:      "snappy",
 		Workers:          1,
 		SessionTimeout:   45 * time.Second,
 		RetryBackoffMax:  5 * time.Second,
@@ -142,6 +151,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("kafka.fetch_min_bytes: %d must be between 1 and 64 MiB", c.FetchMinBytes)
 	case c.FetchMaxWait < 10*time.Millisecond:
 		return fmt.Errorf("kafka.fetch_max_wait: %v must be at least 10ms", c.FetchMaxWait)
+	case codecs[c.Compression] == nil:
+		return fmt.Errorf("kafka.compression: %q is not snappy, lz4, zstd, gzip or none", c.Compression)
 	case c.MaxInFlight < c.MaxPollRecords:
 		return fmt.Errorf("kafka.max_in_flight: %d must be at least max_poll_records (%d)", c.MaxInFlight, c.MaxPollRecords)
 	case c.Workers < 1:

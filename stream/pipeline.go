@@ -106,6 +106,7 @@ func New(cfg Config, schema *schemas.InputSchema, enr Enricher, sc Scorer, sink 
 		kgo.FetchMaxWait(cfg.FetchMaxWait),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(2*time.Millisecond),
+		kgo.ProducerBatchCompression(codecs[cfg.Compression]()),
 	)
 	if reg != nil {
 		p.m.register(reg)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -454,5 +455,35 @@ func TestFetchSettings(t *testing.T) {
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "kafka.fetch_") {
 			t.Errorf("Validate(%+v) = %v, want an error naming kafka.fetch_*", c, err)
 		}
+	}
+}
+
+// TestCompressionSetting: kafka.compression reaches the producer, and
+// Validate names the key of a codec franz-go does not have.
+func TestCompressionSetting(t *testing.T) {
+	schema, err := schemas.LoadInputSchema("card_transactions.v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]kgo.CompressionCodec{"snappy": kgo.SnappyCompression(), "lz4": kgo.Lz4Compression(), "none": kgo.NoCompression()} {
+		cfg := testConfig([]string{"127.0.0.1:1"})
+		cfg.Compression = name
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		st := &fakeStages{logged: map[string]schemas.Item{}}
+		p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(cfg.Brokers...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.cl.OptValue(kgo.ProducerBatchCompression); !reflect.DeepEqual(got, []kgo.CompressionCodec{want}) {
+			t.Errorf("kafka.compression %s: the producer's codecs are %v", name, got)
+		}
+		p.cl.Close()
+	}
+	cfg := testConfig([]string{"127.0.0.1:1"})
+	cfg.Compression = "brotli"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "kafka.compression") {
+		t.Errorf("Validate with compression brotli = %v, want an error naming kafka.compression", err)
 	}
 }
