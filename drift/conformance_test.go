@@ -50,7 +50,7 @@ func seerSQL(t *testing.T, db string, d schemas.Dialect) []string {
 		jd.RouteQuery(m.Name, "1.0.0", "1.1.0", t0, t0.Add(time.Hour)), jd.DeadLetterQuery(m.Name, "1.0.0", "1.1.0", t0, t0.Add(time.Hour)))
 	stmts = append(stmts, labels.Performance{Database: db}.Queries(m, []schemas.Route{schemas.RouteProduction, schemas.RouteCanary}, t0, t0.Add(time.Hour))...)
 	stmts = append(stmts, monitor.MaturityQuery(db, m.Name))
-	return append(stmts, notify.FiringQuery(db, m.Name), (&window.Versions{Database: db, Model: m.Name}).Query(t0, t0.Add(time.Hour)), window.LastEndQuery(db, m.Name), strings.ReplaceAll(registry.LineageQuery, "seer.", db+"."), strings.ReplaceAll(inferencelog.InputQuery, "seer.", db+"."))
+	return append(stmts, notify.FiringQuery(db, m.Name), (&window.Versions{Database: db, Model: m.Name}).Query(t0, t0.Add(time.Hour)), window.LastEndQuery(db, m.Name), strings.ReplaceAll(registry.LineageQuery, "seer.", db+"."), inferencelog.InputQuery(db, "amount", "model = 'card-fraud'"))
 }
 
 // TestSQLRunsOnCurrentClickHouse runs all of seer's SQL in chDB, a current

@@ -514,7 +514,7 @@ func runDemo(ctx context.Context, g *globals, cfg Config, logger *slog.Logger, o
 		LatencyP50Ms: rep.Latency.P50, LatencyP99Ms: rep.Latency.P99, LatencyMaxMs: rep.Latency.Max,
 		Alerts:         alerts.entries(),
 		Rollouts:       rolloutTimeline(st.Models[model], start),
-		AnalystQueries: inferencelog.ExampleQueries(cfg.ClickHouse.Database, cfg.Kafka.InputTopic),
+		AnalystQueries: inferencelog.ExampleQueries(cfg.ClickHouse.Database, cfg.Kafka.InputTopic, a.manifest.Inputs[0].Name),
 	}
 	qctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -78,7 +78,6 @@ func TestRolloutsEndToEnd(t *testing.T) {
 	if s.Duplicates != 0 || s.PredictionsOut+s.DLQRecords != s.EventsIn {
 		t.Errorf("%d events in, %d predictions (%d duplicates), %d dead letters", s.EventsIn, s.PredictionsOut, s.Duplicates, s.DLQRecords)
 	}
-
 	// From the registry: when the bad candidate's step fell due (every
 	// instance had loaded it and the step was held) and when it was rolled back.
 	reg, err := registry.NewLog(kafkaOpts(cfg.Kafka, "test", slog.New(slog.NewTextHandler(io.Discard, nil)), nil), s.RegistryTopic)
@@ -125,6 +124,30 @@ func TestRolloutsEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	// The analyst queries the demo prints run and find the run's rows; the
+	// last reads the first input by name, through model_inputs.
+	for i, q := range s.AnalystQueries {
+		rows, err := conn.Query(ctx, q)
+		if err != nil {
+			t.Errorf("analyst query %d: %v\n%s", i+1, err, q)
+			continue
+		}
+		n := 0
+		for ; rows.Next(); n++ {
+			if i == len(s.AnalystQueries)-1 {
+				var hour time.Time
+				var q []float64
+				if err := rows.Scan(&hour, &q); err != nil || len(q) != 3 || q[1] <= 0 {
+					t.Errorf("the input query's quantiles %v, %v; want the amounts of the run's events", q, err)
+				}
+			}
+		}
+		rows.Close()
+		if n == 0 {
+			t.Errorf("analyst query %d finds no rows:\n%s", i+1, q)
+		}
+	}
+
 	runDashboardQueries(t, conn, cfg.ClickHouse.Database, "card-fraud", started.Add(-5*time.Minute), time.Now().Add(time.Minute))
 	if !strings.Contains(out.String(), "rollout_rolled_back") {
 		t.Errorf("the demo's output does not show the rollback:\n%s", out.String())

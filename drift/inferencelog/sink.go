@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -376,24 +377,30 @@ func (s *Sink) CountTopic(ctx context.Context, topic string) (TopicCounts, error
 	return c, nil
 }
 
-// InputQuery reads one input by name (here amount): its quantiles per
-// hour. Rows hold the input values in their version's manifest order, and
-// model_inputs the version's names (0006_model_inputs.sql), so the join
-// finds the position once per version. Rows written before that migration
-// kept their names on the row; the migration copied them to model_inputs,
-// so the query reads them too. docs/clickhouse.md shows it.
-const InputQuery = `SELECT toStartOfHour(event_time) AS hour,
-       quantiles(0.5, 0.9, 0.99)(input_values[indexOf(names, 'amount')]) AS amount_q
-FROM seer.inference_log FINAL
-ANY LEFT JOIN (SELECT model, model_version, input_names AS names FROM seer.model_inputs FINAL) AS v USING (model, model_version)
-WHERE model = 'card-fraud'
-GROUP BY hour ORDER BY hour`
+// InputQuery reads one input of the log by name (a manifest's input
+// names are identifiers): its quantiles per hour, over the rows that
+// where selects. Rows hold the input values in their version's manifest
+// order, and model_inputs the version's names (0006_model_inputs.sql), so
+// the join finds the position once per version. Rows written before that
+// migration kept their names on the row; the migration copied them to
+// model_inputs, so the query reads them too. docs/clickhouse.md gives
+// InputQuery("seer", "amount", "model = 'card-fraud'").
+func InputQuery(database, input, where string) string {
+	return fmt.Sprintf(`SELECT toStartOfHour(event_time) AS hour,
+       quantiles(0.5, 0.9, 0.99)(input_values[indexOf(names, '%[2]s')]) AS %[2]s_q
+FROM %[1]s.inference_log FINAL
+ANY LEFT JOIN (SELECT model, model_version, input_names AS names FROM %[1]s.model_inputs FINAL) AS v USING (model, model_version)
+WHERE %[3]s
+GROUP BY hour ORDER BY hour`, database, input, where)
+}
 
 // ExampleQueries are analyst queries over one source topic's rows, to paste
-// into clickhouse-client.
-func ExampleQueries(database, topic string) []string {
+// into clickhouse-client; input names one of the model's inputs.
+func ExampleQueries(database, topic, input string) []string {
+	where := fmt.Sprintf("source_topic = '%s'", topic)
 	return []string{
-		fmt.Sprintf("SELECT toStartOfMinute(scored_time) AS minute, count() AS predictions, avg(score) AS mean_score, countIf(label = 1) AS flagged FROM %s.inference_log FINAL WHERE source_topic = '%s' GROUP BY minute ORDER BY minute", database, topic),
-		fmt.Sprintf("SELECT reason, stage, count() AS records FROM %s.dead_letters FINAL WHERE source_topic = '%s' GROUP BY reason, stage ORDER BY records DESC", database, topic),
+		fmt.Sprintf("SELECT toStartOfMinute(scored_time) AS minute, count() AS predictions, avg(score) AS mean_score, countIf(label = 1) AS flagged FROM %s.inference_log FINAL WHERE %s GROUP BY minute ORDER BY minute", database, where),
+		fmt.Sprintf("SELECT reason, stage, count() AS records FROM %s.dead_letters FINAL WHERE %s GROUP BY reason, stage ORDER BY records DESC", database, where),
+		strings.Join(strings.Fields(InputQuery(database, input, where)), " "),
 	}
 }
