@@ -378,7 +378,7 @@ func (s *Sink) CountTopic(ctx context.Context, topic string) (TopicCounts, error
 }
 
 // InputQuery reads one input of the log by name (a manifest's input
-// names are identifiers): its quantiles per hour, over the rows that
+// names are identifiers, which may hold '-'): its quantiles per hour, over the rows that
 // where selects. Rows hold the input values in their version's manifest
 // order, and model_inputs the version's names (0006_model_inputs.sql), so
 // the join finds the position once per version. Rows written before that
@@ -387,11 +387,11 @@ func (s *Sink) CountTopic(ctx context.Context, topic string) (TopicCounts, error
 // InputQuery("seer", "amount", "model = 'card-fraud'").
 func InputQuery(database, input, where string) string {
 	return fmt.Sprintf(`SELECT toStartOfHour(event_time) AS hour,
-       quantiles(0.5, 0.9, 0.99)(input_values[indexOf(names, '%[2]s')]) AS %[2]s_q
+       quantiles(0.5, 0.9, 0.99)(input_values[indexOf(names, '%[2]s')]) AS %[4]s_q
 FROM %[1]s.inference_log FINAL
 ANY LEFT JOIN (SELECT model, model_version, input_names AS names FROM %[1]s.model_inputs FINAL) AS v USING (model, model_version)
 WHERE %[3]s
-GROUP BY hour ORDER BY hour`, database, input, where)
+GROUP BY hour ORDER BY hour`, database, input, where, strings.ReplaceAll(input, "-", "_"))
 }
 
 // ExampleQueries are analyst queries over one source topic's rows, to paste
