@@ -77,9 +77,12 @@ PY
   echo "   cost at $rate/s: $(python3 -c "import json;print(json.load(open('$work/$name-cost.json'))['cpu_seconds_per_1000_predictions'])") CPU-s per 1,000 predictions"
 }
 
-# start SYSTEM — run seer serve or the baseline on the current topics;
-# stop_last stops it again.
+# start SYSTEM — create the current topics (seer loadtest --setup-only),
+# then run seer serve or a peer on them, so that each finds its input
+# topic at start (loadtest/serve.sh, start_serve); stop_last stops it
+# again.
 start() {
+  bin/seer loadtest --setup-only >/dev/null
   case $1 in
     seer) SEER_HTTP=127.0.0.1:18090 SEER_CLICKHOUSE_SPOOL_DIR=$work/spool bin/seer serve >>"$work/seer.log" 2>&1 & ;;
     baseline) "$SEER_PYTHON" loadtest/baseline/service.py >>"$work/baseline.log" 2>&1 & ;;

@@ -85,7 +85,7 @@ func Run(ctx context.Context, cfg RunConfig, gen *Generator) (*Report, error) {
 	} else if err := cfg.Profile.Validate(); err != nil {
 		return nil, err
 	}
-	if err := ensureTopics(ctx, cfg); err != nil {
+	if err := EnsureTopics(ctx, cfg); err != nil {
 		return nil, err
 	}
 	rec := NewRecorder()
@@ -285,8 +285,9 @@ func (r *Report) Summary() string {
 	return b.String()
 }
 
-// ensureTopics creates those of the run's topics the broker lacks.
-func ensureTopics(ctx context.Context, cfg RunConfig) error {
+// EnsureTopics creates those of the run's topics the broker lacks, with
+// cfg.Partitions partitions (4 when unset).
+func EnsureTopics(ctx context.Context, cfg RunConfig) error {
 	cl, err := kgo.NewClient(cfg.ClientOpts...)
 	if err != nil {
 		return err

@@ -1,11 +1,16 @@
 # loadtest/serve.sh — sourced by the benchmark scripts.
 #
-# start_serve LOG — starts bin/seer serve with the environment as it is,
-# sets serve_pid, and waits (up to 30 s) until /readyz on $SEER_HTTP says
-# ready; exits with serve's log when it dies. Its input topic may not
-# exist before the load creates it, so not ready yet only warns.
+# start_serve LOG — creates the run's topics (seer loadtest --setup-only),
+# then starts bin/seer serve with the environment as it is, sets
+# serve_pid, and waits (up to 30 s) until /readyz on $SEER_HTTP says
+# ready; exits with serve's log when it dies. With the topics there first,
+# serve has its partitions within seconds and the warm-up that follows
+# warms it: a serve started before its input topic exists finds the topic
+# only at its next metadata refresh (franz-go: every 5 s while a topic is
+# missing), after the warm-up. Not ready after 30 s only warns.
 start_serve() {
   local log=$1
+  bin/seer loadtest --setup-only >/dev/null
   bin/seer serve >"$log" 2>&1 &
   serve_pid=$!
   for _ in $(seq 1 120); do

@@ -29,6 +29,7 @@ func newLoadtestCmd(g *globals) *cobra.Command {
 		report  string
 		feats   bool
 		findMax bool
+		setup   bool
 		drifts  []string
 		slo     time.Duration
 		maxRate float64
@@ -97,6 +98,13 @@ your own test brokers should be targets.`,
 			// franz-go's info lines would break the progress line.
 			o.ClientOpts = kafkaOpts(cfg.Kafka, "loadtest", newLogger(g.stderr, "warn", cfg.LogFormat), nil)
 			o.Profile, o.DrainTimeout, o.Progress = p, timeout, g.stderr
+			if setup {
+				if err := loadtest.EnsureTopics(cmd.Context(), o); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "topics %s, %s and %s are there; no load sent\n", o.InputTopic, o.PredictionsTopic, o.DLQTopic)
+				return nil
+			}
 			if findMax {
 				if !cmd.Flags().Changed("warmup") {
 					o.Warmup = 5 * time.Second
@@ -152,6 +160,7 @@ your own test brokers should be targets.`,
 	f.IntVar(&steps, "search-steps", 5, "bisection steps of --find-max")
 	f.DurationVar(&o.Warmup, "warmup", 0, "leave the first seconds of each run out of the steady p99 (the figure --find-max judges a rate on); for --find-max, 5s when not set")
 	f.BoolVar(&feats, "load-features", false, "first write generated features for every user to Redis (redis.addr)")
+	f.BoolVar(&setup, "setup-only", false, "create the topics that do not exist yet (and with --load-features, write the features), then exit without sending: run it before starting the seer serve under test, so that serve finds its input topic when it starts")
 	return cmd
 }
 

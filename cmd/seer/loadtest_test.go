@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/ksuid"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/seer-ml/seer/internal/testenv"
+)
+
+// TestLoadtestSetupOnly: seer loadtest --setup-only creates the run's
+// topics, with --partitions, and sends nothing, so that a serve started
+// after it finds its input topic at once.
+func TestLoadtestSetupOnly(t *testing.T) {
+	broker := testenv.Kafka(t)
+	run := "setup-" + strings.ToLower(ksuid.New().String()[:10])
+	topics := []string{run + ".events", run + ".predictions", run + ".dlq"}
+	t.Setenv("SEER_KAFKA_BROKERS", broker)
+	t.Setenv("SEER_SCORING_PACKAGE", testenv.ExamplePackage(t))
+	t.Setenv("SEER_KAFKA_INPUT_TOPIC", topics[0])
+	t.Setenv("SEER_KAFKA_PREDICTIONS_TOPIC", topics[1])
+	t.Setenv("SEER_KAFKA_DLQ_TOPIC", topics[2])
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := runSeer(ctx, "loadtest", "--setup-only", "--partitions", "3")
+	if err != nil {
+		t.Fatalf("seer loadtest --setup-only: %v\n%s", err, out)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	defer adm.DeleteTopics(context.Background(), topics...)
+	details, err := adm.ListTopics(ctx, topics...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range topics {
+		if d, ok := details[name]; !ok || d.Err != nil || len(d.Partitions) != 3 {
+			t.Errorf("topic %s after --setup-only: %+v; want it with 3 partitions", name, d)
+		}
+	}
+	ends, err := adm.ListEndOffsets(ctx, topics[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset != 0 {
+			t.Errorf("%s partition %d ends at offset %d; want nothing sent", o.Topic, o.Partition, o.Offset)
+		}
+	})
+	if !strings.Contains(out, "no load sent") {
+		t.Errorf("output %q does not say that no load was sent", out)
+	}
+}
