@@ -425,21 +425,9 @@ func TestCostGauge(t *testing.T) {
 // TestFetchSettings: kafka.fetch_min_bytes and kafka.fetch_max_wait reach
 // the consumer, and Validate refuses what the broker would not honour.
 func TestFetchSettings(t *testing.T) {
-	schema, err := schemas.LoadInputSchema("card_transactions.v1")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := testConfig([]string{"127.0.0.1:1"})
 	cfg.FetchMinBytes, cfg.FetchMaxWait = 64<<10, 10*time.Millisecond
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	st := &fakeStages{logged: map[string]schemas.Item{}}
-	p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(cfg.Brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.cl.Close()
+	p := offlinePipeline(t, cfg)
 	if got := p.cl.OptValue(kgo.FetchMinBytes); got != int32(64<<10) {
 		t.Errorf("fetch min bytes = %v, want 65536", got)
 	}
@@ -461,29 +449,38 @@ func TestFetchSettings(t *testing.T) {
 // TestCompressionSetting: kafka.compression reaches the producer, and
 // Validate names the key of a codec franz-go does not have.
 func TestCompressionSetting(t *testing.T) {
-	schema, err := schemas.LoadInputSchema("card_transactions.v1")
-	if err != nil {
-		t.Fatal(err)
-	}
 	for name, want := range map[string]kgo.CompressionCodec{"snappy": kgo.SnappyCompression(), "lz4": kgo.Lz4Compression(), "none": kgo.NoCompression()} {
 		cfg := testConfig([]string{"127.0.0.1:1"})
 		cfg.Compression = name
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		st := &fakeStages{logged: map[string]schemas.Item{}}
-		p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(cfg.Brokers...))
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := offlinePipeline(t, cfg)
 		if got := p.cl.OptValue(kgo.ProducerBatchCompression); !reflect.DeepEqual(got, []kgo.CompressionCodec{want}) {
 			t.Errorf("kafka.compression %s: the producer's codecs are %v", name, got)
 		}
-		p.cl.Close()
 	}
 	cfg := testConfig([]string{"127.0.0.1:1"})
 	cfg.Compression = "brotli"
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "kafka.compression") {
 		t.Errorf("Validate with compression brotli = %v, want an error naming kafka.compression", err)
 	}
+}
+
+// offlinePipeline validates cfg and builds a pipeline on it without
+// running it (its brokers need not answer), for checks of the client's
+// options; the client is closed at the test's end.
+func offlinePipeline(t *testing.T, cfg Config) *Pipeline {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	schema, err := schemas.LoadInputSchema(cfg.InputSchema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &fakeStages{logged: map[string]schemas.Item{}}
+	p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.cl.Close)
+	return p
 }

@@ -378,8 +378,8 @@ func (s *Sink) CountTopic(ctx context.Context, topic string) (TopicCounts, error
 }
 
 // InputQuery reads one input of the log by name (a manifest's input
-// names are identifiers, which may hold '-'): its quantiles per hour, over the rows that
-// where selects. Rows hold the input values in their version's manifest
+// names are identifiers, which may hold '-'): its quantiles per hour,
+// over the rows that where selects. Rows hold the input values in their version's manifest
 // order, and model_inputs the version's names (0006_model_inputs.sql), so
 // the join finds the position once per version. Rows written before that
 // migration kept their names on the row; the migration copied them to
