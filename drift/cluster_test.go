@@ -237,6 +237,8 @@ func BenchmarkClusterInsert(b *testing.B) {
 	for _, q := range []string{
 		"CREATE DATABASE IF NOT EXISTS " + direct + " ON CLUSTER " + cl.Name,
 		"CREATE TABLE IF NOT EXISTS " + direct + ".inference_log ON CLUSTER " + cl.Name + " AS " + db + ".inference_log_local ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/" + direct + "/inference_log', '{replica}', scored_time_ms) PARTITION BY toYYYYMM(event_time) ORDER BY (model, model_version, route, event_id)",
+		// The sink writes each version's input names too (migration 0006).
+		"CREATE TABLE IF NOT EXISTS " + direct + ".model_inputs ON CLUSTER " + cl.Name + " AS " + db + ".model_inputs_local ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/" + direct + "/model_inputs', '{replica}', logged_ms) ORDER BY (model, model_version)",
 	} {
 		if err := c1.Exec(ctx, q); err != nil {
 			b.Fatal(err)
