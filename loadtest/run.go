@@ -322,5 +322,47 @@ func EnsureTopics(ctx context.Context, cfg RunConfig) error {
 			return fmt.Errorf("creating topic %s: %w", r.Topic, r.Err)
 		}
 	}
-	return nil
+	return awaitTopics(ctx, adm, missing)
+}
+
+// awaitTopics waits until the broker's metadata shows every topic with a
+// leader on each partition. CreateTopics returns when the controller has
+// the topic, before every broker's metadata cache does; a serve started
+// in that gap would not see its input topic until its next metadata
+// refresh, seconds later.
+func awaitTopics(ctx context.Context, adm *kadm.Client, topics []string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		details, err := adm.ListTopics(ctx, topics...)
+		pending := ""
+		if err == nil {
+			for _, t := range topics {
+				if d, ok := details[t]; !ok || d.Err != nil || len(d.Partitions) == 0 || !leaders(d) {
+					pending = t
+					break
+				}
+			}
+			if pending == "" {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err != nil {
+				return fmt.Errorf("waiting for the created topics: %w", err)
+			}
+			return fmt.Errorf("topic %s created but not in the broker's metadata after 30 s", pending)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func leaders(d kadm.TopicDetail) bool {
+	for _, p := range d.Partitions {
+		if p.Err != nil || p.Leader < 0 {
+			return false
+		}
+	}
+	return true
 }
