@@ -175,7 +175,10 @@ type Store struct {
 type view struct {
 	ViewConfig
 	features []string
-	fields   []string // features + _ts, the HMGET argument list
+	// hmget is the view's HMGET command with the key left nil: "hmget",
+	// key, the features, _ts. Its strings are boxed into interfaces once,
+	// here, not once per field and event (go-redis's HMGet boxes each).
+	hmget []any
 }
 
 // New returns a Store that enriches with the given views and features (as
@@ -198,7 +201,12 @@ func New(cfg Config, rdb redis.UniversalClient, views []string, features map[str
 			vc.OnStale = PolicyUse
 		}
 		f := features[name]
-		s.views = append(s.views, view{ViewConfig: vc, features: f, fields: append(append([]string{}, f...), TimestampField)})
+		hmget := []any{"hmget", nil}
+		for _, field := range f {
+			hmget = append(hmget, field)
+		}
+		hmget = append(hmget, TimestampField)
+		s.views = append(s.views, view{ViewConfig: vc, features: f, hmget: hmget})
 	}
 	s.lookups = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "seer_featurestore_lookups_total", Help: "Feature view lookups (one per event and view), by view: the total of the freshness SLI.",
@@ -239,12 +247,23 @@ func (s *Store) Enrich(ctx context.Context, items []schemas.Item) error {
 	start := s.now()
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, 0, len(items)*len(s.views))
+	// The commands' arguments, all of them in one allocation.
+	width := 0
+	for _, v := range s.views {
+		width += len(v.hmget)
+	}
+	args := make([]any, 0, len(items)*width)
 	for i := range items {
 		if items[i].Reject != nil {
 			continue
 		}
 		for _, v := range s.views {
-			cmds = append(cmds, pipe.HMGet(ctx, Key(s.prefix, v.Name, items[i].Event.EntityID), v.fields...))
+			n := len(args)
+			args = append(args, v.hmget...)
+			args[n+1] = Key(s.prefix, v.Name, items[i].Event.EntityID)
+			cmd := redis.NewSliceCmd(ctx, args[n:len(args):len(args)]...)
+			_ = pipe.Process(ctx, cmd) // only queues it; Exec reports
+			cmds = append(cmds, cmd)
 		}
 	}
 	if len(cmds) == 0 {

@@ -19,7 +19,7 @@ func (p *Pipeline) outputs(b *batch) ([]*kgo.Record, []schemas.DeadLetter) {
 	// One array of records and one buffer of JSON for the whole batch; the
 	// producer only reads them.
 	preds := make([]kgo.Record, len(b.items))
-	buf := make([]byte, 0, 320*len(b.items))
+	buf := make([]byte, 0, int(p.predBytes.Load())*len(b.items))
 	for i := range b.items {
 		it := &b.items[i]
 		if it.Reject != nil {
@@ -37,6 +37,10 @@ func (p *Pipeline) outputs(b *batch) ([]*kgo.Record, []schemas.DeadLetter) {
 			buf = schemas.AppendPrediction(buf, it.Shadow)
 			out = append(out, &kgo.Record{Topic: p.cfg.ShadowTopic, Key: b.recs[i].Key, Value: buf[start:len(buf):len(buf)], Timestamp: it.Shadow.ScoredTime})
 		}
+	}
+	if len(buf) > 0 {
+		per := len(buf) / len(b.items)
+		p.predBytes.Store(int64(per + per/8))
 	}
 	return out, dls
 }

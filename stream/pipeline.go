@@ -43,6 +43,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,6 +87,10 @@ type Pipeline struct {
 	h      health
 
 	outstanding sync.WaitGroup // batches not yet committed or abandoned
+	// predBytes is the JSON bytes per input of the last batch's
+	// predictions, an eighth over: outputs sizes the next batch's buffer
+	// with it, so that the buffer is allocated once, not grown.
+	predBytes atomic.Int64
 }
 
 // New creates the Kafka client (it connects lazily) and the pipeline.
@@ -96,6 +101,7 @@ func New(cfg Config, schema *schemas.InputSchema, enr Enricher, sc Scorer, sink 
 	logger = logger.With("component", "stream")
 	p := &Pipeline{cfg: cfg, schema: schema, enr: enr, sc: sc, sink: sink, log: logger, m: newMetrics()}
 	p.h.assigned = map[int32]bool{}
+	p.predBytes.Store(320)
 	opts := append(slices.Clone(client),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.SessionTimeout(cfg.SessionTimeout),

@@ -232,7 +232,10 @@ func (s *Sink) insertNames(ctx context.Context, rows []LogRow) error {
 // whole column at a time: a value per row through the driver's row API
 // costs an interface conversion (and often an allocation) per value. The
 // array columns have no such column API in clickhouse-go (its Array.Append
-// reflects), so they still go row by row.
+// reflects), so they still go row by row. Their elements go as pointers
+// into the row (clickhouse-go takes []*T for Array(T)): an element passed
+// by value is boxed into an interface, one allocation per number or
+// string, where a pointer is boxed for free.
 type logColumns struct {
 	str                   [7][]string // prediction_id … source_topic, see append
 	route                 []int8
@@ -244,6 +247,19 @@ type logColumns struct {
 	offset                []int64
 	scoringUs             []uint32
 	candidateFailed       []uint8
+	// One row's array elements, as pointers: see above.
+	nums        []*float64
+	strs, views []*string
+	ages        []*int64
+}
+
+// pointers returns dst filled with a pointer to each element of src.
+func pointers[T any](dst []*T, src []T) []*T {
+	dst = dst[:0]
+	for i := range src {
+		dst = append(dst, &src[i])
+	}
+	return dst
 }
 
 // routeEnum is the Enum8 value of each route in inference_log.route.
@@ -297,7 +313,9 @@ func (c *logColumns) append(batch driver.Batch, rows []LogRow) error {
 	}
 	for i := range rows {
 		r := &rows[i]
-		for j, v := range [...]any{r.InputValues, r.InputStrings, r.InputMissing, r.FeatureViews, r.FeatureAgeMs, r.FeatureMissing, r.FeatureStale} {
+		c.nums, c.strs = pointers(c.nums, r.InputValues), pointers(c.strs, r.InputStrings)
+		c.views, c.ages = pointers(c.views, r.FeatureViews), pointers(c.ages, r.FeatureAgeMs)
+		for j, v := range [...]any{c.nums, c.strs, r.InputMissing, c.views, c.ages, r.FeatureMissing, r.FeatureStale} {
 			if err := cols[j].AppendRow(v); err != nil {
 				return fmt.Errorf("appending inference_log column %s for event %s: %w", arrays[j], r.EventID, err)
 			}

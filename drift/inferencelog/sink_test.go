@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/seer-ml/seer/drift/inferencelog"
 	"github.com/seer-ml/seer/drift/internal/chtest"
+	"github.com/seer-ml/seer/internal/testenv"
 	"github.com/seer-ml/seer/schemas"
 )
 
@@ -29,7 +29,7 @@ func TestSinkWritesAndDeduplicatesReplays(t *testing.T) {
 			InputNames: []string{"amount", "cat"},
 			InputRaw:   []schemas.Value{{Kind: schemas.KindNumber, Num: float64(i)}, {Kind: schemas.KindString, Str: "fuel"}},
 			Inputs:     []float32{float32(i), 2},
-			Features:   []schemas.FeatureState{{View: "user", AgeMs: 1500, Missing: i%5 == 0}},
+			Features:   []schemas.FeatureState{{View: "user", AgeMs: 1500 + int64(i), Missing: i%5 == 0}},
 		}
 		it.PredictionID = schemas.StableKSUID(now, it.Event.ID, "m", "1")
 		items = append(items, it)
@@ -53,14 +53,19 @@ func TestSinkWritesAndDeduplicatesReplays(t *testing.T) {
 	if got := chtest.Count(t, conn, "SELECT countIf(has(feature_missing, 1)) FROM "+db+".inference_log FINAL"); got != 10 {
 		t.Errorf("rows with a missing feature view = %d, want 10", got)
 	}
-	var amount float64
-	var cat string
-	if err := conn.QueryRow(ctx, "SELECT input_values[indexOf(names, 'amount')], input_strings[indexOf(names, 'cat')] FROM "+db+".inference_log FINAL "+
-		"ANY LEFT JOIN (SELECT model, model_version, input_names AS names FROM "+db+".model_inputs FINAL) USING (model, model_version) WHERE event_id = 'e7'").Scan(&amount, &cat); err != nil {
-		t.Fatal(err)
-	}
-	if amount != 7 || cat != "fuel" {
-		t.Errorf("e7 inputs = %v, %q; want 7, fuel", amount, cat)
+	// Every array column, read back row by row: the writer hands each row's
+	// elements to the driver from buffers it reuses across rows.
+	for _, e := range []int{7, 8, 48} {
+		var amount float64
+		var cat, view string
+		var age int64
+		if err := conn.QueryRow(ctx, "SELECT input_values[indexOf(names, 'amount')], input_strings[indexOf(names, 'cat')], feature_views[1], feature_age_ms[1] FROM "+db+".inference_log FINAL "+
+			"ANY LEFT JOIN (SELECT model, model_version, input_names AS names FROM "+db+".model_inputs FINAL) USING (model, model_version) WHERE event_id = ?", fmt.Sprintf("e%d", e)).Scan(&amount, &cat, &view, &age); err != nil {
+			t.Fatal(err)
+		}
+		if amount != float64(e) || cat != "fuel" || view != "user" || age != 1500+int64(e) {
+			t.Errorf("e%d = amount %v, cat %q, view %q, age %d; want %d, fuel, user, %d", e, amount, cat, view, age, e, 1500+e)
+		}
 	}
 
 	dls := []schemas.DeadLetter{
@@ -225,7 +230,7 @@ func BenchmarkSinkInsert(b *testing.B) {
 	batch := &inferencelog.Batch{Log: inferencelog.AppendRows(nil, items)}
 	ctx := context.Background()
 	b.ReportAllocs()
-	cpu0 := processCPU(b)
+	cpu0 := testenv.ProcessCPU(b)
 	b.ResetTimer()
 	for done := 0; done < b.N; done += len(batch.Log) {
 		if err := s.Insert(ctx, batch); err != nil {
@@ -235,14 +240,5 @@ func BenchmarkSinkInsert(b *testing.B) {
 	b.StopTimer()
 	// ns/op includes ClickHouse's own work on the shared cores; this is
 	// the client's.
-	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "client-cpu-ns/row")
-}
-
-// processCPU is this process's user and system CPU time so far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64(testenv.ProcessCPU(b)-cpu0)/float64(b.N), "client-cpu-ns/row")
 }

@@ -478,3 +478,13 @@ func cacheDir(t testing.TB) string {
 	}
 	return filepath.Join(RepoRoot(t), ".cache")
 }
+
+// ProcessCPU is this process's user and system CPU time so far: a
+// benchmark's own CPU, apart from that of the services on the same cores.
+func ProcessCPU(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
