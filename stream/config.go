@@ -38,6 +38,7 @@ type Config struct {
 	FetchMaxWait     time.Duration `yaml:"fetch_max_wait"`  // …or after this long (fetch.max.wait.ms); 64 KiB and 10ms batch more at low rates
 	MaxInFlight      int           `yaml:"max_in_flight"`   // records polled but not yet committed (bounds memory)
 	Compression      string        `yaml:"compression"`     // codec of the produced batches: snappy, lz4, zstd, gzip or none
+	Linger           time.Duration `yaml:"linger"`          // how long the producer holds a partition's batch for more records (linger.ms); 0 sends at once
 	Workers          int           `yaml:"workers"`         // batches decoded, enriched and scored at once
 	SessionTimeout   time.Duration `yaml:"session_timeout"` // group session: how long a dead member keeps its partitions
 	RetryBackoffMax  time.Duration `yaml:"retry_backoff_max"`
@@ -153,6 +154,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("kafka.fetch_max_wait: %v must be at least 10ms", c.FetchMaxWait)
 	case codecs[c.Compression] == nil:
 		return fmt.Errorf("kafka.compression: %q is not snappy, lz4, zstd, gzip or none", c.Compression)
+	case c.Linger < 0 || c.Linger > time.Second:
+		return fmt.Errorf("kafka.linger: %v must be between 0 and 1s", c.Linger)
 	case c.MaxInFlight < c.MaxPollRecords:
 		return fmt.Errorf("kafka.max_in_flight: %d must be at least max_poll_records (%d)", c.MaxInFlight, c.MaxPollRecords)
 	case c.Workers < 1:

@@ -111,7 +111,7 @@ func New(cfg Config, schema *schemas.InputSchema, enr Enricher, sc Scorer, sink 
 		kgo.FetchMinBytes(int32(cfg.FetchMinBytes)),
 		kgo.FetchMaxWait(cfg.FetchMaxWait),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(2*time.Millisecond),
+		kgo.ProducerLinger(cfg.Linger),
 		kgo.ProducerBatchCompression(codecs[cfg.Compression]()),
 	)
 	if reg != nil {

@@ -464,6 +464,30 @@ func TestCompressionSetting(t *testing.T) {
 	}
 }
 
+// TestLingerSetting: kafka.linger reaches the producer (0, the default,
+// sends a batch at once), and Validate names the key of a linger out of
+// range.
+func TestLingerSetting(t *testing.T) {
+	for _, linger := range []time.Duration{0, 5 * time.Millisecond} {
+		cfg := testConfig([]string{"127.0.0.1:1"})
+		cfg.Linger = linger
+		p := offlinePipeline(t, cfg)
+		if got := p.cl.OptValue(kgo.ProducerLinger); got != linger {
+			t.Errorf("kafka.linger %v: the producer lingers %v", linger, got)
+		}
+	}
+	if got := DefaultConfig().Linger; got != 0 {
+		t.Errorf("default kafka.linger = %v, want 0", got)
+	}
+	for _, bad := range []time.Duration{-time.Millisecond, 2 * time.Second} {
+		cfg := testConfig([]string{"127.0.0.1:1"})
+		cfg.Linger = bad
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "kafka.linger") {
+			t.Errorf("Validate with linger %v = %v, want an error naming kafka.linger", bad, err)
+		}
+	}
+}
+
 // offlinePipeline validates cfg and builds a pipeline on it without
 // running it (its brokers need not answer), for checks of the client's
 // options; the client is closed at the test's end.

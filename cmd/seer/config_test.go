@@ -36,7 +36,7 @@ func TestConfigGolden(t *testing.T) {
 				continue
 			}
 			if cfg.Redis.Password != "s3cret" || cfg.Redis.Views[0].MaxAge != 24*time.Hour || len(cfg.Kafka.Brokers) != 2 ||
-				cfg.Kafka.FetchMinBytes != 65536 || cfg.Kafka.FetchMaxWait != 10*time.Millisecond || cfg.Kafka.Compression != "lz4" {
+				cfg.Kafka.FetchMinBytes != 65536 || cfg.Kafka.FetchMaxWait != 10*time.Millisecond || cfg.Kafka.Compression != "lz4" || cfg.Kafka.Linger != 5*time.Millisecond {
 				t.Errorf("%s: decoded %+v", f, cfg)
 			}
 			continue
