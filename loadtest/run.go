@@ -29,6 +29,11 @@ type RunConfig struct {
 	Preload          int     // > 0: send this many events as fast as possible instead (max throughput)
 	MalformedShare   float64 // share of events malformed on purpose
 	DrainTimeout     time.Duration
+	// DeliveryTimeout bounds how long an event may wait to reach the
+	// broker (30 s when 0). Past it the event counts as a produce error,
+	// which fails the run: a broker that died mid-run ends the run, where
+	// franz-go would otherwise retry, and the run wait, forever.
+	DeliveryTimeout time.Duration
 	// Warmup: the first seconds of a run left out of SteadyLatency (the
 	// figure a throughput search judges a rate on).
 	Warmup     time.Duration
@@ -100,8 +105,16 @@ func Run(ctx context.Context, cfg RunConfig, gen *Generator) (*Report, error) {
 		return nil, err
 	}
 	defer consumer.Close()
+	delivery := cfg.DeliveryTimeout
+	if delivery <= 0 {
+		delivery = 30 * time.Second
+	}
 	producer, err := kgo.NewClient(append(slices.Clone(cfg.ClientOpts), kgo.ProducerLinger(5*time.Millisecond),
-		kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(100_000))...)
+		kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(100_000),
+		// Time out also the events of a request the dead broker never
+		// answered: the run never produces an event twice, so the
+		// duplicates this risks on a retry cannot happen.
+		kgo.RecordDeliveryTimeout(delivery), kgo.AllowIdempotentProduceCancellation())...)
 	if err != nil {
 		return nil, err
 	}
