@@ -232,12 +232,9 @@ func (s *Sink) insertNames(ctx context.Context, rows []LogRow) error {
 // whole column at a time: a value per row through the driver's row API
 // costs an interface conversion (and often an allocation) per value. The
 // array columns have no such column API in clickhouse-go (its Array.Append
-// reflects), so they still go row by row. Their elements go as pointers
-// into the row (clickhouse-go takes []*T for Array(T)): an element passed
-// by value is boxed into an interface, one allocation per number or
-// string, where a pointer is boxed for free.
+// reflects), so they still go row by row, through rowArrays.
 type logColumns struct {
-	str                   [7][]string // prediction_id … source_topic, see append
+	str                   [6][]string // prediction_id … source_topic, see append
 	route                 []int8
 	eventTime, scoredTime []time.Time
 	eventMs, scoredMs     []uint64
@@ -247,19 +244,58 @@ type logColumns struct {
 	offset                []int64
 	scoringUs             []uint32
 	candidateFailed       []uint8
-	// One row's array elements, as pointers: see above.
-	nums        []*float64
-	strs, views []*string
-	ages        []*int64
+	// The array columns of the row being appended.
+	nums                        rowArray[*float64]
+	strs, views                 rowArray[*string]
+	ages                        rowArray[*int64]
+	inMissing, fMissing, fStale rowArray[uint8]
 }
 
-// pointers returns dst filled with a pointer to each element of src.
-func pointers[T any](dst []*T, src []T) []*T {
-	dst = dst[:0]
-	for i := range src {
-		dst = append(dst, &src[i])
+// rowArray holds one array column's elements for the row being appended,
+// in a buffer reused from row to row, and hands them to clickhouse-go
+// without an allocation. The driver takes a row's array as an interface,
+// and two conversions would allocate on every row:
+//   - an element passed by value is boxed, one allocation per number or
+//     string. clickhouse-go takes []*T for Array(T) as well, and a pointer
+//     is boxed for free, so numbers and strings go as pointers into the
+//     row;
+//   - the slice itself is boxed. rowArray boxes each length of its buffer
+//     once; a box holds the buffer, not a copy, so it sees what the buffer
+//     holds now. A longer row replaces the buffer, and the boxes with it.
+type rowArray[T any] struct {
+	buf   []T
+	boxes []any // boxes[n] is buf[:n]
+}
+
+// row returns the buffer cut to n elements, for the caller to fill.
+func (a *rowArray[T]) row(n int) []T {
+	if n > cap(a.buf) {
+		a.buf, a.boxes = make([]T, max(n, 16)), nil
 	}
-	return dst
+	return a.buf[:n]
+}
+
+// box returns the buffer's first n elements as an interface.
+func (a *rowArray[T]) box(n int) any {
+	for len(a.boxes) <= n {
+		a.boxes = append(a.boxes, a.buf[:len(a.boxes)])
+	}
+	return a.boxes[n]
+}
+
+// pointTo fills a with pointers to src's elements and returns them boxed.
+func pointTo[T any](a *rowArray[*T], src []T) any {
+	dst := a.row(len(src))
+	for i := range src {
+		dst[i] = &src[i]
+	}
+	return a.box(len(src))
+}
+
+// copyOf fills a with a copy of src and returns it boxed.
+func copyOf[T any](a *rowArray[T], src []T) any {
+	copy(a.row(len(src)), src)
+	return a.box(len(src))
 }
 
 // routeEnum is the Enum8 value of each route in inference_log.route.
@@ -313,9 +349,8 @@ func (c *logColumns) append(batch driver.Batch, rows []LogRow) error {
 	}
 	for i := range rows {
 		r := &rows[i]
-		c.nums, c.strs = pointers(c.nums, r.InputValues), pointers(c.strs, r.InputStrings)
-		c.views, c.ages = pointers(c.views, r.FeatureViews), pointers(c.ages, r.FeatureAgeMs)
-		for j, v := range [...]any{c.nums, c.strs, r.InputMissing, c.views, c.ages, r.FeatureMissing, r.FeatureStale} {
+		for j, v := range [...]any{pointTo(&c.nums, r.InputValues), pointTo(&c.strs, r.InputStrings), copyOf(&c.inMissing, r.InputMissing),
+			pointTo(&c.views, r.FeatureViews), pointTo(&c.ages, r.FeatureAgeMs), copyOf(&c.fMissing, r.FeatureMissing), copyOf(&c.fStale, r.FeatureStale)} {
 			if err := cols[j].AppendRow(v); err != nil {
 				return fmt.Errorf("appending inference_log column %s for event %s: %w", arrays[j], r.EventID, err)
 			}

@@ -306,3 +306,30 @@ func TestReplayQuarantinesUnreadableBatches(t *testing.T) {
 		t.Errorf("quarantine holds %v, want the corrupt batch %s", q, filepath.Base(sp.path(3)))
 	}
 }
+
+// TestRowArray: a rowArray's box shows the row just filled, also after a
+// longer row replaced its buffer and a shorter one followed.
+func TestRowArray(t *testing.T) {
+	var a rowArray[*float64]
+	for _, row := range [][]float64{{1, 2, 3}, {4, 5, 6}, make([]float64, 40), {7}, {8, 9, 10}} {
+		for i := range row {
+			if row[i] == 0 {
+				row[i] = float64(100 + i)
+			}
+		}
+		got := pointTo(&a, row).([]*float64)
+		if len(got) != len(row) {
+			t.Fatalf("row %v: boxed %d elements", row, len(got))
+		}
+		for i := range row {
+			if got[i] != &row[i] {
+				t.Fatalf("row %v: element %d points to %v, not to the row", row, i, *got[i])
+			}
+		}
+	}
+	var m rowArray[uint8]
+	copyOf(&m, []uint8{1, 1})
+	if got := copyOf(&m, []uint8{0, 1}).([]uint8); got[0] != 0 || got[1] != 1 {
+		t.Errorf("copyOf boxed %v, want [0 1]", got)
+	}
+}
