@@ -98,9 +98,15 @@ func TestRecorderUsesScheduledTime(t *testing.T) {
 	}
 }
 
-func TestGeneratorFollowsSchemaAndMalformations(t *testing.T) {
-	schema, _ := schemas.LoadInputSchema("card_transactions.v1")
-	m, err := schemas.LoadManifest("../deploy/examples/card-fraud")
+// exampleGenerator is a Generator for the example model's schema and
+// package, with 100 users.
+func exampleGenerator(t *testing.T) (*Generator, *schemas.InputSchema) {
+	t.Helper()
+	schema, err := schemas.LoadInputSchema("card_transactions.v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := schemas.LoadManifest(filepath.Join("..", "deploy", "examples", "card-fraud"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +114,11 @@ func TestGeneratorFollowsSchemaAndMalformations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return g, schema
+}
+
+func TestGeneratorFollowsSchemaAndMalformations(t *testing.T) {
+	g, schema := exampleGenerator(t)
 	reasons := map[schemas.Reason]int{}
 	for i := 0; i < 1000; i++ {
 		ev := g.Next(time.Now(), i%10 == 0)

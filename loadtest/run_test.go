@@ -9,9 +9,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/seer-ml/seer/internal/testenv"
-	"github.com/seer-ml/seer/schemas"
 )
 
 // TestRunEndsWhenTheBrokerDies: the broker goes away a second into a run;
@@ -24,18 +21,7 @@ func TestRunEndsWhenTheBrokerDies(t *testing.T) {
 	}
 	var stop sync.Once
 	defer stop.Do(c.Close)
-	schema, err := schemas.LoadInputSchema("card_transactions.v1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := schemas.LoadManifest(testenv.ExamplePackage(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gen, err := NewGenerator(schema, m, 100, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gen, _ := exampleGenerator(t)
 	cfg := RunConfig{InputTopic: "in", PredictionsTopic: "out", DLQTopic: "dlq",
 		Profile:      Profile{Kind: "constant", Rate: 200, Duration: 4 * time.Second},
 		DrainTimeout: time.Second, DeliveryTimeout: time.Second,
