@@ -64,15 +64,10 @@ cost() {
   before=$(proc_ticks $procs)
   bin/seer loadtest --rate "$rate" --duration 15s --drain-timeout 10s --report "$work/$name-costrun.json" >/dev/null 2>&1
   after=$(proc_ticks $procs)
-  python3 - "$work/$name-costrun.json" "$before" "$after" "$(getconf CLK_TCK)" "$rate" >"$work/$name-cost.json" <<'PY'
+  python3 - "$work/$name-costrun.json" "$rate" "$(cost_json "$work/$name-costrun.json" "$before" "$after")" >"$work/$name-cost.json" <<'PY'
 import json, sys
-report, before, after, hz, rate = json.load(open(sys.argv[1])), sys.argv[2].split(), sys.argv[3].split(), int(sys.argv[4]), float(sys.argv[5])
-b = dict(x.rsplit(":", 1) for x in before)
-a = dict(x.rsplit(":", 1) for x in after)
-k = max(report["predicted"], 1) / 1000
-per = {n: round((float(a[n]) - float(b[n])) / hz / k, 3) for n in a}
-per["all"] = round(sum(per.values()), 3)
-json.dump({"rate": rate, "predicted": report["predicted"], "cpu_seconds_per_1000_predictions": per}, sys.stdout)
+report = json.load(open(sys.argv[1]))
+json.dump({"rate": float(sys.argv[2]), "predicted": report["predicted"], "cpu_seconds_per_1000_predictions": json.loads(sys.argv[3])}, sys.stdout)
 PY
   echo "   cost at $rate/s: $(python3 -c "import json;print(json.load(open('$work/$name-cost.json'))['cpu_seconds_per_1000_predictions'])") CPU-s per 1,000 predictions"
 }

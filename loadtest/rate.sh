@@ -25,14 +25,9 @@ for i in $(seq 1 "${2:-1}"); do
   before=$(proc_ticks $procs)
   bin/seer loadtest --rate "$rate" --duration 20s --drain-timeout 10s --report "$work/run.json" >/dev/null 2>&1
   after=$(proc_ticks $procs)
-  python3 - "$work/run.json" "$before" "$after" "$(getconf CLK_TCK)" <<'PY'
+  python3 - "$work/run.json" "$(cost_json "$work/run.json" "$before" "$after")" <<'PY'
 import json, sys
-r, hz = json.load(open(sys.argv[1])), int(sys.argv[4])
-b = dict(x.rsplit(":", 1) for x in sys.argv[2].split())
-a = dict(x.rsplit(":", 1) for x in sys.argv[3].split())
-k = max(r["predicted"], 1) / 1000
-per = {n: round((float(a[n]) - float(b[n])) / hz / k, 3) for n in a}
-per["all"] = round(sum(per.values()), 3)
+r, per = json.load(open(sys.argv[1])), json.loads(sys.argv[2])
 print(f'{r["target_rate"]:.0f}/s: p50 {r["latency"]["p50_ms"]:.1f} ms, p99 {r["latency"]["p99_ms"]:.1f} ms '
       f'(produce p99 {r["produce_ack_latency"]["p99_ms"]:.1f} ms); CPU-s per 1,000 predictions {per}')
 PY

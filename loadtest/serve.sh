@@ -47,6 +47,22 @@ proc_ticks() {
   for p in "$@"; do printf '%s:%s ' "${p%%:*}" "$(awk '{print $14 + $15}' "/proc/${p#*:}/stat")"; done
 }
 
+# cost_json REPORT BEFORE AFTER — the CPU-seconds per 1,000 predictions of
+# each process between two proc_ticks readings, over the run whose seer
+# loadtest --report is REPORT, and of all of them ("all"), as a JSON object.
+cost_json() {
+  python3 - "$1" "$2" "$3" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+report, hz = json.load(open(sys.argv[1])), int(sys.argv[4])
+b = dict(x.rsplit(":", 1) for x in sys.argv[2].split())
+a = dict(x.rsplit(":", 1) for x in sys.argv[3].split())
+k = max(report["predicted"], 1) / 1000
+per = {n: round((float(a[n]) - float(b[n])) / hz / k, 3) for n in a}
+per["all"] = round(sum(per.values()), 3)
+json.dump(per, sys.stdout)
+PY
+}
+
 # bench_database — points SEER_CLICKHOUSE_DATABASE at a database of this
 # run's own, so that ClickHouse's CPU figures do not include merges of
 # earlier runs' rows (and the disk does not fill up run after run);
