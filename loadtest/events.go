@@ -13,9 +13,11 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/segmentio/ksuid"
+	"github.com/valyala/fastjson"
 
 	"github.com/seer-ml/seer/schemas"
 )
@@ -26,11 +28,21 @@ type Generator struct {
 	manifest *schemas.Manifest
 	rng      *rand.Rand
 	users    int
-	samplers map[string]sampler // by input name
+	inputs   []genInput
 	bad      int                // malformed events so far, for the rotation
 	shift    map[string]float64 // numeric event input → mean shift in reference standard deviations
 	examples []schemas.Example  // when set, user u's event fields and features are example u mod len
+	events   []map[string]any   // the examples' events, decoded once
 	onLabel  func(eventID string, label int, eventTime time.Time)
+	arena    fastjson.Arena // the event being built; reset per event
+	lastLen  int            // the last event's length in bytes, to size the next one's buffer
+}
+
+// genInput is one model input, its source parsed once.
+type genInput struct {
+	*schemas.Input
+	src    schemas.ParsedSource
+	sample sampler
 }
 
 // OnLabel makes the generator report the known outcome of each valid
@@ -47,13 +59,13 @@ func (g *Generator) UseExamples(exs []schemas.Example) error {
 	if len(exs) == 0 {
 		return fmt.Errorf("no examples to replay")
 	}
+	events := make([]map[string]any, len(exs))
 	for i := range exs {
-		var obj map[string]any
-		if err := json.Unmarshal(exs[i].Event, &obj); err != nil {
+		if err := json.Unmarshal(exs[i].Event, &events[i]); err != nil {
 			return fmt.Errorf("example on line %d: %w", exs[i].Line, err)
 		}
 	}
-	g.examples = exs
+	g.examples, g.events = exs, events
 	return nil
 }
 
@@ -69,14 +81,18 @@ func NewGenerator(schema *schemas.InputSchema, m *schemas.Manifest, users int, s
 	if users < 1 {
 		return nil, fmt.Errorf("users: %d must be at least 1", users)
 	}
-	g := &Generator{schema: schema, manifest: m, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), users: users, samplers: map[string]sampler{}}
+	g := &Generator{schema: schema, manifest: m, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), users: users}
 	for i := range m.Inputs {
 		in := &m.Inputs[i]
 		p, ok := m.Profile.Features[in.Name]
 		if !ok {
 			return nil, fmt.Errorf("input %s has no reference profile", in.Name)
 		}
-		g.samplers[in.Name] = newSampler(in, p)
+		src, err := schemas.ParseSource(in.Source)
+		if err != nil {
+			return nil, fmt.Errorf("input %s: %w", in.Name, err)
+		}
+		g.inputs = append(g.inputs, genInput{Input: in, src: src, sample: newSampler(in, p)})
 	}
 	return g, nil
 }
@@ -170,25 +186,25 @@ var Malformations = []struct {
 func (g *Generator) Next(t time.Time, malformed bool) Event {
 	id := ksuid.New().String()
 	u := g.rng.IntN(g.users)
-	user := "u" + strconv.Itoa(100000 + u)[1:]
-	obj := map[string]any{}
+	user := userID(u)
+	a := &g.arena
+	a.Reset()
+	obj := a.NewObject()
 	var example map[string]any
-	if len(g.examples) > 0 {
-		json.Unmarshal(g.examples[u%len(g.examples)].Event, &example)
+	if len(g.events) > 0 {
+		example = g.events[u%len(g.events)]
 	}
-	for i := range g.manifest.Inputs {
-		in := &g.manifest.Inputs[i]
-		src, _ := schemas.ParseSource(in.Source)
-		if src.Kind != schemas.SourceEvent {
+	for _, in := range g.inputs {
+		if in.src.Kind != schemas.SourceEvent {
 			continue
 		}
 		var v schemas.Value
 		if example != nil {
-			if v = exampleValue(in, example[src.Field]); v.Kind == schemas.KindAbsent {
+			if v = exampleValue(example[in.src.Field]); v.Kind == schemas.KindAbsent {
 				continue
 			}
 		} else {
-			v = g.samplers[in.Name](g.rng)
+			v = in.sample(g.rng)
 		}
 		if d := g.shift[in.Name]; d != 0 && v.Kind == schemas.KindNumber {
 			v.Num += d * g.manifest.Profile.Features[in.Name].Std
@@ -196,27 +212,31 @@ func (g *Generator) Next(t time.Time, malformed bool) Event {
 				v.Num = min(v.Num, *in.Max)
 			}
 		}
+		var jv *fastjson.Value
 		switch {
+		case in.Dtype == schemas.DtypeBool && v.Num == 1:
+			jv = a.NewTrue()
 		case in.Dtype == schemas.DtypeBool:
-			obj[src.Field] = v.Num == 1
+			jv = a.NewFalse()
 		case v.Kind == schemas.KindString:
-			obj[src.Field] = v.Str
+			jv = a.NewString(v.Str)
 		case in.Dtype == schemas.DtypeInt:
-			obj[src.Field] = int64(v.Num)
+			jv = a.NewNumberInt(int(v.Num))
 		case example != nil: // as the example has it
-			obj[src.Field] = v.Num
+			jv = a.NewNumberFloat64(v.Num)
 		default:
-			obj[src.Field] = math.Round(v.Num*100) / 100
+			jv = a.NewNumberFloat64(math.Round(v.Num*100) / 100)
 		}
+		obj.Set(in.src.Field, jv)
 	}
 	if g.schema.IDField != "" {
-		obj[g.schema.IDField] = id
+		obj.Set(g.schema.IDField, a.NewString(id))
 	}
 	if g.schema.EntityField != "" {
-		obj[g.schema.EntityField] = user
+		obj.Set(g.schema.EntityField, a.NewString(user))
 	}
 	if g.schema.TimeField != "" {
-		obj[g.schema.TimeField] = t.UTC().Format(time.RFC3339Nano)
+		obj.Set(g.schema.TimeField, a.NewString(t.UTC().Format(time.RFC3339Nano)))
 	}
 	ev := Event{ID: id, Key: []byte(user)}
 	if malformed {
@@ -225,28 +245,24 @@ func (g *Generator) Next(t time.Time, malformed bool) Event {
 		ev.Malformed = m.Name
 		g.malform(obj, m.Name)
 	}
-	ev.Value, _ = json.Marshal(obj)
+	ev.Value = obj.MarshalTo(make([]byte, 0, g.lastLen+g.lastLen/8))
+	g.lastLen = len(ev.Value)
+	if ev.Malformed == "truncated_json" {
+		ev.Value = ev.Value[:len(ev.Value)/2]
+	}
 	if !malformed && g.onLabel != nil && len(g.examples) > 0 {
 		if l := g.examples[u%len(g.examples)].Label; l != nil {
 			g.onLabel(id, *l, t)
 		}
 	}
-	switch ev.Malformed {
-	case "truncated_json":
-		ev.Value = ev.Value[:len(ev.Value)/2]
-	case "oversize":
-		pad := make([]byte, g.schema.MaxBytes)
-		for i := range pad {
-			pad[i] = 'x'
-		}
-		obj["padding"] = string(pad)
-		ev.Value, _ = json.Marshal(obj)
-	}
 	return ev
 }
 
+// userID is user u's entity id: "u000000" and on.
+func userID(u int) string { return "u" + strconv.Itoa(100000 + u)[1:] }
+
 // exampleValue reads an example's event field as a generated value.
-func exampleValue(in *schemas.Input, raw any) schemas.Value {
+func exampleValue(raw any) schemas.Value {
 	switch x := raw.(type) {
 	case float64:
 		return schemas.Value{Kind: schemas.KindNumber, Num: x}
@@ -259,17 +275,25 @@ func exampleValue(in *schemas.Input, raw any) schemas.Value {
 }
 
 // malform breaks obj in the named way, using the schema's declared fields.
-func (g *Generator) malform(obj map[string]any, kind string) {
+func (g *Generator) malform(obj *fastjson.Value, kind string) {
+	a := &g.arena
+	switch kind {
+	case "truncated_json": // Next cuts the encoded event in half
+		return
+	case "oversize":
+		obj.Set("padding", a.NewString(strings.Repeat("x", g.schema.MaxBytes)))
+		return
+	}
 	for _, f := range g.schema.Fields {
 		switch {
 		case kind == "missing_required" && f.Required && f.Name != g.schema.EntityField:
-			delete(obj, f.Name)
+			obj.Del(f.Name)
 			return
 		case kind == "wrong_type" && (f.Type == schemas.TypeNumber || f.Type == schemas.TypeInteger):
-			obj[f.Name] = "not a number"
+			obj.Set(f.Name, a.NewString("not a number"))
 			return
 		case kind == "out_of_bounds" && f.Max != nil:
-			obj[f.Name] = *f.Max + 1
+			obj.Set(f.Name, a.NewNumberFloat64(*f.Max+1))
 			return
 		}
 	}
@@ -284,10 +308,9 @@ func (g *Generator) FeatureRows(skipEvery int) map[string]map[string]map[string]
 		if skipEvery > 0 && u%skipEvery == skipEvery-1 {
 			continue
 		}
-		user := "u" + strconv.Itoa(100000 + u)[1:]
-		for i := range g.manifest.Inputs {
-			in := &g.manifest.Inputs[i]
-			src, _ := schemas.ParseSource(in.Source)
+		user := userID(u)
+		for _, in := range g.inputs {
+			src := in.src
 			if src.Kind != schemas.SourceFeature {
 				continue
 			}
@@ -303,7 +326,7 @@ func (g *Generator) FeatureRows(skipEvery int) map[string]map[string]map[string]
 					continue
 				}
 			} else {
-				v = g.samplers[in.Name](g.rng)
+				v = in.sample(g.rng)
 			}
 			s := v.Str
 			if v.Kind == schemas.KindNumber {

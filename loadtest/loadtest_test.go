@@ -100,7 +100,7 @@ func TestRecorderUsesScheduledTime(t *testing.T) {
 
 // exampleGenerator is a Generator for the example model's schema and
 // package, with 100 users.
-func exampleGenerator(t *testing.T) (*Generator, *schemas.InputSchema) {
+func exampleGenerator(t testing.TB) (*Generator, *schemas.InputSchema) {
 	t.Helper()
 	schema, err := schemas.LoadInputSchema("card_transactions.v1")
 	if err != nil {
@@ -141,6 +141,17 @@ func TestGeneratorFollowsSchemaAndMalformations(t *testing.T) {
 	}
 	if len(reasons) != len(Malformations) {
 		t.Errorf("saw reasons %v, want all %d malformations", reasons, len(Malformations))
+	}
+}
+
+// BenchmarkGeneratorNext: the load generator's cost per event, which on
+// one machine comes out of the cores of the system it measures.
+func BenchmarkGeneratorNext(b *testing.B) {
+	g, _ := exampleGenerator(b)
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		g.Next(now, false)
 	}
 }
 

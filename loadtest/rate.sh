@@ -6,8 +6,9 @@
 # loadtest/profile.sh does), warms it up for 4 s, then sends RATE events/s
 # for 20 s, RUNS times (default 1). Each run prints one line: the rate, the
 # p50 and p99 from scheduled send to prediction, the load generator's own
-# produce p99, and the CPU-seconds per 1,000 predictions of serve, Kafka,
-# Redis and ClickHouse (from /proc/PID/stat).
+# produce p99, the CPU-seconds per 1,000 predictions of serve, Kafka,
+# Redis and ClickHouse (from /proc/PID/stat), and those of the load
+# generator itself (seer loadtest: it shares the cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rate=${1:?usage: loadtest/rate.sh RATE [RUNS]}
@@ -23,12 +24,15 @@ bin/seer loadtest --load-features --rate 2000 --duration 4s >/dev/null 2>&1
 for i in $(seq 1 "${2:-1}"); do
   procs="serve:$serve_pid $(stack_procs)"
   before=$(proc_ticks $procs)
-  bin/seer loadtest --rate "$rate" --duration 20s --drain-timeout 10s --report "$work/run.json" >/dev/null 2>&1
+  gen=$( { TIMEFORMAT='%U %S'; time bin/seer loadtest --rate "$rate" --duration 20s --drain-timeout 10s \
+    --report "$work/run.json" >/dev/null 2>&1; } 2>&1 )
   after=$(proc_ticks $procs)
-  python3 - "$work/run.json" "$(cost_json "$work/run.json" "$before" "$after")" <<'PY'
+  python3 - "$work/run.json" "$(cost_json "$work/run.json" "$before" "$after")" "$gen" <<'PY'
 import json, sys
 r, per = json.load(open(sys.argv[1])), json.loads(sys.argv[2])
+gen = sum(map(float, sys.argv[3].split())) / max(r["predicted"], 1) * 1000
 print(f'{r["target_rate"]:.0f}/s: p50 {r["latency"]["p50_ms"]:.1f} ms, p99 {r["latency"]["p99_ms"]:.1f} ms '
-      f'(produce p99 {r["produce_ack_latency"]["p99_ms"]:.1f} ms); CPU-s per 1,000 predictions {per}')
+      f'(produce p99 {r["produce_ack_latency"]["p99_ms"]:.1f} ms); CPU-s per 1,000 predictions {per}; '
+      f'load generator {gen:.3f}')
 PY
 done

@@ -207,14 +207,17 @@ func Run(ctx context.Context, cfg RunConfig, gen *Generator) (*Report, error) {
 		}
 	} else {
 		sched := NewSchedule(cfg.Profile, start)
+		wait := time.NewTimer(0)
+		defer wait.Stop()
 		for ctx.Err() == nil && hookErr == nil {
 			due, ok := sched.Next()
 			if !ok {
 				break
 			}
 			if d := time.Until(due); d > 0 {
+				wait.Reset(d)
 				select {
-				case <-time.After(d):
+				case <-wait.C:
 				case <-ctx.Done():
 				}
 			}
