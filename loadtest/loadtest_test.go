@@ -194,26 +194,31 @@ func TestSearchMaxBisects(t *testing.T) {
 	}
 }
 
-// TestSearchMaxConfirms: a rate that passed once by luck fails its
-// confirmation, and the search steps down by its resolution (r = 1.075
-// here) until a confirmation passes: just below the true limit when the
-// lucky rate was within two steps of it, else at the highest rate below
-// that passed in the bisection; never back at lo.
+// TestSearchMaxConfirms: a rate that passed by luck fails its
+// confirmation, and the search bisects again below it: the answer is
+// confirmed, and within the search's resolution r (1.075 here) below the
+// true limit, however far above the limit the lucky rate was. Neither
+// the old fallback (the highest rate that passed in the bisection,
+// 17,783/s for a limit of 20,000/s) nor lo is the answer.
 func TestSearchMaxConfirms(t *testing.T) {
 	r := math.Pow(100, 1/64.0) // the search's resolution: (hi/lo)^(1/2^steps)
 	for _, tc := range []struct {
-		limit, wantMin, wantMax float64
+		name  string
+		limit float64
+		band  float64 // rates up to band × limit pass by luck
+		each  bool    // each such rate passes its first run; else only the first such run passes
 	}{
-		{22000, 22000 / r, 22000}, // the lucky 23,714/s is one step above: 20,536/s confirms
-		{20000, 17000, 18000},     // three steps above: the bisection's 17,783/s confirms
+		{"one lucky run one step above", 22000, 1.37, false},
+		{"one lucky run three steps above", 20000, 1.5, false},
+		{"every rate near the limit passes once", 20000, 1.3, true},
 	} {
-		lucky := true
+		lucky := map[float64]bool{}
 		measure := func(_ context.Context, rate float64) (float64, float64, error) {
 			switch {
 			case rate <= tc.limit:
 				return rate, 30, nil
-			case rate <= 30000 && lucky: // passes once, then never again
-				lucky = false
+			case rate <= tc.band*tc.limit && !lucky[rate] && (tc.each || len(lucky) == 0):
+				lucky[rate] = true
 				return rate, 60, nil
 			}
 			return rate * 0.9, 300, nil
@@ -227,10 +232,33 @@ func TestSearchMaxConfirms(t *testing.T) {
 			if tr.Confirm {
 				confirms = append(confirms, tr)
 			}
+			if tr.OK && tr.Rate > tc.limit && !lucky[tr.Rate] {
+				t.Errorf("%s: trial %+v judged wrongly", tc.name, tr)
+			}
 		}
-		if best < tc.wantMin || best > tc.wantMax || len(confirms) < 2 || confirms[0].OK || !confirms[len(confirms)-1].OK || confirms[len(confirms)-1].Rate != best {
-			t.Errorf("limit %v: best %v, confirmations %+v: want the lucky rate refused and one in [%v, %v] confirmed", tc.limit, best, confirms, tc.wantMin, tc.wantMax)
+		if best < tc.limit/r || best > tc.limit || len(confirms) < 2 || confirms[0].OK || !confirms[len(confirms)-1].OK || confirms[len(confirms)-1].Rate != best {
+			t.Errorf("%s: best %v, confirmations %+v: want the lucky rate refused and one in [%v, %v] confirmed",
+				tc.name, best, confirms, tc.limit/r, tc.limit)
 		}
+	}
+	// A system that holds only lo, where every other rate passes its first
+	// run: the search gives up after steps confirmations, and lo stands.
+	seen := map[float64]bool{}
+	best, trials, err := SearchMax(context.Background(), 1000, 100000, 100, 6, func(_ context.Context, rate float64) (float64, float64, error) {
+		if rate == 1000 || !seen[rate] {
+			seen[rate] = true
+			return rate, 30, nil
+		}
+		return rate, 300, nil
+	})
+	confirms := 0
+	for _, tr := range trials {
+		if tr.Confirm {
+			confirms++
+		}
+	}
+	if err != nil || best != 1000 || confirms == 0 || confirms > 6 {
+		t.Errorf("best %v after %d confirmations (%v), want lo after at most 6", best, confirms, err)
 	}
 }
 

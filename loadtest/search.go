@@ -29,12 +29,15 @@ type Measure func(ctx context.Context, rate float64) (achieved, p99Ms float64, e
 // known to within a factor r = (hi/lo)^(1/2^n). A rate fails only when
 // two runs in a row fail: one slow run near the limit (a neighbour's burst
 // on a shared machine) retries instead of halving the range, so two
-// searches agree more often. The found rate is then confirmed by one more
-// run: when that fails (it passed by luck), the search steps down by r
-// and confirms again, twice at most, so a lucky pass costs a few percent,
-// not the whole range; then the highest rate below those that passed in
-// the bisection is confirmed, and lo stands when that fails too. It
-// returns 0 when even lo fails.
+// searches agree more often.
+//
+// The found rate is then confirmed by one more run. When that fails (it
+// passed by luck), the rate is taken to fail: the bisection resumes
+// between it and the highest rate below it that passed, until the two are
+// within r, and its answer is confirmed in turn. So a lucky pass costs
+// the trials to search again below it, not the range down to an old
+// passing rate. After steps failed confirmations (or when the bisection
+// is back at lo) lo stands. It returns 0 when even lo fails.
 func SearchMax(ctx context.Context, lo, hi, sloMs float64, steps int, measure Measure) (float64, []Trial, error) {
 	if !(lo > 0 && hi > lo && sloMs > 0) {
 		return 0, nil, fmt.Errorf("search needs 0 < lo < hi and a positive SLO (got %v, %v, %v)", lo, hi, sloMs)
@@ -43,7 +46,7 @@ func SearchMax(ctx context.Context, lo, hi, sloMs float64, steps int, measure Me
 	try := func(rate float64, confirm bool) (bool, error) {
 		runs := 2 // a failed run is run again: two in a row fail a rate
 		if confirm {
-			runs = 1 // a failed confirmation steps down instead
+			runs = 1 // the rate passed before: this is its second chance
 		}
 		for run := range runs {
 			achieved, p99, err := measure(ctx, rate)
@@ -62,34 +65,38 @@ func SearchMax(ctx context.Context, lo, hi, sloMs float64, steps int, measure Me
 	if err != nil || !ok {
 		return 0, trials, err
 	}
+	r := math.Pow(hi/lo, 1/math.Pow(2, float64(steps)))
 	good, bad := lo, hi
-	for i := 0; i < steps && ctx.Err() == nil; i++ {
-		mid := math.Sqrt(good * bad)
-		ok, err := try(mid, false)
-		if err != nil {
+	bisect := func() error {
+		for bad/good > r*(1+1e-9) && ctx.Err() == nil {
+			mid := math.Sqrt(good * bad)
+			ok, err := try(mid, false)
+			if err != nil {
+				return err
+			}
+			if ok {
+				good = mid
+			} else {
+				bad = mid
+			}
+		}
+		return nil
+	}
+	for range steps {
+		if err := bisect(); err != nil || good == lo || ctx.Err() != nil {
+			return lo, trials, err
+		}
+		ok, err := try(good, true)
+		if err != nil || ok {
 			return good, trials, err
 		}
-		if ok {
-			good = mid
-		} else {
-			bad = mid
-		}
-	}
-	r := math.Pow(hi/lo, 1/math.Pow(2, float64(steps)))
-	rates := []float64{good, good / r, good / r / r}
-	last := 0.0 // the highest rate below the step-downs that passed
-	for _, tr := range trials {
-		if tr.OK && tr.Rate < rates[2] && tr.Rate > last {
-			last = tr.Rate
-		}
-	}
-	for _, rate := range append(rates, last) {
-		if rate <= lo || ctx.Err() != nil {
-			break
-		}
-		ok, err := try(rate, true)
-		if err != nil || ok {
-			return rate, trials, err
+		// A lucky pass: search again below it, from the highest rate
+		// under it that passed.
+		bad, good = good, lo
+		for _, tr := range trials {
+			if tr.OK && tr.Rate < bad && tr.Rate > good {
+				good = tr.Rate
+			}
 		}
 	}
 	return lo, trials, ctx.Err()
