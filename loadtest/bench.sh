@@ -56,11 +56,13 @@ measure() {
 }
 
 # cost NAME RATE — a 15 s run at RATE against the system started last,
+# once ClickHouse has finished merging the parts of the runs before it,
 # with the CPU seconds of it, Kafka, Redis and ClickHouse per 1,000
 # predictions written to $work/NAME-cost.json.
 cost() {
   local name=$1 rate=$2 procs before after
   procs="service:${pids[-1]} $(stack_procs)"
+  quiet_clickhouse
   before=$(proc_ticks $procs)
   bin/seer loadtest --rate "$rate" --duration 15s --drain-timeout 10s --report "$work/$name-costrun.json" >/dev/null 2>&1
   after=$(proc_ticks $procs)

@@ -23,6 +23,7 @@ start_serve "$work/serve.log"
 bin/seer loadtest --load-features --rate 2000 --duration 4s >/dev/null 2>&1
 for i in $(seq 1 "${2:-1}"); do
   procs="serve:$serve_pid $(stack_procs)"
+  quiet_clickhouse
   before=$(proc_ticks $procs)
   gen=$( { TIMEFORMAT='%U %S'; time bin/seer loadtest --rate "$rate" --duration 20s --drain-timeout 10s \
     --report "$work/run.json" >/dev/null 2>&1; } 2>&1 )

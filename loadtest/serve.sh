@@ -63,6 +63,20 @@ json.dump(per, sys.stdout)
 PY
 }
 
+# quiet_clickhouse — waits, for at most 60 s, until ClickHouse runs no
+# merge, so that a run's CPU figures do not include merging the parts of
+# the heavier run before it.
+quiet_clickhouse() {
+  local i n
+  for i in $(seq 60); do
+    n=$(clickhouse-client --host 127.0.0.1 --port "${SEER_CLICKHOUSE_ADDR##*:}" -q "SELECT count() FROM system.merges" 2>/dev/null || echo 0)
+    [ "$n" = 0 ] && return 0
+    [ "$i" = 1 ] && echo "   waiting for ClickHouse's $n merge(s) to finish (at most 60 s)" >&2
+    sleep 1
+  done
+  echo "   ClickHouse still merges after 60 s; measuring anyway" >&2
+}
+
 # bench_database — points SEER_CLICKHOUSE_DATABASE at a database of this
 # run's own, so that ClickHouse's CPU figures do not include merges of
 # earlier runs' rows (and the disk does not fill up run after run);
