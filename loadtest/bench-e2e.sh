@@ -29,14 +29,14 @@ serve_env "$run" "$work" 127.0.0.1:18080
 
 start_serve "$work/serve.log"
 
-echo "== warm-up and feature load"
+phase "warm-up and feature load"
 bin/seer loadtest --load-features --rate 2000 --duration 5s --report "$work/warmup.json" >/dev/null
-echo "== max throughput: $preload events preloaded"
+phase "max throughput: $preload events preloaded"
 curl -fsS -o "$work/cpu.pprof" "http://$SEER_HTTP/debug/pprof/profile?seconds=5" &
 prof_pid=$!
 bin/seer loadtest --preload "$preload" --report "$work/throughput.json"
 wait $prof_pid || true
-echo "== latency at $rate events/s for $duration"
+phase "latency at $rate events/s for $duration"
 bin/seer loadtest --rate "$rate" --duration "$duration" --report "$work/latency.json"
 rss_kb=$(awk '/VmHWM/ {print $2}' /proc/$serve_pid/status)
 kill -TERM $serve_pid; wait $serve_pid || true

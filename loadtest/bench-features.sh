@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/local/stack.sh up >/dev/null
 eval "$(deploy/local/stack.sh env)"
+. loadtest/serve.sh
 n=${BENCH_UPDATES:-200000}
 id=bench-features-$(date +%s)
 out=loadtest/results/$(date -u +%Y-%m-%d)-$(hostname)-features-ingest.json
@@ -21,7 +22,7 @@ py=${SEER_PYTHON:-$SEER_CACHE_DIR/venv/bin/python}
 work=$(mktemp -d)
 trap 'rm -rf "$work"; redis-cli -p "${SEER_REDIS_PORT:-6379}" --scan --pattern "$id-*" | xargs -r redis-cli -p "${SEER_REDIS_PORT:-6379}" del >/dev/null' EXIT
 
-echo "== producing $n feature updates to $id"
+phase "producing $n feature updates to $id"
 "$py" - "$id" "$n" <<'PY'
 import json, sys
 from confluent_kafka import Producer
@@ -45,10 +46,10 @@ for i in range(n):
 p.flush()
 PY
 
-echo "== seer features ingest"
+phase "seer features ingest"
 SEER_REDIS_KEY_PREFIX=$id-seer SEER_INGEST_GROUP=$id-seer SEER_LOG_LEVEL=warn \
   bin/seer features ingest --view user_stats --topic "$id" --until-idle 3s --http= 2>/dev/null | tee "$work/seer.txt"
-echo "== Python baseline (confluent-kafka, redis-py)"
+phase "Python baseline (confluent-kafka, redis-py)"
 "$py" loadtest/baseline/features_ingest.py --topic "$id" --view user_stats --prefix "$id-py" --group "$id-py" | tee "$work/py.json"
 
 python3 - "$work" "$out" "$n" "$id" <<'PY'

@@ -29,7 +29,7 @@ run() {
   export SEER_KAFKA_GROUP=$id SEER_CLICKHOUSE_SPOOL_DIR=$work/spool-$name
   export SEER_HTTP=127.0.0.1:18090 SEER_LOG_LEVEL=warn SEER_KAFKA_MAX_POLL_RECORDS=2000
   start_serve "$work/serve-$name.log"
-  echo "== $name: warm-up, then $preload events preloaded"
+  phase "$name: warm-up, then $preload events preloaded"
   bin/seer loadtest --load-features --rate 2000 --duration 5s --report "$work/warmup-$name.json" >/dev/null
   bin/seer loadtest --preload "$preload" --report "$work/$name.json" | tail -n 3
   kill -TERM $serve_pid; wait $serve_pid || true

@@ -50,7 +50,7 @@ topics() {
 measure() {
   local name=$1 lo=$2 hi=$3
   bin/seer loadtest --load-features --rate 1000 --duration 4s --report "$work/$name-warmup.json" >/dev/null
-  echo "== $name: max sustainable throughput with p99 <= $slo"
+  phase "$name: max sustainable throughput with p99 <= $slo"
   bin/seer loadtest --find-max --rate "$lo" --max-rate "$hi" --search-steps 5 --duration "$step" --warmup "$warmup" --slo "$slo" \
     --drain-timeout 10s --report "$work/$name-max.json" 2>/dev/null
 }
@@ -103,7 +103,7 @@ system() {
   start "$name"
   measure "$name" "$2" "$3"
   max=$(python3 -c "import json;print(int(json.load(open('$work/$name-max.json'))['max_sustainable_rate']))")
-  echo "== $name: cost per 1,000 predictions at its max and at equal load ($equal/s)"
+  phase "$name: cost per 1,000 predictions at its max and at equal load ($equal/s)"
   if [ "$max" -ge 1 ]; then
     cost "$name-max" "$max"
   else
@@ -113,14 +113,14 @@ system() {
   cost "$name-equal" "$equal"
 }
 
-echo "== building the JVM peer (mvn package)"
+phase "building the JVM peer (mvn package)"
 (cd loadtest/baseline/jvm && mvn -q -B package)
 
 system seer 8000 64000
 seer_max=$(python3 -c "import json;print(int(json.load(open('$work/seer-max.json'))['max_sustainable_rate']))")
-echo "== seer: latency at 50% of its max ($((seer_max / 2))/s)"
+phase "seer: latency at 50% of its max ($((seer_max / 2))/s)"
 bin/seer loadtest --rate $((seer_max / 2)) --duration 20s --report "$work/seer-half.json" 2>/dev/null | sed -n 2,3p
-echo "== seer serve: CPU per event at saturation (preload of 200,000) against the hot path"
+phase "seer serve: CPU per event at saturation (preload of 200,000) against the hot path"
 t0=$(awk '{print $14 + $15}' "/proc/${pids[-1]}/stat")
 bin/seer loadtest --preload 200000 --report "$work/seer-preload.json" 2>/dev/null | sed -n 2p
 t1=$(awk '{print $14 + $15}' "/proc/${pids[-1]}/stat")

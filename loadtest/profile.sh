@@ -58,7 +58,7 @@ svc = " ".join(f"{(float(s1[k]) - float(s0[k])) / hz / n * 1e9:.0f} {k}-cpu-ns/e
 print(f"BenchmarkServeSaturated-{sys.argv[9]} {n} {(t1 - t0) / hz / n * 1e9:.0f} cpu-ns/event {(b1 - b0) / n:.0f} B/event {(m1 - m0) / n:.1f} allocs/event {rep['achieved_rate']:.0f} events/s {hwm:.0f} peak-rss-MB {heap:.0f} heap-inuse-MB {svc}")
 PY
 done
-echo "== CPU, top functions (cumulative view in $dir/cpu.pprof)"
+phase "CPU, top functions (cumulative view in $dir/cpu.pprof)"
 go tool pprof -top -nodecount=30 bin/seer "$dir/cpu.pprof" 2>/dev/null | sed -n '4,36p'
-echo "== allocations during the preload (bytes)"
+phase "allocations during the preload (bytes)"
 go tool pprof -top -nodecount=20 -sample_index=alloc_space -diff_base "$dir/heap0.pprof" bin/seer "$dir/heap1.pprof" 2>/dev/null | sed -n '4,26p'

@@ -63,6 +63,10 @@ json.dump(per, sys.stdout)
 PY
 }
 
+# phase TEXT — prints a benchmark phase with the wall-clock time, so a
+# long run shows where its minutes go.
+phase() { echo "== $(date +%T) $*"; }
+
 # quiet_clickhouse — waits, for at most 60 s, until ClickHouse runs no
 # merge, so that a run's CPU figures do not include merging the parts of
 # the heavier run before it.
