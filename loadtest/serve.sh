@@ -67,13 +67,16 @@ PY
 # long run shows where its minutes go.
 phase() { echo "== $(date +%T) $*"; }
 
+# ch_query QUERY — runs QUERY on the local stack's ClickHouse.
+ch_query() { clickhouse-client --host 127.0.0.1 --port "${SEER_CLICKHOUSE_ADDR##*:}" -q "$1"; }
+
 # quiet_clickhouse — waits, for at most 60 s, until ClickHouse runs no
 # merge, so that a run's CPU figures do not include merging the parts of
 # the heavier run before it.
 quiet_clickhouse() {
   local i n
   for i in $(seq 60); do
-    n=$(clickhouse-client --host 127.0.0.1 --port "${SEER_CLICKHOUSE_ADDR##*:}" -q "SELECT count() FROM system.merges" 2>/dev/null || echo 0)
+    n=$(ch_query "SELECT count() FROM system.merges" 2>/dev/null || echo 0)
     [ "$n" = 0 ] && return 0
     [ "$i" = 1 ] && echo "   waiting for ClickHouse's $n merge(s) to finish (at most 60 s)" >&2
     sleep 1
@@ -87,5 +90,5 @@ quiet_clickhouse() {
 # drop_bench_database drops it again (call it from the EXIT trap).
 bench_database() { export SEER_CLICKHOUSE_DATABASE=seer_bench_$(date +%s)_$$; }
 drop_bench_database() {
-  clickhouse-client --host 127.0.0.1 --port "${SEER_CLICKHOUSE_ADDR##*:}" -q "DROP DATABASE IF EXISTS $SEER_CLICKHOUSE_DATABASE" 2>/dev/null || true
+  ch_query "DROP DATABASE IF EXISTS $SEER_CLICKHOUSE_DATABASE" 2>/dev/null || true
 }
