@@ -6,12 +6,13 @@
 # included). The parts and SHA256SUMS go to .gpu/ (git-ignored);
 # deploy/gpu/run-on-device.sh puts them back together there.
 #
-#   deploy/gpu/bundle.sh [PART_MIB]    (default 48)
+#   deploy/gpu/bundle.sh [PART_MIB]    (default 52: four parts, each with the
+#                                     repository, under the 64 MiB a call)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache=${SEER_CACHE_DIR:-$repo/.cache}
-part_mib=${1:-48}
+part_mib=${1:-52}
 "$repo/deploy/local/stack.sh" install onnxruntime-gpu
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
