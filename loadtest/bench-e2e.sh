@@ -53,12 +53,12 @@ res = {
   "max_throughput_events_per_s": round(t["achieved_rate"]),
   "latency_at_rate": {"target_rate": rate, "achieved_rate": round(l["achieved_rate"]), **l["latency"]},
   "serve_peak_rss_mb": round(rss_kb / 1024, 1),
-  "targets": {"throughput_events_per_s": 50000, "p99_ms_at_25000": 100, "rss_mb": 300},
+  "targets": {"throughput_events_per_s": 100000, "p99_ms_at_25000": 100, "rss_mb": 300},
   "throughput_run": t, "latency_run": l,
 }
 os.makedirs(os.path.dirname(out), exist_ok=True)
 json.dump(res, open(out, "w"), indent=2)
-print(f"max throughput {res['max_throughput_events_per_s']} events/s (target >= 50000)")
+print(f"max throughput {res['max_throughput_events_per_s']} events/s (target >= 100000, issue #15; the first wave's was 50000)")
 print(f"p50 {l['latency']['p50_ms']} ms, p99 {l['latency']['p99_ms']} ms at {rate:.0f}/s target, {l['achieved_rate']:.0f}/s achieved (target p99 <= 100 ms)")
 print(f"seer serve peak RSS {res['serve_peak_rss_mb']} MB (target <= 300)")
 print(f"written to {out}")

@@ -5,8 +5,9 @@
 # serve can, BENCH_RUNS times (default 1) on one serve process. Each run
 # appends a line in go test -bench format to loadtest/results/profile/
 # serve.bench — serve's process CPU (from /proc/PID/stat), bytes and
-# allocations (from its Go runtime counters) per event — so that two
-# builds compare with benchstat. The first run is profiled: a CPU profile,
+# allocations (from its Go runtime counters) per event, and the CPU per
+# event of Kafka, Redis, ClickHouse and the load generator, the processes
+# it shares the cores with — so that two builds compare with benchstat. The first run is profiled: a CPU profile,
 # and the allocation profile as the difference of two heap snapshots
 # around it, both kept in loadtest/results/profile/ and summed up here.
 set -euo pipefail
@@ -37,7 +38,8 @@ for run in $(seq 1 "${BENCH_RUNS:-1}"); do
     curl -fsS -o "$dir/cpu.pprof" "http://$SEER_HTTP/debug/pprof/profile?seconds=${BENCH_PROFILE_SECONDS:-6}" &
     prof=$!
   fi
-  bin/seer loadtest --preload "$preload" --report "$work/preload.json" 2>/dev/null | sed -n 2p
+  gen=$(timed_loadtest "$work/preload.out" --preload "$preload" --report "$work/preload.json")
+  sed -n 2p "$work/preload.out"
   t1=$(awk '{print $14 + $15}' "/proc/$serve_pid/stat") m1=$(metric go_memstats_mallocs_total) b1=$(metric go_memstats_alloc_bytes_total) s1=$(proc_ticks $(stack_procs))
   if [ "$run" = 1 ]; then
     wait $prof || true
@@ -46,15 +48,18 @@ for run in $(seq 1 "${BENCH_RUNS:-1}"); do
   # One line in go test -bench format, for benchstat: serve's process CPU,
   # bytes and allocations per event over the preload.
   hwm=$(awk '/VmHWM/ {print $2}' "/proc/$serve_pid/status") heap=$(metric go_memstats_heap_inuse_bytes)
-  python3 - "$work/preload.json" "$t0" "$t1" "$(getconf CLK_TCK)" "$m0" "$m1" "$b0" "$b1" "$(nproc)" "$hwm" "$heap" "$s0" "$s1" <<'PY' | tee -a "$dir/serve.bench"
+  python3 - "$work/preload.json" "$t0" "$t1" "$(getconf CLK_TCK)" "$m0" "$m1" "$b0" "$b1" "$(nproc)" "$hwm" "$heap" "$s0" "$s1" "$gen" <<'PY' | tee -a "$dir/serve.bench"
 import json, sys
 rep = json.load(open(sys.argv[1]))
 t0, t1, hz, m0, m1, b0, b1 = (float(x) for x in sys.argv[2:9])
 n = max(rep["predicted"], 1)
 hwm, heap = float(sys.argv[10]) / 1024, float(sys.argv[11]) / 2**20
 s0, s1 = (dict(x.split(":") for x in a.split()) for a in sys.argv[12:14])
-# The services' CPU includes the load generator's producing and consuming.
+# The services' CPU includes the load generator's producing and consuming;
+# the generator's own (seer loadtest: produce the preload, then read and
+# match every prediction) comes last.
 svc = " ".join(f"{(float(s1[k]) - float(s0[k])) / hz / n * 1e9:.0f} {k}-cpu-ns/event" for k in s0)
+svc += f" {float(sys.argv[14]) / n * 1e9:.0f} loadtest-cpu-ns/event"
 print(f"BenchmarkServeSaturated-{sys.argv[9]} {n} {(t1 - t0) / hz / n * 1e9:.0f} cpu-ns/event {(b1 - b0) / n:.0f} B/event {(m1 - m0) / n:.1f} allocs/event {rep['achieved_rate']:.0f} events/s {hwm:.0f} peak-rss-MB {heap:.0f} heap-inuse-MB {svc}")
 PY
 done

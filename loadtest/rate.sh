@@ -25,13 +25,12 @@ for i in $(seq 1 "${2:-1}"); do
   procs="serve:$serve_pid $(stack_procs)"
   quiet_clickhouse
   before=$(proc_ticks $procs)
-  gen=$( { TIMEFORMAT='%U %S'; time bin/seer loadtest --rate "$rate" --duration 20s --drain-timeout 10s \
-    --report "$work/run.json" >/dev/null 2>&1; } 2>&1 )
+  gen=$(timed_loadtest "$work/run.out" --rate "$rate" --duration 20s --drain-timeout 10s --report "$work/run.json")
   after=$(proc_ticks $procs)
   python3 - "$work/run.json" "$(cost_json "$work/run.json" "$before" "$after")" "$gen" <<'PY'
 import json, sys
 r, per = json.load(open(sys.argv[1])), json.loads(sys.argv[2])
-gen = sum(map(float, sys.argv[3].split())) / max(r["predicted"], 1) * 1000
+gen = float(sys.argv[3]) / max(r["predicted"], 1) * 1000
 print(f'{r["target_rate"]:.0f}/s: p50 {r["latency"]["p50_ms"]:.1f} ms, p99 {r["latency"]["p99_ms"]:.1f} ms '
       f'(produce p99 {r["produce_ack_latency"]["p99_ms"]:.1f} ms); CPU-s per 1,000 predictions {per}; '
       f'load generator {gen:.3f}')

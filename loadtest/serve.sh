@@ -63,6 +63,17 @@ json.dump(per, sys.stdout)
 PY
 }
 
+# timed_loadtest OUT ARGS... — runs bin/seer loadtest ARGS with its
+# output in OUT (its progress in OUT.err), and prints the CPU-seconds (user
+# and system) that the load generator spent: it shares the cores with what
+# it measures. A failed run shows its output and fails.
+timed_loadtest() {
+  local out=$1 t TIMEFORMAT='%U %S'
+  shift
+  t=$( { time bin/seer loadtest "$@" >"$out" 2>"$out.err"; } 2>&1 ) || { cat "$out" "$out.err" >&2; return 1; }
+  awk '{print $1 + $2}' <<<"$t"
+}
+
 # phase TEXT — prints a benchmark phase with the wall-clock time, so a
 # long run shows where its minutes go.
 phase() { echo "== $(date +%T) $*"; }
