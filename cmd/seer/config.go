@@ -81,7 +81,7 @@ func DefaultConfig() Config {
 		HTTP:           "127.0.0.1:8080",
 		LogLevel:       "info",
 		LogFormat:      "text",
-		MemoryLimit:    256 << 20,
+		MemoryLimit:    200 << 20,
 		Kafka:          stream.DefaultConfig(),
 		Redis:          featurestore.DefaultConfig(),
 		ClickHouse:     drift.DefaultConfig(),
