@@ -36,6 +36,7 @@ type Config struct {
 	LogFormat      string              `yaml:"log_format"`
 	Pprof          bool                `yaml:"pprof"`
 	MemoryLimit    int64               `yaml:"memory_limit"` // soft Go heap limit in bytes (GOMEMLIMIT wins); 0 for none
+	GCPercent      int                 `yaml:"gc_percent"`   // heap growth over the live heap before a GC, in percent (GOGC wins)
 	Kafka          stream.Config       `yaml:"kafka"`
 	Redis          featurestore.Config `yaml:"redis"`
 	ClickHouse     drift.Config        `yaml:"clickhouse"`
@@ -82,6 +83,7 @@ func DefaultConfig() Config {
 		LogLevel:       "info",
 		LogFormat:      "text",
 		MemoryLimit:    200 << 20,
+		GCPercent:      200,
 		Kafka:          stream.DefaultConfig(),
 		Redis:          featurestore.DefaultConfig(),
 		ClickHouse:     drift.DefaultConfig(),
@@ -240,6 +242,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MemoryLimit < 0 {
 		errs = append(errs, fmt.Errorf("memory_limit: %d is negative", c.MemoryLimit))
+	}
+	if c.GCPercent < 1 {
+		errs = append(errs, fmt.Errorf("gc_percent: %d must be at least 1", c.GCPercent))
 	}
 	if c.HTTP == "" {
 		errs = append(errs, errors.New("http: required (host:port for /metrics, /healthz, /readyz)"))

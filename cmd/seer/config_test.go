@@ -1,8 +1,10 @@
 package main
 
 import (
+	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +38,8 @@ func TestConfigGolden(t *testing.T) {
 				continue
 			}
 			if cfg.Redis.Password != "s3cret" || cfg.Redis.Views[0].MaxAge != 24*time.Hour || len(cfg.Kafka.Brokers) != 2 ||
-				cfg.Kafka.FetchMinBytes != 65536 || cfg.Kafka.FetchMaxWait != 10*time.Millisecond || cfg.Kafka.Compression != "lz4" || cfg.Kafka.Linger != 5*time.Millisecond {
+				cfg.Kafka.FetchMinBytes != 65536 || cfg.Kafka.FetchMaxWait != 10*time.Millisecond || cfg.Kafka.Compression != "lz4" || cfg.Kafka.Linger != 5*time.Millisecond ||
+				cfg.GCPercent != 150 {
 				t.Errorf("%s: decoded %+v", f, cfg)
 			}
 			continue
@@ -119,4 +122,27 @@ func FuzzLoadConfig(f *testing.F) {
 			t.Errorf("a password came from the YAML file itself")
 		}
 	})
+}
+
+// TestTuneGC: serve applies gc_percent and memory_limit to the Go
+// runtime, unless GOGC and GOMEMLIMIT are set, which win.
+func TestTuneGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
+	cfg := DefaultConfig()
+	cfg.GCPercent, cfg.MemoryLimit = 150, 123<<20
+	tuneGC(cfg, func(string) (string, bool) { return "", false })
+	if got := debug.SetGCPercent(100); got != 150 {
+		t.Errorf("GC percent = %d, want gc_percent 150", got)
+	}
+	if got := debug.SetMemoryLimit(math.MaxInt64); got != 123<<20 {
+		t.Errorf("memory limit = %d, want memory_limit %d", got, 123<<20)
+	}
+	tuneGC(cfg, func(string) (string, bool) { return "50", true })
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GC percent = %d with GOGC set, want it left at 100", got)
+	}
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Errorf("memory limit = %d with GOMEMLIMIT set, want it left unlimited", got)
+	}
 }

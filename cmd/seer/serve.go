@@ -50,12 +50,22 @@ SIGINT or SIGTERM stops it after the batch in flight.`,
 	}
 }
 
-func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
-	// A soft heap limit makes the GC work harder before the process grows
-	// past it, instead of letting a backlog double the heap.
-	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && cfg.MemoryLimit > 0 {
+// tuneGC paces serve's garbage collector: the heap may grow gc_percent
+// over the live heap before a collection (fewer collections than Go's
+// 100), and the soft memory_limit makes the GC work harder before the
+// process grows past it, so that a backlog cannot grow it without bound.
+// GOGC and GOMEMLIMIT, where set, win.
+func tuneGC(cfg Config, lookupEnv func(string) (string, bool)) {
+	if _, set := lookupEnv("GOMEMLIMIT"); !set && cfg.MemoryLimit > 0 {
 		debug.SetMemoryLimit(cfg.MemoryLimit)
 	}
+	if _, set := lookupEnv("GOGC"); !set {
+		debug.SetGCPercent(cfg.GCPercent)
+	}
+}
+
+func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	tuneGC(cfg, os.LookupEnv)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The port is bound before anything is written: a port in use fails the
