@@ -30,7 +30,7 @@ test: build ## install and start the stack, then run every test (services requir
 bench-secure: build ## seer serve's max throughput open, then over Kafka SASL_SSL and TLS to Redis and ClickHouse (about 1 minute)
 	loadtest/bench-secure.sh
 
-bench: build ## the suite: seer against a JVM peer and the Python baseline, then seer's own figures and stage breakdown (17 to 19 minutes from a fresh clone on the 2-core VM)
+bench: build ## the suite: seer against a JVM peer and the Python baseline, then seer's own figures and stage breakdown (18 to 20 minutes from a fresh clone on the 2-core VM)
 	$(STACK) up
 	loadtest/bench.sh
 	loadtest/bench-e2e.sh
