@@ -7,9 +7,10 @@
 # serve.bench — serve's process CPU (from /proc/PID/stat), bytes and
 # allocations (from its Go runtime counters) per event, and the CPU per
 # event of Kafka, Redis, ClickHouse and the load generator, the processes
-# it shares the cores with — so that two builds compare with benchstat. The first run is profiled: a CPU profile,
-# and the allocation profile as the difference of two heap snapshots
-# around it, both kept in loadtest/results/profile/ and summed up here.
+# it shares the cores with — so that two builds compare with benchstat.
+# The first run is profiled: a CPU profile, and the allocation profile as
+# the difference of two heap snapshots around it, both kept in
+# loadtest/results/profile/ and summed up here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(deploy/local/stack.sh env)"
