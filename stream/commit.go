@@ -26,6 +26,7 @@ func (p *Pipeline) commitLoop(drain context.Context, queue <-chan *batch, slots 
 		for _, b := range bs {
 			p.m.inFlight.Sub(float64(len(b.recs)))
 			slots.Release(int64(len(b.recs)))
+			b.recycle()
 			p.outstanding.Done()
 		}
 	}

@@ -16,10 +16,14 @@ func (p *Pipeline) outputs(b *batch) ([]*kgo.Record, []schemas.DeadLetter) {
 	out := make([]*kgo.Record, 0, len(b.items))
 	var dls []schemas.DeadLetter
 	now := time.Now().UTC()
-	// One array of records and one buffer of JSON for the whole batch; the
-	// producer only reads them.
-	preds := make([]kgo.Record, len(b.items))
-	buf := make([]byte, 0, int(p.predBytes.Load())*len(b.items))
+	// One array of records and one buffer of JSON for the whole batch,
+	// reused from an earlier batch; the producer only reads them.
+	bb := b.bufs
+	bb.preds = resize(bb.preds, len(b.items))
+	preds, buf := bb.preds, bb.json[:0]
+	if want := int(p.predBytes.Load()) * len(b.items); cap(buf) < want {
+		buf = make([]byte, 0, want)
+	}
 	for i := range b.items {
 		it := &b.items[i]
 		if it.Reject != nil {
@@ -42,6 +46,7 @@ func (p *Pipeline) outputs(b *batch) ([]*kgo.Record, []schemas.DeadLetter) {
 		per := len(buf) / len(b.items)
 		p.predBytes.Store(int64(per + per/8))
 	}
+	bb.json = buf
 	return out, dls
 }
 

@@ -163,6 +163,7 @@ func (p *Pipeline) onRevoked(_ context.Context, _ *kgo.Client, revoked map[strin
 type batch struct {
 	recs  []*kgo.Record
 	items []schemas.Item
+	bufs  *batchBuffers // items, their values and the batch's outputs: reused once it is committed
 	err   error         // prepare failed: the batch is abandoned and replayed
 	ready chan struct{} // closed when items and err are set
 
@@ -173,7 +174,43 @@ type batch struct {
 }
 
 func newBatch(recs []*kgo.Record) *batch {
-	return &batch{recs: recs, ready: make(chan struct{}), done: make(chan struct{})}
+	return &batch{recs: recs, bufs: bufferPool.Get().(*batchBuffers), ready: make(chan struct{}), done: make(chan struct{})}
+}
+
+// batchBuffers are what a batch allocates in proportion to its size: its
+// items and their decoded values, its prediction records and their JSON.
+// A committed batch gives them back to bufferPool for a later batch (about
+// a fifth of serve's bytes allocated went to them). Until then the producer
+// and the log writer read them (Writer.Append's contract), so a batch that
+// is abandoned, or whose transaction fails, does not give them back. They
+// are cleared when given back, so that the pool holds nothing of an old
+// batch: every element of a pooled slice, up to its capacity, is zero.
+type batchBuffers struct {
+	items  []schemas.Item
+	values []schemas.Value
+	preds  []kgo.Record
+	json   []byte
+}
+
+var bufferPool = sync.Pool{New: func() any { return new(batchBuffers) }}
+
+// resize returns s with length n, on its own array when that holds n.
+func resize[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+// recycle gives a committed batch's buffers back to the pool.
+func (b *batch) recycle() {
+	bb := b.bufs
+	clear(bb.items)
+	clear(bb.values)
+	clear(bb.preds)
+	bb.json = bb.json[:0]
+	b.bufs, b.items = nil, nil
+	bufferPool.Put(bb)
 }
 
 func (b *batch) ack(err error) {
@@ -384,9 +421,10 @@ func (p *Pipeline) prepare(ctx context.Context, b *batch) error {
 	p.m.batch.Observe(float64(len(recs)))
 	t0 := time.Now()
 	p.m.age.Observe(t0.Sub(recs[0].Timestamp).Seconds())
-	items := make([]schemas.Item, len(recs))
 	nf := len(p.schema.Fields)
-	values := make([]schemas.Value, len(recs)*nf)
+	bb := b.bufs
+	bb.items, bb.values = resize(bb.items, len(recs)), resize(bb.values, len(recs)*nf)
+	items, values := bb.items, bb.values
 	for i, r := range recs {
 		src := schemas.Source{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
 		ev, derr := p.schema.DecodeInto(values[i*nf:(i+1)*nf:(i+1)*nf], r.Key, r.Value, src)

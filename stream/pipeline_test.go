@@ -508,3 +508,97 @@ func offlinePipeline(t *testing.T, cfg Config) *Pipeline {
 	t.Cleanup(p.cl.Close)
 	return p
 }
+
+// lateWriter reads a batch's items only when it acknowledges them, a
+// while after Append, as Writer.Append's contract allows. It records, for
+// every item it reads, whether the item is still the one its event gave:
+// a batch whose items went to a later batch before its done shows up as
+// missing or mismatched events.
+type lateWriter struct {
+	mu         sync.Mutex
+	read       map[string]int
+	rejected   int
+	mismatched []string
+}
+
+func (w *lateWriter) Append(_ context.Context, items []schemas.Item, _ []schemas.DeadLetter, done func(error)) error {
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		w.mu.Lock()
+		for i := range items {
+			it := &items[i]
+			if it.Reject != nil {
+				w.rejected++
+				continue
+			}
+			n, err := strconv.Atoi(strings.TrimPrefix(it.Event.ID, "e"))
+			if err != nil || it.Event.Values[3].Num != float64(n) || it.Score != float32(float64(n)/100) {
+				w.mismatched = append(w.mismatched, fmt.Sprintf("%q (score %v)", it.Event.ID, it.Score))
+				continue
+			}
+			w.read[it.Event.ID]++
+		}
+		w.mu.Unlock()
+		done(nil)
+	}()
+	return nil
+}
+
+// TestBatchBuffersWaitForTheirCommit: a batch's buffers (its items, their
+// values, its prediction records and JSON) go to a later batch only after
+// its commit. Polls of 10 records put three batches in flight at once
+// (max_in_flight 30), so later batches take the buffers of earlier ones.
+// The writer reads each batch's items only when it acknowledges them, 20
+// ms after Append; with a 100 ms linger the producer holds each batch's
+// predictions longer still, and without one it acknowledges them first. A
+// buffer reused any earlier would show up as a prediction or a log item
+// that belongs to another event. A few bad events among them catch a
+// buffer reused without being cleared: a reused item would keep its old
+// reject.
+func TestBatchBuffersWaitForTheirCommit(t *testing.T) {
+	for _, linger := range []time.Duration{100 * time.Millisecond, 0} {
+		t.Run("linger "+linger.String(), func(t *testing.T) {
+			c := newCluster(t)
+			brokers := c.ListenAddrs()
+			const n = 400
+			bad := map[int]string{3: `{"oops"`, 17: `[]`, 42: `{"event_id":"e42","user_id":"u0","event_time":"2026-01-01T00:00:00Z","amount":-3,"merchant_category":"fuel","hour":1}`}
+			produceEvents(t, brokers, n, bad)
+			cfg := testConfig(brokers)
+			cfg.MaxPollRecords, cfg.MaxInFlight, cfg.Workers, cfg.Linger = 10, 30, 2, linger
+			st := &fakeStages{logged: map[string]schemas.Item{}}
+			w := &lateWriter{read: map[string]int{}}
+			schema, _ := schemas.LoadInputSchema("card_transactions.v1")
+			p, err := New(cfg, schema, st, st, w, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(cfg.Brokers...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx) }()
+			preds := consumeAll(t, brokers, "out", n-len(bad))
+			got := waitCommitted(t, brokers, n)
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]bool{}
+			for _, r := range preds {
+				pr := decodePrediction(t, r.Value)
+				i, err := strconv.Atoi(strings.TrimPrefix(pr.EventID, "e"))
+				if err != nil || seen[pr.EventID] || pr.Score != float32(float64(i)/100) || string(r.Key) != "u"+strconv.Itoa(i%7) {
+					t.Errorf("prediction %s (key %q, score %v) is not its event's, or came twice", pr.EventID, r.Key, pr.Score)
+				}
+				seen[pr.EventID] = true
+			}
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if len(w.mismatched) > 0 {
+				t.Errorf("the writer read %d items changed before their batch was done, such as %s", len(w.mismatched), w.mismatched[0])
+			}
+			if len(w.read) != n-len(bad) || w.rejected != len(bad) || got != n {
+				t.Errorf("the writer read %d distinct events and %d rejects, and %d offsets were committed; want %d, %d and %d",
+					len(w.read), w.rejected, got, n-len(bad), len(bad), n)
+			}
+		})
+	}
+}

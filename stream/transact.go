@@ -65,6 +65,9 @@ func (p *Pipeline) transact(ctx context.Context, b *batch) error {
 	if err := errors.Join(werr, err); err != nil {
 		return fmt.Errorf("ending transaction: %w", err)
 	}
+	// End flushed or aborted the batch's records, and the writer is done
+	// with its items.
+	defer b.recycle()
 	if !committed {
 		mu.Lock()
 		p.log.Warn("transaction aborted (rebalance or produce error); the batch will be re-polled", "records", len(b.recs), "produce_err", produceErr)
