@@ -71,11 +71,18 @@ func drain(t *testing.T, brokers []string, want int, commits int64, within time.
 
 func startPipeline(t *testing.T, cfg Config, st *fakeStages) (stop func() error) {
 	t.Helper()
+	return runPipeline(t, cfg, st, st, st)
+}
+
+// runPipeline starts a pipeline with the given stages; stop cancels it and
+// returns Run's error.
+func runPipeline(t *testing.T, cfg Config, enr Enricher, sc Scorer, sink LogWriter) (stop func() error) {
+	t.Helper()
 	schema, err := schemas.LoadInputSchema("card_transactions.v1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(cfg.Brokers...))
+	p, err := New(cfg, schema, enr, sc, sink, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(cfg.Brokers...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,18 +315,10 @@ func TestWorkersKeepOrder(t *testing.T) {
 	cfg := testConfig(brokers)
 	cfg.Workers, cfg.MaxPollRecords = 3, 7
 	st := slowStages{&fakeStages{logged: map[string]schemas.Item{}}, 3 * time.Millisecond}
-	schema, _ := schemas.LoadInputSchema("card_transactions.v1")
-	p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(cfg.Brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	stop := runPipeline(t, cfg, st, st, st)
 	seen := predictedIDs(t, brokers, n, 30*time.Second)
 	got := waitCommitted(t, brokers, n)
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if len(seen) != n || got != n {

@@ -351,22 +351,10 @@ func TestShadowPredictionsGoToTheirTopic(t *testing.T) {
 	st := &fakeStages{logged: map[string]schemas.Item{}}
 	cfg := testConfig(brokers)
 	cfg.ShadowTopic = "out.shadow"
-	schema, err := schemas.LoadInputSchema("card_transactions.v1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sh := shadowStages{st}
-	p, err := New(cfg, schema, st, sh, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(cfg.Brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	stop := runPipeline(t, cfg, st, shadowStages{st}, st)
 	preds := consumeAll(t, brokers, "out", n)
 	shadows := consumeAll(t, brokers, "out.shadow", n)
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	prodIDs, shadowIDs := map[string]bool{}, map[string]bool{}
@@ -567,18 +555,10 @@ func TestBatchBuffersWaitForTheirCommit(t *testing.T) {
 			cfg.MaxPollRecords, cfg.MaxInFlight, cfg.Workers, cfg.Linger = 10, 30, 2, linger
 			st := &fakeStages{logged: map[string]schemas.Item{}}
 			w := &lateWriter{read: map[string]int{}}
-			schema, _ := schemas.LoadInputSchema("card_transactions.v1")
-			p, err := New(cfg, schema, st, st, w, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(cfg.Brokers...))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- p.Run(ctx) }()
+			stop := runPipeline(t, cfg, st, st, w)
 			preds := consumeAll(t, brokers, "out", n-len(bad))
 			got := waitCommitted(t, brokers, n)
-			cancel()
-			if err := <-done; err != nil {
+			if err := stop(); err != nil {
 				t.Fatal(err)
 			}
 			seen := map[string]bool{}
