@@ -18,9 +18,8 @@ func (p *Pipeline) outputs(b *batch) ([]*kgo.Record, []schemas.DeadLetter) {
 	now := time.Now().UTC()
 	// One array of records and one buffer of JSON for the whole batch,
 	// reused from an earlier batch; the producer only reads them.
-	bb := b.bufs
-	bb.preds = resize(bb.preds, len(b.items))
-	preds, buf := bb.preds, bb.json[:0]
+	b.preds = resize(b.preds, len(b.items))
+	preds, buf := b.preds, b.json[:0]
 	if want := int(p.predBytes.Load()) * len(b.items); cap(buf) < want {
 		buf = make([]byte, 0, want)
 	}
@@ -46,7 +45,7 @@ func (p *Pipeline) outputs(b *batch) ([]*kgo.Record, []schemas.DeadLetter) {
 		per := len(buf) / len(b.items)
 		p.predBytes.Store(int64(per + per/8))
 	}
-	bb.json = buf
+	b.json = buf
 	return out, dls
 }
 

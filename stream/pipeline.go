@@ -161,9 +161,10 @@ func (p *Pipeline) onRevoked(_ context.Context, _ *kgo.Client, revoked map[strin
 // prepare it (items, err, then ready is closed), the sequencer hands its
 // outputs on, and the producer's and writer's acknowledgements close done.
 type batch struct {
-	recs  []*kgo.Record
-	items []schemas.Item
-	bufs  *batchBuffers // items, their values and the batch's outputs: reused once it is committed
+	recs []*kgo.Record
+	// items (set by prepare), their values and the outputs: given back
+	// to bufferPool once the batch is committed (recycle).
+	*batchBuffers
 	err   error         // prepare failed: the batch is abandoned and replayed
 	ready chan struct{} // closed when items and err are set
 
@@ -174,7 +175,7 @@ type batch struct {
 }
 
 func newBatch(recs []*kgo.Record) *batch {
-	return &batch{recs: recs, bufs: bufferPool.Get().(*batchBuffers), ready: make(chan struct{}), done: make(chan struct{})}
+	return &batch{recs: recs, batchBuffers: bufferPool.Get().(*batchBuffers), ready: make(chan struct{}), done: make(chan struct{})}
 }
 
 // batchBuffers are what a batch allocates in proportion to its size: its
@@ -183,8 +184,9 @@ func newBatch(recs []*kgo.Record) *batch {
 // a fifth of serve's bytes allocated went to them). Until then the producer
 // and the log writer read them (Writer.Append's contract), so a batch that
 // is abandoned, or whose transaction fails, does not give them back. They
-// are cleared when given back, so that the pool holds nothing of an old
-// batch: every element of a pooled slice, up to its capacity, is zero.
+// are cleared and emptied when given back, so that the pool holds nothing
+// of an old batch: every element of a pooled slice, up to its capacity, is
+// zero.
 type batchBuffers struct {
 	items  []schemas.Item
 	values []schemas.Value
@@ -204,12 +206,12 @@ func resize[T any](s []T, n int) []T {
 
 // recycle gives a committed batch's buffers back to the pool.
 func (b *batch) recycle() {
-	bb := b.bufs
+	bb := b.batchBuffers
 	clear(bb.items)
 	clear(bb.values)
 	clear(bb.preds)
-	bb.json = bb.json[:0]
-	b.bufs, b.items = nil, nil
+	bb.items, bb.values, bb.preds, bb.json = bb.items[:0], bb.values[:0], bb.preds[:0], bb.json[:0]
+	b.batchBuffers = nil
 	bufferPool.Put(bb)
 }
 
@@ -422,9 +424,8 @@ func (p *Pipeline) prepare(ctx context.Context, b *batch) error {
 	t0 := time.Now()
 	p.m.age.Observe(t0.Sub(recs[0].Timestamp).Seconds())
 	nf := len(p.schema.Fields)
-	bb := b.bufs
-	bb.items, bb.values = resize(bb.items, len(recs)), resize(bb.values, len(recs)*nf)
-	items, values := bb.items, bb.values
+	b.items, b.values = resize(b.items, len(recs)), resize(b.values, len(recs)*nf)
+	items, values := b.items, b.values
 	for i, r := range recs {
 		src := schemas.Source{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
 		ev, derr := p.schema.DecodeInto(values[i*nf:(i+1)*nf:(i+1)*nf], r.Key, r.Value, src)
@@ -438,7 +439,6 @@ func (p *Pipeline) prepare(ctx context.Context, b *batch) error {
 			items[i].Event.Time = r.Timestamp.UTC()
 		}
 	}
-	b.items = items
 	p.observe("decode", t0)
 
 	t0 = time.Now()
