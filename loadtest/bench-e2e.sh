@@ -7,7 +7,10 @@
 #      rate at which predictions come back (BENCH_PRELOAD, default 300000);
 #   2. latency: open-loop constant rate (BENCH_RATE, default 25000/s) for
 #      BENCH_DURATION (default 30s), p50/p99 from scheduled send time;
-#   3. peak RSS (VmHWM) of the seer serve process.
+#   3. peak RSS (VmHWM) of the seer serve process;
+#   4. who holds the cores during the preload: each process's CPU (serve,
+#      Kafka, Redis, ClickHouse and the load generator) in cores and in
+#      µs per event, so a machine that caps the throughput shows where.
 #
 # Writes loadtest/results/<date>-<host>-e2e.json, a per-stage CPU breakdown
 # of seer serve at max load (-e2e-cpu.txt) and prints a summary.
@@ -34,17 +37,28 @@ bin/seer loadtest --load-features --rate 2000 --duration 5s --report "$work/warm
 phase "max throughput: $preload events preloaded"
 curl -fsS -o "$work/cpu.pprof" "http://$SEER_HTTP/debug/pprof/profile?seconds=5" &
 prof_pid=$!
-bin/seer loadtest --preload "$preload" --report "$work/throughput.json"
+t0=$(date +%s.%N) s0=$(proc_ticks serve:$serve_pid $(stack_procs))
+gen=$(timed_loadtest "$work/throughput.out" --preload "$preload" --report "$work/throughput.json")
+t1=$(date +%s.%N) s1=$(proc_ticks serve:$serve_pid $(stack_procs))
+cat "$work/throughput.out"
 wait $prof_pid || true
 phase "latency at $rate events/s for $duration"
 bin/seer loadtest --rate "$rate" --duration "$duration" --report "$work/latency.json"
 rss_kb=$(awk '/VmHWM/ {print $2}' /proc/$serve_pid/status)
 kill -TERM $serve_pid; wait $serve_pid || true
 
-python3 - "$work" "$out" "$rss_kb" "$rate" <<'PY'
+python3 - "$work" "$out" "$rss_kb" "$rate" "$(getconf CLK_TCK)" "$t0" "$t1" "$s0" "$s1" "$gen" <<'PY'
 import json, sys, platform, os, subprocess
 work, out, rss_kb, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 t = json.load(open(f"{work}/throughput.json")); l = json.load(open(f"{work}/latency.json"))
+# Each process's CPU over the preload (the generator's whole run, from
+# its start to its exit), in cores and in µs per prediction.
+hz, wall = int(sys.argv[5]), float(sys.argv[7]) - float(sys.argv[6])
+s0, s1 = (dict(x.rsplit(":", 1) for x in a.split()) for a in sys.argv[8:10])
+cpu_s = {k: (float(s1[k]) - float(s0[k])) / hz for k in s1}
+cpu_s["loadtest"] = float(sys.argv[10])
+n = max(t["predicted"], 1)
+split = {k: {"cpu_s": round(v, 3), "cores": round(v / wall, 2), "us_per_event": round(v / n * 1e6, 2)} for k, v in cpu_s.items()}
 cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
 res = {
   "machine": {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(),
@@ -55,12 +69,16 @@ res = {
   "serve_peak_rss_mb": round(rss_kb / 1024, 1),
   "targets": {"throughput_events_per_s": 100000, "p99_ms_at_25000": 100, "rss_mb": 300},
   "throughput_run": t, "latency_run": l,
+  "throughput_cpu": {"wall_s": round(wall, 3), "cores": os.cpu_count(), "processes": split},
 }
 os.makedirs(os.path.dirname(out), exist_ok=True)
 json.dump(res, open(out, "w"), indent=2)
 print(f"max throughput {res['max_throughput_events_per_s']} events/s (target >= 100000, issue #15; the first wave's was 50000)")
 print(f"p50 {l['latency']['p50_ms']} ms, p99 {l['latency']['p99_ms']} ms at {rate:.0f}/s target, {l['achieved_rate']:.0f}/s achieved (target p99 <= 100 ms)")
 print(f"seer serve peak RSS {res['serve_peak_rss_mb']} MB (target <= 300)")
+busy = sum(v["cores"] for v in split.values())
+print(f"who holds the {os.cpu_count()} cores during the preload ({wall:.1f} s, {busy:.2f} cores busy): " +
+      ", ".join(f"{k} {v['cores']:.2f} ({v['us_per_event']:.1f} µs/event)" for k, v in sorted(split.items(), key=lambda kv: -kv[1]["cores"])))
 print(f"written to {out}")
 PY
 # Stage breakdown: the share of seer's CPU samples under each stage's

@@ -117,7 +117,9 @@ system() {
 phase "building the JVM peer (mvn package)"
 (cd loadtest/baseline/jvm && mvn -q -B package)
 
-system seer 8000 64000 5
+# seer's range reaches 128,000/s: on a faster VM (AMD EPYC, runs Q and R)
+# it passed the top of the old 8,000–64,000/s at a p99 of 23–30 ms.
+system seer 8000 128000 6
 seer_max=$(python3 -c "import json;print(int(json.load(open('$work/seer-max.json'))['max_sustainable_rate']))")
 phase "seer: latency at 50% of its max ($((seer_max / 2))/s)"
 bin/seer loadtest --rate $((seer_max / 2)) --duration 20s --report "$work/seer-half.json" 2>/dev/null | sed -n 2,3p
@@ -136,12 +138,13 @@ PY
 python3 -c "import json;p=json.load(open('$work/seer-process.json'));print(f\"   serve {p['serve_cpu_us_per_event']} µs of CPU per event at {p['achieved_rate']:.0f}/s; hot path {p['hot_path_us_per_event']} µs per event (BenchmarkHotPath)\")"
 stop_last
 
-# The peers' searches take 4 steps (a final interval of 26–30%, against
-# seer's 7%): their max rates swing by 2x from run to run anyway, and the
-# suite stays inside its 20 minutes (run L took 19 min 46 s with 5).
-system jvm 500 32000 4
+# The peers' searches take 4 steps (a final interval of about 30%, against
+# seer's 4.4%): their max rates swing by 2x from run to run anyway, and the
+# suite stays inside its 20 minutes (run L took 19 min 46 s with 5). Their
+# ranges were doubled when runs Q and R found both at their old tops.
+system jvm 1000 64000 4
 stop_last
-system baseline 100 4000 4
+system baseline 100 8000 4
 stop_last
 
 mkdir -p loadtest/results
@@ -167,7 +170,8 @@ res = {
 for n in names:
   res[n] = {"max_throughput": mx[n]["max_sustainable_rate"], "search": mx[n]["trials"],
             "confirmed": any(t.get("confirmation") and t["ok"] for t in mx[n]["trials"]),
-            "trial_seconds": mx[n]["step_seconds"], "warmup_seconds": mx[n].get("warmup_s")}
+            "trial_seconds": mx[n]["step_seconds"], "warmup_seconds": mx[n].get("warmup_s"),
+            "at_range_top": mx[n].get("at_range_top", False)}
 res["seer"].update({"p99_ms_at_half_max": sh["latency"]["p99_ms"], "half_max_rate": sh["target_rate"]})
 res["equal_load"] = {"rate": eq["seer"]["target_rate"], **{f"{n}_p99_ms": eq[n]["latency"]["p99_ms"] for n in names}}
 def cpu_all(k):
@@ -190,7 +194,8 @@ res["targets"] = {"throughput_ratio_over_baseline": ">= 10", "seer_max_throughpu
 json.dump(res, open(out, "w"), indent=2)
 for n, label in names.items():
   m = mx[n]["max_sustainable_rate"]
-  print(f"{label}: max {m:.0f}/s with p99 <= {slo}" if m else f"{label}: no rate held p99 <= {slo} (lowest tried {mx[n]['trials'][0]['rate']:.0f}/s, p99 {mx[n]['trials'][0]['p99_ms']} ms)")
+  top = " (the top of its search range: it may sustain more; raise the range in loadtest/bench.sh)" if res[n]["at_range_top"] else ""
+  print(f"{label}: max {m:.0f}/s with p99 <= {slo}{top}" if m else f"{label}: no rate held p99 <= {slo} (lowest tried {mx[n]['trials'][0]['rate']:.0f}/s, p99 {mx[n]['trials'][0]['p99_ms']} ms)")
 print(f"ratios: seer/JVM peer {res['ratios']['max_throughput_seer_over_jvm']}, seer/Python {res['ratios']['max_throughput_seer_over_baseline']} (target >= 10)")
 print(f"seer p99 at 50% of its max ({sh['target_rate']:.0f}/s): {sh['latency']['p99_ms']} ms (target <= 25)")
 print(f"equal load {res['equal_load']['rate']:.0f}/s, p99: " + ", ".join(f"{names[n]} {eq[n]['latency']['p99_ms']} ms" for n in names))

@@ -188,6 +188,15 @@ func TestSearchMaxBisects(t *testing.T) {
 		t.Errorf("%d trials, %d retries (last %+v), want lo + 8 steps (each failing one run twice) + the confirmation of %v",
 			len(trials), retries, trials[len(trials)-1], best)
 	}
+	if AtRangeTop(best, 1000, 100000, 8) {
+		t.Errorf("best %v below a failing rate is taken for the top of the range", best)
+	}
+	// A system faster than the range: the answer is the range's top
+	// interval, and AtRangeTop says so.
+	pass := func(_ context.Context, rate float64) (float64, float64, error) { return rate, 20, nil }
+	if best, _, err := SearchMax(context.Background(), 8000, 64000, 100, 5, pass); err != nil || !AtRangeTop(best, 8000, 64000, 5) || best >= 64000 {
+		t.Errorf("best = %v (%v) for a system that passes every rate; want the top interval below 64000, flagged", best, err)
+	}
 	// A system that cannot even sustain lo.
 	if best, _, _ := SearchMax(context.Background(), 1000, 2000, 50, 4, func(context.Context, float64) (float64, float64, error) { return 10, 900, nil }); best != 0 {
 		t.Errorf("best = %v for a failing system, want 0", best)

@@ -101,3 +101,12 @@ func SearchMax(ctx context.Context, lo, hi, sloMs float64, steps int, measure Me
 	}
 	return lo, trials, ctx.Err()
 }
+
+// AtRangeTop reports whether best, found by a search of [lo, hi) in
+// steps, lies in the search's top interval: no rate above it failed but
+// hi, which is never tried. The system may then sustain more than hi, and
+// best says only how high the range reached.
+func AtRangeTop(best, lo, hi float64, steps int) bool {
+	top := hi / math.Pow(hi/lo, 1/math.Pow(2, float64(steps)))
+	return best > 0 && best*(1+1e-9) >= top
+}

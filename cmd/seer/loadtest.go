@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -200,7 +199,8 @@ type MaxReport struct {
 	SLOMs       float64          `json:"slo_p99_ms"`
 	MaxRate     float64          `json:"max_sustainable_rate"`
 	StepSeconds float64          `json:"step_seconds"`
-	WarmupS     float64          `json:"warmup_s"` // left out of each trial's p99
+	WarmupS     float64          `json:"warmup_s"`     // left out of each trial's p99
+	AtRangeTop  bool             `json:"at_range_top"` // no rate up to max_rate failed: the system may sustain more
 	Trials      []loadtest.Trial `json:"trials"`
 }
 
@@ -237,11 +237,12 @@ func searchMax(ctx context.Context, g *globals, o loadtest.RunConfig, gen *loadt
 		return err
 	}
 	fmt.Fprintf(g.stdout, "max sustainable rate with p99 <= %s: %.0f events/s\n", slo, best)
-	if top := maxRate / math.Pow(maxRate/o.Profile.Rate, 1/math.Pow(2, float64(steps))); best >= top {
-		fmt.Fprintf(g.stderr, "warning: the search ended in its top interval (%.0f–%.0f/s); the system may sustain more: raise --max-rate\n", top, maxRate)
+	atTop := loadtest.AtRangeTop(best, o.Profile.Rate, maxRate, steps)
+	if atTop {
+		fmt.Fprintf(g.stdout, "warning: %.0f/s is the top of the search's range (no rate up to --max-rate %.0f/s failed); the system may sustain more: raise --max-rate\n", best, maxRate)
 	}
 	if report != "" {
-		b, err := json.MarshalIndent(MaxReport{SLOMs: float64(slo.Milliseconds()), MaxRate: best, StepSeconds: o.Profile.Duration.Seconds(), WarmupS: o.Warmup.Seconds(), Trials: trials}, "", "  ")
+		b, err := json.MarshalIndent(MaxReport{SLOMs: float64(slo.Milliseconds()), MaxRate: best, StepSeconds: o.Profile.Duration.Seconds(), WarmupS: o.Warmup.Seconds(), AtRangeTop: atTop, Trials: trials}, "", "  ")
 		if err != nil {
 			return fmt.Errorf("--report: %w", err)
 		}
