@@ -111,7 +111,7 @@ func DefaultConfig() Config {
 		MaxPollRecords:   1000,
 		FetchMinBytes:    1,
 		FetchMaxWait:     5 * time.Second,
-		MaxInFlight:      10000,
+		MaxInFlight:      20000,
 		Compression:      "snappy",
 		Workers:          1,
 		SessionTimeout:   45 * time.Second,

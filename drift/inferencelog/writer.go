@@ -24,7 +24,7 @@ type Config struct {
 // the caller picks a folder of this instance's own (cmd/seer derives one
 // from the host name and HTTP port).
 func DefaultConfig() Config {
-	return Config{FlushRows: 5000, FlushInterval: 200 * time.Millisecond, SpoolMaxBytes: 1 << 30}
+	return Config{FlushRows: 10000, FlushInterval: 400 * time.Millisecond, SpoolMaxBytes: 1 << 30}
 }
 
 // Validate names the first bad field.
