@@ -118,7 +118,7 @@ phase "building the JVM peer (mvn package)"
 (cd loadtest/baseline/jvm && mvn -q -B package)
 
 # seer's range reaches 128,000/s: on a faster VM (AMD EPYC, runs Q and R)
-# it passed the top of the old 8,000–64,000/s at a p99 of 23–30 ms.
+# it passed the top of the old 8,000–64,000/s (p99 23–97 ms in its trials).
 system seer 8000 128000 6
 seer_max=$(python3 -c "import json;print(int(json.load(open('$work/seer-max.json'))['max_sustainable_rate']))")
 phase "seer: latency at 50% of its max ($((seer_max / 2))/s)"
