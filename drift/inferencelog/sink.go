@@ -16,8 +16,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/ClickHouse/ch-go/proto"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/seer-ml/seer/schemas"
@@ -138,13 +141,18 @@ type Sink struct {
 	conn     driver.Conn
 	database string
 
-	mu    sync.Mutex // one log insert at a time: it owns cols and named
+	mu    sync.Mutex // one log insert at a time: it owns cols, named and plainStr
 	cols  logColumns
 	named map[[2]string]bool // model and version whose input names model_inputs has
+	// plainStr marks the strColumns whose type in this table is String or
+	// Array(String), not LowCardinality, as the first insert's block
+	// showed; nil before it.
+	plainStr []bool
 }
 
 // NewSink returns a sink writing to database (created by Migrate).
 func NewSink(conn driver.Conn, database string) *Sink {
+	presize.once.Do(func() { column.WithColStrProvider(provideColStr) })
 	return &Sink{conn: conn, database: database, named: map[[2]string]bool{}}
 }
 
@@ -169,7 +177,7 @@ func (s *Sink) insertLog(ctx context.Context, rows []LogRow) error {
 	if err := s.insertNames(ctx, rows); err != nil {
 		return err
 	}
-	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.database+".inference_log ("+inferenceColumns+")")
+	batch, err := s.prepareLog(ctx, rows)
 	if err != nil {
 		return fmt.Errorf("preparing inference_log insert: %w", err)
 	}
@@ -181,6 +189,91 @@ func (s *Sink) insertLog(ctx context.Context, rows []LogRow) error {
 		return fmt.Errorf("inserting %d inference_log rows: %w", len(rows), err)
 	}
 	return nil
+}
+
+// strColumns are the inference_log columns of strings, in the order
+// strSizes counts them.
+var strColumns = [...]string{"prediction_id", "event_id", "entity_id", "model", "model_version", "source_topic", "input_strings", "feature_views"}
+
+// presize sizes the String columns of the inference_log insert being
+// prepared. clickhouse-go makes a fresh block for every batch, and its
+// String column grows its two buffers one value at a time, so a 10,000-row
+// insert allocated and copied about five times the bytes its strings
+// need: more than a kilobyte per row, the largest allocation of serve at
+// saturation (docs/performance.md, "Presized string columns"). The
+// driver's hook for this, column.WithColStrProvider, is process-wide and
+// is given only a column's name. So a sink sets sizes for its own
+// PrepareBatch alone, under mu. A query that another goroutine reads in
+// that window, with a column of the same name, gets a presized buffer of
+// its own: the memory of one batch, never a shared buffer.
+var presize struct {
+	once  sync.Once
+	mu    sync.Mutex
+	sizes atomic.Pointer[map[string]strSize]
+}
+
+// strSize is what one String column of a batch holds: n values of bytes
+// bytes in all.
+type strSize struct{ n, bytes int }
+
+// provideColStr is clickhouse-go's ColStrProvider while a Sink is in use:
+// an empty column, or a presized one for a column of the insert being
+// prepared.
+func provideColStr(name string) proto.ColStr {
+	if m := presize.sizes.Load(); m != nil {
+		if sz, ok := (*m)[name]; ok {
+			return proto.ColStr{Buf: make([]byte, 0, sz.bytes), Pos: make([]proto.Position, 0, sz.n)}
+		}
+	}
+	return proto.ColStr{}
+}
+
+// strSizes counts the values and bytes of each of strColumns in rows.
+func strSizes(rows []LogRow) (sz [len(strColumns)]strSize) {
+	for i := range rows {
+		r := &rows[i]
+		for j, v := range [...]string{r.PredictionID, r.EventID, r.EntityID, r.Model, r.ModelVersion, r.SourceTopic} {
+			sz[j].n, sz[j].bytes = sz[j].n+1, sz[j].bytes+len(v)
+		}
+		for _, v := range r.InputStrings {
+			sz[6].n, sz[6].bytes = sz[6].n+1, sz[6].bytes+len(v)
+		}
+		for _, v := range r.FeatureViews {
+			sz[7].n, sz[7].bytes = sz[7].n+1, sz[7].bytes+len(v)
+		}
+	}
+	return sz
+}
+
+// prepareLog prepares the inference_log insert of rows, its String
+// columns presized to hold them. A LowCardinality column keeps only its
+// distinct values, so it is not presized; the first insert, which has not
+// seen the table's types yet, is not either.
+func (s *Sink) prepareLog(ctx context.Context, rows []LogRow) (driver.Batch, error) {
+	query := "INSERT INTO " + s.database + ".inference_log (" + inferenceColumns + ")"
+	if s.plainStr == nil {
+		batch, err := s.conn.PrepareBatch(ctx, query)
+		if err == nil {
+			s.plainStr = make([]bool, len(strColumns))
+			for _, c := range batch.Columns() {
+				if i := slices.Index(strColumns[:], c.Name()); i >= 0 {
+					s.plainStr[i] = c.Type() == "String" || c.Type() == "Array(String)"
+				}
+			}
+		}
+		return batch, err
+	}
+	sizes := make(map[string]strSize, len(strColumns))
+	for i, sz := range strSizes(rows) {
+		if s.plainStr[i] {
+			sizes[strColumns[i]] = sz
+		}
+	}
+	presize.mu.Lock()
+	defer presize.mu.Unlock()
+	presize.sizes.Store(&sizes)
+	defer presize.sizes.Store(nil)
+	return s.conn.PrepareBatch(ctx, query)
 }
 
 // insertNames writes the input names of the rows' model versions to

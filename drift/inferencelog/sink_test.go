@@ -5,8 +5,12 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/ClickHouse/ch-go/proto"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
 
 	"github.com/seer-ml/seer/drift/inferencelog"
 	"github.com/seer-ml/seer/drift/internal/chtest"
@@ -203,15 +207,72 @@ func TestShadowRows(t *testing.T) {
 	}
 }
 
-// BenchmarkSinkInsert inserts batches of 5,000 log rows shaped like the
-// bench model's (7 inputs, one feature view) into ClickHouse: the cost of
-// the writer's insert per row, client side (ns/op and allocs are per row).
+// TestStringColumnsPresized: from a sink's second insert on, the String
+// columns of its inference_log inserts reach clickhouse-go sized for the
+// batch, so they take one allocation each instead of growing value by
+// value; the provider is armed only while the insert is prepared, and the
+// rows read back whole.
+func TestStringColumnsPresized(t *testing.T) {
+	conn, db := chtest.NewDB(t)
+	s := inferencelog.NewSink(conn, db)
+	var mu sync.Mutex
+	sized := map[string][2]int{} // column → cap of its values' positions and of its bytes
+	column.WithColStrProvider(func(name string) proto.ColStr {
+		c := inferencelog.ProvideColStr(name)
+		mu.Lock()
+		defer mu.Unlock()
+		sized[name] = [2]int{cap(c.Pos), cap(c.Buf)}
+		return c
+	})
+	t.Cleanup(func() { column.WithColStrProvider(inferencelog.ProvideColStr) })
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	batch := func(first, n int) *inferencelog.Batch {
+		var items []schemas.Item
+		for i := first; i < first+n; i++ {
+			it := schemas.Item{Event: schemas.Event{ID: fmt.Sprintf("e%03d", i), EntityID: "user7", Time: now}, Model: "m", ModelVersion: "1",
+				Route: schemas.RouteProduction, ScoredTime: now, InputNames: []string{"amount", "cat"}, Inputs: []float32{float32(i), 1},
+				InputRaw: []schemas.Value{{Kind: schemas.KindNumber}, {Kind: schemas.KindString, Str: "fuel"}},
+				Features: []schemas.FeatureState{{View: "user"}}}
+			it.PredictionID = schemas.StableKSUID(now, it.Event.ID)
+			items = append(items, it)
+		}
+		return &inferencelog.Batch{Log: inferencelog.AppendRows(nil, items)}
+	}
+	ctx := context.Background()
+	if err := s.Insert(ctx, batch(0, 3)); err != nil { // learns the columns' types
+		t.Fatal(err)
+	}
+	mu.Lock()
+	clear(sized)
+	mu.Unlock()
+	if err := s.Insert(ctx, batch(3, 5)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	for name, want := range map[string][2]int{"prediction_id": {5, 5 * 27}, "event_id": {5, 5 * 4}, "entity_id": {5, 5 * 5}, "input_strings": {10, 5 * 4}} {
+		if sized[name] != want {
+			t.Errorf("%s was given capacity for %d values and %d bytes, want %d and %d", name, sized[name][0], sized[name][1], want[0], want[1])
+		}
+	}
+	mu.Unlock()
+	if c := inferencelog.ProvideColStr("prediction_id"); cap(c.Pos) != 0 || cap(c.Buf) != 0 {
+		t.Errorf("after the insert the provider still presizes: %d values, %d bytes", cap(c.Pos), cap(c.Buf))
+	}
+	if got := chtest.Count(t, conn, "SELECT count() FROM "+db+".inference_log FINAL WHERE entity_id = 'user7' AND input_strings = ['', 'fuel'] AND feature_views = ['user'] AND length(prediction_id) = 27"); got != 8 {
+		t.Errorf("%d whole rows read back, want 8", got)
+	}
+}
+
+// BenchmarkSinkInsert inserts batches of 10,000 log rows (the default
+// clickhouse.flush_rows) shaped like the bench model's (7 inputs, one
+// feature view) into ClickHouse: the cost of the writer's insert per row,
+// client side (ns/op, B/op and allocs are per row).
 func BenchmarkSinkInsert(b *testing.B) {
 	conn, db := chtest.NewDB(b)
 	s := inferencelog.NewSink(conn, db)
 	now := time.Now().UTC()
 	names := []string{"amount", "merchant_category", "hour", "card_present", "txn_count_24h", "avg_amount_30d", "chargeback_rate_90d"}
-	items := make([]schemas.Item, 5000)
+	items := make([]schemas.Item, inferencelog.DefaultConfig().FlushRows)
 	for i := range items {
 		raw := make([]schemas.Value, len(names))
 		inputs := make([]float32, len(names))
