@@ -21,7 +21,10 @@
 #                      with serve's credentials
 #
 # Everything lives under one git-ignored cache folder, $SEER_CACHE_DIR
-# (default: <repo>/.cache). Every step is idempotent and fast on re-run.
+# (default: <repo>/.cache), except ClickHouse's tables where that folder is
+# on an ext4 without a journal: they go to /dev/shm (place_clickhouse_data;
+# SEER_CLICKHOUSE_DATA=DIR picks the folder). Every step is idempotent and
+# fast on re-run.
 # Ports: SEER_KAFKA_PORT (9092), SEER_KAFKA_CONTROLLER_PORT (9093),
 # SEER_KAFKA_SASL_PORT (9094, SASL_SSL), SEER_KAFKA_MTLS_PORT (9095, mTLS),
 # SEER_REDIS_PORT (6379), SEER_REDIS_TLS_PORT (6380), SEER_REDIS_CLUSTER_PORT (7001,
@@ -308,10 +311,53 @@ render_clickhouse_users() {
   sed "${sha[@]}" "$here/clickhouse/users.xml" >"$1"
 }
 
+# journalless_ext4 DIR — whether DIR lies on an ext4 without a journal.
+journalless_ext4() {
+  local src
+  [ "$(findmnt -n -o FSTYPE --target "$1" 2>/dev/null)" = ext4 ] || return 1
+  src=$(findmnt -n -o SOURCE --target "$1" 2>/dev/null) || return 1
+  [ "$(cat "/sys/fs/ext4/$(basename "$(readlink -f "$src")")/journal_task" 2>/dev/null)" = "<none>" ]
+}
+
+# place_clickhouse_data DIR — makes DIR/data, where ClickHouse keeps its
+# tables: a folder of DIR, or a link to SEER_CLICKHOUSE_DATA when set. On
+# an ext4 without a journal (this project's VMs) it links to a folder in
+# /dev/shm instead: there, each file ClickHouse creates makes the kernel
+# skip every inode freed in the last 60 to 300 s, with a lookup each, and
+# ClickHouse creates and removes some 70 files per part it writes or
+# merges. That took more than half of ClickHouse's CPU and grew run after
+# run; on a journaled ext4 and on tmpfs it does not happen
+# (docs/performance.md, "ClickHouse's data and the filesystem"). tmpfs
+# lives in memory and is emptied at reboot, after which serve and the
+# tests create the tables again.
+place_clickhouse_data() {
+  local d=$1 want=${SEER_CLICKHOUSE_DATA:-} why
+  if [ -z "$want" ] && journalless_ext4 "$d"; then
+    if [ -w /dev/shm ] && [ "$(df -Pk /dev/shm | awk 'NR == 2 {print $4}')" -ge $((2 * 1024 * 1024)) ]; then
+      want=/dev/shm/seer-$(id -u)-$(printf %s "$d" | cksum | cut -d' ' -f1)/clickhouse-data
+      why="$d is on an ext4 without a journal, which makes ClickHouse's many small files costly"
+    else
+      log "clickhouse: $d is on an ext4 without a journal, and /dev/shm lacks 2 GiB: data stays there (slower)"
+    fi
+  fi
+  if [ -z "$want" ]; then
+    [ -L "$d/data" ] && rm "$d/data"
+    mkdir -p "$d/data"
+    return 0
+  fi
+  mkdir -p "$want"
+  if [ -d "$d/data" ] && [ ! -L "$d/data" ]; then # an earlier start's tables move along
+    cp -a "$d/data/." "$want/" && rm -rf "$d/data"
+  fi
+  ln -sfn "$want" "$d/data"
+  log "clickhouse: data in $want${why:+ ($why; SEER_CLICKHOUSE_DATA=DIR picks another)}"
+}
+
 start_clickhouse() {
   if port_open "$ch_port"; then log "clickhouse: something already answers on $ch_port; leaving it alone"; return 0; fi
   local d=$cache/clickhouse
-  mkdir -p "$d/data" "$d/tmp" "$d/user_files" "$d/log" "$d/format_schemas" "$cache/run"
+  mkdir -p "$d/tmp" "$d/user_files" "$d/log" "$d/format_schemas" "$cache/run"
+  place_clickhouse_data "$d"
   make_secrets
   sed -e "s|@DIR@|$d|g" -e "s|@TCP_PORT@|$ch_port|g" -e "s|@HTTP_PORT@|$ch_http_port|g" \
     -e "s|@TCP_SECURE_PORT@|$ch_tls_port|g" -e "s|@SECURE@|$secure|g" \
