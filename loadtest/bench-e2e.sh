@@ -10,7 +10,9 @@
 #   3. peak RSS (VmHWM) of the seer serve process;
 #   4. who holds the cores during the preload: each process's CPU (serve,
 #      Kafka, Redis, ClickHouse and the load generator) in cores and in
-#      µs per event, so a machine that caps the throughput shows where.
+#      µs per event, so a machine that caps the throughput shows where;
+#      and the four services' CPU per 1,000 predictions, with ClickHouse's
+#      merges of the preload's parts (it waits until they are done).
 #
 # Writes loadtest/results/<date>-<host>-e2e.json, a per-stage CPU breakdown
 # of seer serve at max load (-e2e-cpu.txt) and prints a summary.
@@ -35,6 +37,7 @@ start_serve "$work/serve.log"
 phase "warm-up and feature load"
 bin/seer loadtest --load-features --rate 2000 --duration 5s --report "$work/warmup.json" >/dev/null
 phase "max throughput: $preload events preloaded"
+quiet_clickhouse
 curl -fsS -o "$work/cpu.pprof" "http://$SEER_HTTP/debug/pprof/profile?seconds=5" &
 prof_pid=$!
 t0=$(date +%s.%N) s0=$(proc_ticks serve:$serve_pid $(stack_procs))
@@ -42,12 +45,16 @@ gen=$(timed_loadtest "$work/throughput.out" --preload "$preload" --report "$work
 t1=$(date +%s.%N) s1=$(proc_ticks serve:$serve_pid $(stack_procs))
 cat "$work/throughput.out"
 wait $prof_pid || true
+# ClickHouse merges the preload's parts after it: its CPU until the merges
+# are done is the preload's whole cost there.
+quiet_clickhouse
+m1=$(proc_ticks $(stack_procs))
 phase "latency at $rate events/s for $duration"
 bin/seer loadtest --rate "$rate" --duration "$duration" --report "$work/latency.json"
 rss_kb=$(awk '/VmHWM/ {print $2}' /proc/$serve_pid/status)
 kill -TERM $serve_pid; wait $serve_pid || true
 
-python3 - "$work" "$out" "$rss_kb" "$rate" "$(getconf CLK_TCK)" "$t0" "$t1" "$s0" "$s1" "$gen" <<'PY'
+python3 - "$work" "$out" "$rss_kb" "$rate" "$(getconf CLK_TCK)" "$t0" "$t1" "$s0" "$s1" "$gen" "$m1" <<'PY'
 import json, sys, platform, os, subprocess
 work, out, rss_kb, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 t = json.load(open(f"{work}/throughput.json")); l = json.load(open(f"{work}/latency.json"))
@@ -59,6 +66,13 @@ cpu_s = {k: (float(s1[k]) - float(s0[k])) / hz for k in s1}
 cpu_s["loadtest"] = float(sys.argv[10])
 n = max(t["predicted"], 1)
 split = {k: {"cpu_s": round(v, 3), "cores": round(v / wall, 2), "us_per_event": round(v / n * 1e6, 2)} for k, v in cpu_s.items()}
+# The four processes' CPU per 1,000 predictions at saturation (issue #15's
+# measure), with ClickHouse's merges of the preload's parts.
+m1 = dict(x.rsplit(":", 1) for x in sys.argv[11].split())
+four = {k: cpu_s[k] for k in ("serve", "kafka", "redis")}
+four["clickhouse"] = (float(m1["clickhouse"]) - float(s0["clickhouse"])) / hz
+four = {k: round(v / n * 1e6, 2) for k, v in four.items()}
+four["all"] = round(sum(four.values()), 2)
 cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
 res = {
   "machine": {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(),
@@ -70,6 +84,7 @@ res = {
   "targets": {"throughput_events_per_s": 100000, "p99_ms_at_25000": 100, "rss_mb": 300},
   "throughput_run": t, "latency_run": l,
   "throughput_cpu": {"wall_s": round(wall, 3), "cores": os.cpu_count(), "processes": split},
+  "all_four_cpu_ms_per_1000_at_saturation": {**four, "note": "over the preload; ClickHouse's until its merges of the preload's parts were done"},
 }
 os.makedirs(os.path.dirname(out), exist_ok=True)
 json.dump(res, open(out, "w"), indent=2)
@@ -79,6 +94,7 @@ print(f"seer serve peak RSS {res['serve_peak_rss_mb']} MB (target <= 300)")
 busy = sum(v["cores"] for v in split.values())
 print(f"who holds the {os.cpu_count()} cores during the preload ({wall:.1f} s, {busy:.2f} cores busy): " +
       ", ".join(f"{k} {v['cores']:.2f} ({v['us_per_event']:.1f} µs/event)" for k, v in sorted(split.items(), key=lambda kv: -kv[1]["cores"])))
+print(f"all four at saturation: {four['all']} CPU-ms per 1,000 predictions (serve {four['serve']}, ClickHouse {four['clickhouse']} with its merges after the preload, Kafka {four['kafka']}, Redis {four['redis']}; target <= 15, issue #15)")
 print(f"written to {out}")
 PY
 # Stage breakdown: the share of seer's CPU samples under each stage's
