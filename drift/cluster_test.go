@@ -220,7 +220,7 @@ func batch(from, n int) *inferencelog.Batch {
 		id := fmt.Sprintf("e%d", from+i)
 		items[i] = schemas.Item{Event: schemas.Event{ID: id, EntityID: "u", Time: now, Source: schemas.Source{Topic: "in", Offset: int64(from + i)}},
 			PredictionID: schemas.StableKSUID(now, id, "m", "1"), Model: "m", ModelVersion: "1", Route: schemas.RouteProduction,
-			Score: 0.5, ScoredTime: now, InputNames: []string{"x"}, Inputs: []float32{1}, InputRaw: make([]schemas.Value, 1)}
+			Score: 0.5, ScoredTime: now, InputNames: []string{"x"}, Inputs: []float32{1}}
 	}
 	return &inferencelog.Batch{Log: inferencelog.AppendRows(nil, items)}
 }

@@ -82,8 +82,12 @@ type Item struct {
 	Score        float32
 	Label        int8
 	InputNames   []string  // the model's input names (shared, read-only)
-	InputRaw     []Value   // each input's value before encoding (absent: default used)
 	Inputs       []float32 // the model's input vector, in manifest order
+	// InputStrings and InputMissing are what the inference log keeps of each
+	// input before encoding: a string input's value ("" for the others), and
+	// 1 where the input was absent and its default was used.
+	InputStrings []string
+	InputMissing []uint8
 	ScoredTime   time.Time
 	ScoringTime  time.Duration // of the ONNX run that scored it, on its route
 	// CandidateFailed: a rollout's candidate could not score it — the

@@ -299,7 +299,7 @@ func (m *Model) run(items []schemas.Item) error {
 	}
 	width := len(m.inputs)
 	data := make([]float32, 0, n*width)
-	raw := make([]schemas.Value, 0, n*width)
+	strs, missing := make([]string, n*width), make([]uint8, n*width)
 	for i := range items {
 		it := &items[i]
 		if it.Reject != nil {
@@ -314,11 +314,17 @@ func (m *Model) run(items []schemas.Item) error {
 			case b.view < len(it.Features) && b.feature < len(it.Features[b.view].Values):
 				v = it.Features[b.view].Values[b.feature]
 			}
-			raw = append(raw, v)
+			switch v.Kind {
+			case schemas.KindString:
+				strs[len(data)] = v.Str
+			case schemas.KindAbsent:
+				missing[len(data)] = 1
+			}
 			data = append(data, b.in.Encode(v))
 		}
-		it.Inputs = data[start:len(data):len(data)]
-		it.InputRaw = raw[start:len(raw):len(raw)]
+		end := len(data)
+		it.Inputs = data[start:end:end]
+		it.InputStrings, it.InputMissing = strs[start:end:end], missing[start:end:end]
 		it.InputNames = m.names
 	}
 	t0 := time.Now()

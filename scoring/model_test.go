@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -102,6 +103,26 @@ func TestScoreMatchesReference(t *testing.T) {
 		}
 		if it.Label != wantLabel {
 			t.Errorf("event %d: label %d for score %v, want %d", i, it.Label, it.Score, wantLabel)
+		}
+	}
+	// What the inference log keeps of the inputs (amount, merchant_category,
+	// hour, card_present and the three user_stats features): the string
+	// input's value, and which inputs were absent and took their default.
+	for i, want := range []struct {
+		category string
+		missing  []uint8
+	}{
+		{"grocery", []uint8{0, 0, 0, 0, 0, 0, 0}},
+		{"electronics", []uint8{0, 0, 0, 0, 0, 0, 0}},
+		{"casino", []uint8{0, 0, 0, 1, 1, 1, 1}},
+		{"travel", []uint8{0, 0, 0, 1, 0, 0, 1}},
+	} {
+		it := items[i]
+		if len(it.InputStrings) != 7 || it.InputStrings[1] != want.category || slices.ContainsFunc(slices.Delete(slices.Clone(it.InputStrings), 1, 2), func(s string) bool { return s != "" }) {
+			t.Errorf("event %d: input strings %q, want only merchant_category %q", i, it.InputStrings, want.category)
+		}
+		if !slices.Equal(it.InputMissing, want.missing) {
+			t.Errorf("event %d: inputs missing %v, want %v", i, it.InputMissing, want.missing)
 		}
 	}
 	// The same event scored again gets the same prediction id (idempotent replay).

@@ -64,8 +64,12 @@ type LogRow struct {
 }
 
 // AppendRows appends the log rows of the scored items (Reject == nil),
-// and of their shadow predictions, to dst. The rows' slices share a few backing arrays per call, not one
-// allocation per row and column.
+// and of their shadow predictions, to dst. The rows' slices share a few
+// backing arrays per call, not one allocation per row and column, and
+// their input strings and missing flags are the items' own (the scorer
+// builds them in the log's shape). An item whose InputStrings or
+// InputMissing do not match its Inputs in length gets arrays of its own,
+// so that a row's input arrays stay parallel.
 func AppendRows(dst []LogRow, items []schemas.Item) []LogRow {
 	var nIn, nFeat int
 	for i := range items {
@@ -78,7 +82,7 @@ func AppendRows(dst []LogRow, items []schemas.Item) []LogRow {
 			}
 		}
 	}
-	values, strs, missing := make([]float64, 0, nIn), make([]string, 0, nIn), make([]uint8, 0, nIn)
+	values := make([]float64, 0, nIn)
 	views, ages := make([]string, 0, nFeat), make([]int64, 0, nFeat)
 	fMissing, fStale := make([]uint8, 0, nFeat), make([]uint8, 0, nFeat)
 	add := func(it *schemas.Item) {
@@ -94,20 +98,16 @@ func AppendRows(dst []LogRow, items []schemas.Item) []LogRow {
 			r.EventTimeMs = r.ScoredTimeMs
 		}
 		start := len(values)
-		for j, v := range it.Inputs {
-			var str string
-			var miss uint8
-			if j < len(it.InputRaw) {
-				switch it.InputRaw[j].Kind {
-				case schemas.KindString:
-					str = it.InputRaw[j].Str
-				case schemas.KindAbsent:
-					miss = 1
-				}
-			}
-			values, strs, missing = append(values, float64(v)), append(strs, str), append(missing, miss)
+		for _, v := range it.Inputs {
+			values = append(values, float64(v))
 		}
-		r.InputValues, r.InputStrings, r.InputMissing = values[start:len(values):len(values)], strs[start:len(strs):len(strs)], missing[start:len(missing):len(missing)]
+		r.InputValues = values[start:len(values):len(values)]
+		r.InputStrings, r.InputMissing = it.InputStrings, it.InputMissing
+		if n := len(it.Inputs); len(r.InputStrings) != n || len(r.InputMissing) != n {
+			r.InputStrings, r.InputMissing = make([]string, n), make([]uint8, n)
+			copy(r.InputStrings, it.InputStrings)
+			copy(r.InputMissing, it.InputMissing)
+		}
 		start = len(views)
 		for _, f := range it.Features {
 			views, ages = append(views, f.View), append(ages, f.AgeMs)

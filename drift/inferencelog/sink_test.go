@@ -31,7 +31,7 @@ func TestSinkWritesAndDeduplicatesReplays(t *testing.T) {
 			Model: "m", ModelVersion: "1", Route: schemas.RouteProduction,
 			Score: float32(i) / 100, Label: int8(i % 2), ScoredTime: now,
 			InputNames: []string{"amount", "cat"},
-			InputRaw:   []schemas.Value{{Kind: schemas.KindNumber, Num: float64(i)}, {Kind: schemas.KindString, Str: "fuel"}},
+			InputStrings: []string{"", "fuel"}, InputMissing: []uint8{0, 0},
 			Inputs:     []float32{float32(i), 2},
 			Features:   []schemas.FeatureState{{View: "user", AgeMs: 1500 + int64(i), Missing: i%5 == 0}},
 		}
@@ -129,7 +129,7 @@ func TestInputNamesOncePerVersion(t *testing.T) {
 	for i := range 40 {
 		it := schemas.Item{Event: schemas.Event{ID: fmt.Sprintf("e%d", i), Time: now}, Model: "card-fraud", ModelVersion: "1.0",
 			Route: schemas.RouteProduction, ScoredTime: now, InputNames: []string{"hour", "amount"},
-			Inputs: []float32{float32(i), 7}, InputRaw: make([]schemas.Value, 2)}
+			Inputs: []float32{float32(i), 7}}
 		it.PredictionID = schemas.StableKSUID(now, it.Event.ID, it.Model, it.ModelVersion)
 		items = append(items, it)
 	}
@@ -194,7 +194,7 @@ func TestInputNamesOncePerVersion(t *testing.T) {
 // rows, production and shadow, with their own ids, versions and scores.
 func TestShadowRows(t *testing.T) {
 	it := schemas.Item{Event: schemas.Event{ID: "e1", EntityID: "u1"}, PredictionID: "p1", Model: "m", ModelVersion: "1",
-		Route: schemas.RouteProduction, Score: 0.25, Inputs: []float32{1, 2}, InputRaw: make([]schemas.Value, 2)}
+		Route: schemas.RouteProduction, Score: 0.25, Inputs: []float32{1, 2}, InputStrings: make([]string, 2), InputMissing: make([]uint8, 2)}
 	sh := it
 	sh.PredictionID, sh.ModelVersion, sh.Route, sh.Score = "p2", "2", schemas.RouteShadow, 0.75
 	it.Shadow = &sh
@@ -231,7 +231,7 @@ func TestStringColumnsPresized(t *testing.T) {
 		for i := first; i < first+n; i++ {
 			it := schemas.Item{Event: schemas.Event{ID: fmt.Sprintf("e%03d", i), EntityID: "user7", Time: now}, Model: "m", ModelVersion: "1",
 				Route: schemas.RouteProduction, ScoredTime: now, InputNames: []string{"amount", "cat"}, Inputs: []float32{float32(i), 1},
-				InputRaw: []schemas.Value{{Kind: schemas.KindNumber}, {Kind: schemas.KindString, Str: "fuel"}},
+				InputStrings: []string{"", "fuel"}, InputMissing: []uint8{0, 0},
 				Features: []schemas.FeatureState{{View: "user"}}}
 			it.PredictionID = schemas.StableKSUID(now, it.Event.ID)
 			items = append(items, it)
@@ -274,18 +274,17 @@ func BenchmarkSinkInsert(b *testing.B) {
 	names := []string{"amount", "merchant_category", "hour", "card_present", "txn_count_24h", "avg_amount_30d", "chargeback_rate_90d"}
 	items := make([]schemas.Item, inferencelog.DefaultConfig().FlushRows)
 	for i := range items {
-		raw := make([]schemas.Value, len(names))
-		inputs := make([]float32, len(names))
-		for j := range raw {
-			raw[j], inputs[j] = schemas.Value{Kind: schemas.KindNumber, Num: float64(i + j)}, float32(i+j)
+		inputs, strs := make([]float32, len(names)), make([]string, len(names))
+		for j := range inputs {
+			inputs[j] = float32(i + j)
 		}
-		raw[1] = schemas.Value{Kind: schemas.KindString, Str: "online"}
+		strs[1] = "online"
 		id := fmt.Sprintf("e%d", i)
 		items[i] = schemas.Item{Event: schemas.Event{ID: id, EntityID: fmt.Sprintf("u%d", i%1000), Time: now,
 			Source: schemas.Source{Topic: "bench.events", Partition: int32(i % 8), Offset: int64(i)}},
 			PredictionID: schemas.StableKSUID(now, id, "card-fraud", "1.0.0"), Model: "card-fraud", ModelVersion: "1.0.0",
 			Route: schemas.RouteProduction, Score: 0.1, ScoredTime: now, ScoringTime: 40 * time.Microsecond,
-			InputNames: names, InputRaw: raw, Inputs: inputs,
+			InputNames: names, Inputs: inputs, InputStrings: strs, InputMissing: make([]uint8, len(names)),
 			Features: []schemas.FeatureState{{View: "user_stats", AgeMs: 1500}}}
 	}
 	batch := &inferencelog.Batch{Log: inferencelog.AppendRows(nil, items)}
