@@ -30,10 +30,10 @@ func TestSinkWritesAndDeduplicatesReplays(t *testing.T) {
 				Source: schemas.Source{Topic: "in", Partition: 1, Offset: int64(i)}},
 			Model: "m", ModelVersion: "1", Route: schemas.RouteProduction,
 			Score: float32(i) / 100, Label: int8(i % 2), ScoredTime: now,
-			InputNames: []string{"amount", "cat"},
+			InputNames:   []string{"amount", "cat"},
 			InputStrings: []string{"", "fuel"}, InputMissing: []uint8{0, 0},
-			Inputs:     []float32{float32(i), 2},
-			Features:   []schemas.FeatureState{{View: "user", AgeMs: 1500 + int64(i), Missing: i%5 == 0}},
+			Inputs:   []float32{float32(i), 2},
+			Features: []schemas.FeatureState{{View: "user", AgeMs: 1500 + int64(i), Missing: i%5 == 0}},
 		}
 		it.PredictionID = schemas.StableKSUID(now, it.Event.ID, "m", "1")
 		items = append(items, it)
