@@ -17,7 +17,7 @@
 #      /proc/PID/stat) — over a 15 s run, per 1,000 predictions, separately
 #      and together; the equal-rate run gives each one's p99 at equal load;
 #   3. seer's p99 at 50% of its max;
-#   4. seer serve's CPU per event at saturation (a 200,000-event preload,
+#   4. seer serve's CPU per event at saturation (a 1,000,000-event preload,
 #      from its process CPU time) next to the hot path's (BenchmarkHotPath),
 #      so the two cannot drift apart unseen.
 #
@@ -123,11 +123,14 @@ system seer 8000 128000 6
 seer_max=$(python3 -c "import json;print(int(json.load(open('$work/seer-max.json'))['max_sustainable_rate']))")
 phase "seer: latency at 50% of its max ($((seer_max / 2))/s)"
 bin/seer loadtest --rate $((seer_max / 2)) --duration 20s --report "$work/seer-half.json" 2>/dev/null | sed -n 2,3p
-phase "seer serve: CPU per event at saturation (preload of 200,000) against the hot path"
-# ClickHouse's merges of the runs above would share the cores with it.
+phase "seer serve: CPU per event at saturation (preload of 1,000,000) against the hot path"
+# ClickHouse's merges of the runs above would share the cores with it. The
+# preload takes about 9 s: a 200,000-event one took under 2 s, and three
+# in a row on one serve read 6.1, 5.9 and 5.6 µs per event
+# (docs/performance.md, "serve's CPU reading").
 quiet_clickhouse
 t0=$(awk '{print $14 + $15}' "/proc/${pids[-1]}/stat")
-bin/seer loadtest --preload 200000 --report "$work/seer-preload.json" 2>/dev/null | sed -n 2p
+bin/seer loadtest --preload 1000000 --report "$work/seer-preload.json" 2>/dev/null | sed -n 2p
 t1=$(awk '{print $14 + $15}' "/proc/${pids[-1]}/stat")
 hot_ns=$(go test -run XXX -bench HotPath -benchtime 3s ./stream 2>/dev/null | awk '/BenchmarkHotPath/ {for (i = 1; i <= NF; i++) if ($(i+1) == "ns/event") print $i}')
 python3 - "$work/seer-preload.json" "$t0" "$t1" "$(getconf CLK_TCK)" "${hot_ns:-0}" >"$work/seer-process.json" <<'PY'
