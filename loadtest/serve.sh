@@ -57,9 +57,10 @@ report, hz = json.load(open(sys.argv[1])), int(sys.argv[4])
 b = dict(x.rsplit(":", 1) for x in sys.argv[2].split())
 a = dict(x.rsplit(":", 1) for x in sys.argv[3].split())
 k = max(report["predicted"], 1) / 1000
-per = {n: round((float(a[n]) - float(b[n])) / hz / k, 3) for n in a}
-per["all"] = round(sum(per.values()), 3)
-json.dump(per, sys.stdout)
+per = {n: (float(a[n]) - float(b[n])) / hz / k for n in a}
+per["all"] = sum(per.values())
+# 0.1 µs per event: a 15 s run at 1,000/s or more holds many ticks.
+json.dump({n: round(v, 4) for n, v in per.items()}, sys.stdout)
 PY
 }
 
