@@ -71,8 +71,8 @@ split = {k: {"cpu_s": round(v, 3), "cores": round(v / wall, 2), "us_per_event": 
 m1 = dict(x.rsplit(":", 1) for x in sys.argv[11].split())
 four = {k: cpu_s[k] for k in ("serve", "kafka", "redis")}
 four["clickhouse"] = (float(m1["clickhouse"]) - float(s0["clickhouse"])) / hz
+four["all"] = sum(four.values())
 four = {k: round(v / n * 1e6, 2) for k, v in four.items()}
-four["all"] = round(sum(four.values()), 2)
 cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
 res = {
   "machine": {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(),

@@ -192,8 +192,14 @@ func (s *Sink) insertLog(ctx context.Context, rows []LogRow) error {
 }
 
 // strColumns are the inference_log columns of strings, in the order
-// strSizes counts them.
+// strSizes counts them: the row's scalar strings first (scalarStrings).
 var strColumns = [...]string{"prediction_id", "event_id", "entity_id", "model", "model_version", "source_topic", "input_strings", "feature_views"}
+
+// scalarStrings are a row's values of the scalar string columns, in
+// strColumns' order.
+func (r *LogRow) scalarStrings() [6]string {
+	return [...]string{r.PredictionID, r.EventID, r.EntityID, r.Model, r.ModelVersion, r.SourceTopic}
+}
 
 // presize sizes the String columns of the inference_log insert being
 // prepared. clickhouse-go makes a fresh block for every batch, and its
@@ -232,7 +238,7 @@ func provideColStr(name string) proto.ColStr {
 func strSizes(rows []LogRow) (sz [len(strColumns)]strSize) {
 	for i := range rows {
 		r := &rows[i]
-		for j, v := range [...]string{r.PredictionID, r.EventID, r.EntityID, r.Model, r.ModelVersion, r.SourceTopic} {
+		for j, v := range r.scalarStrings() {
 			sz[j].n, sz[j].bytes = sz[j].n+1, sz[j].bytes+len(v)
 		}
 		for _, v := range r.InputStrings {
@@ -327,7 +333,7 @@ func (s *Sink) insertNames(ctx context.Context, rows []LogRow) error {
 // array columns have no such column API in clickhouse-go (its Array.Append
 // reflects), so they still go row by row, through rowArrays.
 type logColumns struct {
-	str                   [6][]string // prediction_id … source_topic, see append
+	str                   [6][]string // prediction_id … source_topic (scalarStrings)
 	route                 []int8
 	eventTime, scoredTime []time.Time
 	eventMs, scoredMs     []uint64
@@ -408,7 +414,7 @@ func (c *logColumns) append(batch driver.Batch, rows []LogRow) error {
 		if !ok {
 			return fmt.Errorf("inference_log row for event %s: unknown route %q", r.EventID, r.Route)
 		}
-		for j, v := range [...]string{r.PredictionID, r.EventID, r.EntityID, r.Model, r.ModelVersion, r.SourceTopic} {
+		for j, v := range r.scalarStrings() {
 			c.str[j] = append(c.str[j], v)
 		}
 		c.route = append(c.route, route)
