@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -35,7 +34,7 @@ func TestRolloutsEndToEnd(t *testing.T) {
 		stepDuration: 4 * time.Second, database: cfg.ClickHouse.Database, summaryJSON: summary,
 		candidate: filepath.Join("..", "..", "deploy", "examples", "card-fraud-1.1.0"),
 		bad:       filepath.Join("..", "..", "deploy", "examples", "card-fraud-1.2.0-rc.1")}
-	var out bytes.Buffer
+	var out syncBuffer // the load's progress and the demo's logs write from their own goroutines
 	g := &globals{stdout: &out, stderr: &out}
 	err := runDemo(ctx, g, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), o)
 	var s DemoSummary
@@ -250,7 +249,7 @@ func TestRolloutCommands(t *testing.T) {
 
 // runSeer runs the seer command line with args and returns what it printed.
 func runSeer(ctx context.Context, args ...string) (string, error) {
-	var out bytes.Buffer
+	var out syncBuffer
 	root := newRootCmd(&out, &out)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
