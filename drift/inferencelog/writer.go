@@ -163,6 +163,9 @@ func (w *Writer) Run(ctx context.Context) error {
 				for _, d := range j.dones {
 					d(err)
 				}
+				// Cleared first: a row left in the buffer would keep its
+				// item's inputs and features alive until overwritten.
+				clear(j.batch.Log)
 				select {
 				case free <- j.batch.Log[:0]:
 				default:

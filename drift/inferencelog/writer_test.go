@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -128,6 +130,42 @@ func TestWriterSpoolsAndReplaysInOrder(t *testing.T) {
 	}
 	if w.Spool().Bytes() != 0 {
 		t.Errorf("spool holds %d bytes after replay", w.Spool().Bytes())
+	}
+}
+
+// TestWriterReleasesInsertedRows: once a batch is inserted and
+// acknowledged, the writer keeps its row buffer for the next batch but
+// none of the rows' data: a row left in it would keep its item's inputs
+// alive (the log rows share them) until a later batch overwrote it.
+func TestWriterReleasesInsertedRows(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.FlushRows, cfg.FlushInterval, cfg.SpoolDir = 4, time.Hour, t.TempDir()
+	w, stop := startWriter(t, cfg, &fakeInserter{})
+	defer stop()
+	its := items(0, 4)
+	var inputs []weak.Pointer[string]
+	for i := range its {
+		its[i].Inputs = make([]float32, 2)
+		its[i].InputStrings, its[i].InputMissing = []string{"", strconv.Itoa(i)}, make([]uint8, 2)
+		inputs = append(inputs, weak.Make(&its[i].InputStrings[0]))
+	}
+	appendWait(t, w, its)
+	its = nil
+	for attempt := 0; ; attempt++ {
+		runtime.GC()
+		alive := 0
+		for _, p := range inputs {
+			if p.Value() != nil {
+				alive++
+			}
+		}
+		if alive == 0 {
+			return
+		}
+		if attempt == 20 {
+			t.Fatalf("%d of %d inserted rows' inputs still reachable from the writer", alive, len(inputs))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
