@@ -18,7 +18,9 @@ import (
 // for as long as it takes — meanwhile the in-flight window fills and
 // polling pauses. On an error that cannot heal it stops polling and leaves
 // the remaining batches uncommitted, so they are replayed. drain ends the
-// retries at shutdown.
+// retries at shutdown, and the wait for batches not yet done: a writer
+// that can neither insert nor spool holds their acknowledgements until
+// its own context ends, which comes only after this loop returns.
 func (p *Pipeline) commitLoop(drain context.Context, queue <-chan *batch, slots *semaphore.Weighted, stopPolling func()) error {
 	var failed error
 	var pending []*batch
@@ -47,6 +49,16 @@ func (p *Pipeline) commitLoop(drain context.Context, queue <-chan *batch, slots 
 			}
 			continue
 		case <-pending[0].done:
+		case <-drain.Done():
+			// Not recycled: the writer may still read their items.
+			var recs int
+			for _, b := range pending {
+				recs += len(b.recs)
+				p.outstanding.Done()
+			}
+			p.log.Warn("stopped waiting for in-flight batches at shutdown (kafka.shutdown_timeout); they are not committed and are replayed on restart",
+				"batches", len(pending), "records", recs)
+			return failed
 		}
 		n := 0
 		for n < len(pending) && closed(pending[n].done) {
