@@ -260,10 +260,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	ordered := make(chan *batch, p.cfg.Workers)
 	pollCtx, stopPolling := context.WithCancel(ctx)
 	defer stopPolling()
-	// Commits still retry for ShutdownTimeout after ctx ends.
-	drain, stopDrain := context.WithCancel(context.WithoutCancel(ctx))
+	drain, stopDrain := p.drainContext(ctx)
 	defer stopDrain()
-	context.AfterFunc(ctx, func() { time.AfterFunc(p.cfg.ShutdownTimeout, stopDrain) })
 	abandon := func(b *batch) {
 		slots.Release(int64(len(b.recs)))
 		p.outstanding.Done()
@@ -325,6 +323,15 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 	})
 	return grp.Wait()
+}
+
+// drainContext returns a context that ends ShutdownTimeout after ctx
+// does: commits still retry, and in-flight batches are still waited for,
+// until then.
+func (p *Pipeline) drainContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	drain, stop := context.WithCancel(context.WithoutCancel(ctx))
+	context.AfterFunc(ctx, func() { time.AfterFunc(p.cfg.ShutdownTimeout, stop) })
+	return drain, stop
 }
 
 // poll calls pollFn and handles what both delivery modes share: progress

@@ -279,39 +279,57 @@ func TestNoCommitBeforeSink(t *testing.T) {
 
 // TestShutdownWhileTheWriterHoldsBatches: a writer that can neither
 // insert nor spool holds its acknowledgements until its own context ends,
-// and cmd/seer ends that only after Run returns. Run must still return
-// once kafka.shutdown_timeout has passed, with nothing committed (the
-// batches are replayed); it used to wait for them for ever.
+// and cmd/seer ends that only after Run returns. In both delivery modes
+// Run must still return once kafka.shutdown_timeout has passed, with
+// nothing committed (the batches are replayed); it used to wait for them
+// for ever.
 func TestShutdownWhileTheWriterHoldsBatches(t *testing.T) {
-	c := newCluster(t)
-	brokers := c.ListenAddrs()
-	st := &fakeStages{logged: map[string]schemas.Item{}, failWrites: 1 << 30}
-	produceEvents(t, brokers, 50, nil)
-	cfg := testConfig(brokers)
-	cfg.ShutdownTimeout = 300 * time.Millisecond
-	schema, err := schemas.LoadInputSchema("card_transactions.v1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	consumeAll(t, brokers, "out", 1) // a batch reached the writer
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run still waits for the writer 20 s after the shutdown began (kafka.shutdown_timeout 300ms)")
-	}
-	if got := committed(t, brokers); got != 0 {
-		t.Errorf("committed %d offsets of batches the writer never acknowledged", got)
+	for _, eos := range []bool{false, true} {
+		t.Run(fmt.Sprintf("exactly_once=%v", eos), func(t *testing.T) {
+			c := newCluster(t)
+			brokers := c.ListenAddrs()
+			st := &fakeStages{logged: map[string]schemas.Item{}, failWrites: 1 << 30}
+			produceEvents(t, brokers, 50, nil)
+			cfg := testConfig(brokers)
+			cfg.ShutdownTimeout = 300 * time.Millisecond
+			if eos {
+				cfg.Delivery, cfg.TransactionalID = ExactlyOnce, "seer-test-shutdown"
+			}
+			schema, err := schemas.LoadInputSchema("card_transactions.v1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := New(cfg, schema, st, st, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, kgo.SeedBrokers(brokers...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx) }()
+			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				st.mu.Lock()
+				held := len(st.held)
+				st.mu.Unlock()
+				if held > 0 { // a batch reached the writer
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("no batch reached the writer within 20 s")
+				}
+			}
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("Run still waits for the writer 20 s after the shutdown began (kafka.shutdown_timeout 300ms)")
+			}
+			if got := committed(t, brokers); got != 0 {
+				t.Errorf("committed %d offsets of batches the writer never acknowledged", got)
+			}
+		})
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 
 // runTransactional is the exactly-once loop: one transaction per batch.
 func (p *Pipeline) runTransactional(ctx context.Context) error {
+	drain, stopDrain := p.drainContext(ctx)
+	defer stopDrain()
 	for {
 		fetches := p.poll(ctx, func(ctx context.Context, n int) kgo.Fetches { return p.sess.PollRecords(ctx, n) })
 		if fetches.IsClientClosed() || ctx.Err() != nil {
@@ -22,7 +24,7 @@ func (p *Pipeline) runTransactional(ctx context.Context) error {
 			continue
 		}
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.ShutdownTimeout+time.Minute)
-		err := p.transact(bctx, newBatch(recs))
+		err := p.transact(bctx, drain, newBatch(recs))
 		cancel()
 		if err != nil {
 			return err
@@ -30,7 +32,10 @@ func (p *Pipeline) runTransactional(ctx context.Context) error {
 	}
 }
 
-func (p *Pipeline) transact(ctx context.Context, b *batch) error {
+// transact runs one batch's transaction. drain ends the wait for the log
+// writer at shutdown: a writer that can neither insert nor spool would
+// hold it for ever (its own context ends only after Run returns).
+func (p *Pipeline) transact(ctx, drain context.Context, b *batch) error {
 	if err := p.prepare(ctx, b); err != nil {
 		return err
 	}
@@ -55,7 +60,19 @@ func (p *Pipeline) transact(ctx context.Context, b *batch) error {
 	if err := p.sink.Append(ctx, b.items, dls, func(err error) { written <- err }); err != nil {
 		written <- err
 	}
-	werr := <-written
+	var werr error
+	select {
+	case werr = <-written:
+	case <-drain.Done():
+		// Not recycled: the writer may still read the items. Rows it
+		// writes later collapse with the replay's on their ids.
+		p.log.Warn("stopped waiting for the log writer at shutdown (kafka.shutdown_timeout); the transaction is aborted and the batch is replayed on restart",
+			"records", len(b.recs))
+		if _, err := p.sess.End(ctx, kgo.TryAbort); err != nil {
+			return fmt.Errorf("aborting transaction: %w", err)
+		}
+		return nil
+	}
 	t0 := time.Now()
 	commit := kgo.TryCommit
 	if werr != nil {
