@@ -150,7 +150,7 @@ outputs, threshold, sha256, evaluation metrics and a reference profile),
 examples.jsonl (held-out examples with their expected outputs) and, once
 signed, signature.json.`,
 	}
-	var schemaRef string
+	var schemaRef, device string
 	validate := &cobra.Command{
 		Use:   "validate DIR...",
 		Short: "Check model packages against their ONNX files",
@@ -161,7 +161,12 @@ input exists in the input schema (--schema) with a fitting type; every input
 has a reference profile; and the held-out examples (examples.jsonl) give
 their expected outputs within 1e-5 when scored as serve scores events. It
 needs the ONNX Runtime library (onnxruntime_lib or SEER_ONNXRUNTIME_LIB).
-Each problem is reported with the field or example line it concerns.`,
+Each problem is reported with the field or example line it concerns.
+
+The examples are scored on the CPU, or with --device cuda:N on that GPU,
+as serve scores them there (scoring.cuda options; the CUDA build of ONNX
+Runtime). A device that is not available fails the package instead of
+falling back to the CPU.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, _, err := g.load()
@@ -180,7 +185,7 @@ Each problem is reported with the field or example line it concerns.`,
 			}
 			failed := 0
 			for _, dir := range args {
-				n, err := validatePackage(cmd.Context(), cfg.Scoring, dir, schema)
+				n, err := validatePackage(cmd.Context(), cfg.Scoring, device, dir, schema)
 				if err != nil {
 					failed++
 					fmt.Fprintf(g.stdout, "FAIL %s\n  %s\n", dir, strings.ReplaceAll(err.Error(), "\n", "\n  "))
@@ -188,8 +193,8 @@ Each problem is reported with the field or example line it concerns.`,
 				}
 				m, _ := schemas.LoadManifest(dir)
 				views, _ := m.FeatureViews()
-				fmt.Fprintf(g.stdout, "ok   %s: %s %s by %s, %d inputs (feature views %v), sha256 %s, %d examples reproduce\n",
-					dir, m.Name, m.Version, m.Owner, len(m.Inputs), views, m.Artifact.SHA256[:12], n)
+				fmt.Fprintf(g.stdout, "ok   %s: %s %s by %s, %d inputs (feature views %v), sha256 %s, %d examples reproduce on %s\n",
+					dir, m.Name, m.Version, m.Owner, len(m.Inputs), views, m.Artifact.SHA256[:12], n, device)
 			}
 			if failed > 0 {
 				return fmt.Errorf("%d of %d model packages failed validation", failed, len(args))
@@ -198,14 +203,15 @@ Each problem is reported with the field or example line it concerns.`,
 		},
 	}
 	validate.Flags().StringVar(&schemaRef, "schema", "", "input schema (embedded name or file; default: kafka.input_schema)")
+	validate.Flags().StringVar(&device, "device", "cpu", "score the examples on cpu or cuda:N (no fallback to the CPU)")
 	cmd.AddCommand(validate, newModelsInitCmd(g), newModelsBenchCmd(g), newModelsKeygenCmd(g), newModelsSignCmd(g), newModelsVerifyCmd(g))
 	cmd.AddCommand(newRegistryCmds(g)...)
 	return cmd
 }
 
-// validatePackage runs every check of `seer models validate` on dir and
-// returns how many examples reproduced.
-func validatePackage(ctx context.Context, cfg scoring.Config, dir string, schema *schemas.InputSchema) (int, error) {
+// validatePackage runs every check of `seer models validate` on dir, with
+// the examples scored on device, and returns how many reproduced.
+func validatePackage(ctx context.Context, cfg scoring.Config, device, dir string, schema *schemas.InputSchema) (int, error) {
 	m, err := schemas.LoadManifest(dir)
 	if err != nil {
 		return 0, err
@@ -220,11 +226,17 @@ func validatePackage(ctx context.Context, cfg scoring.Config, dir string, schema
 	if err != nil {
 		return 0, err
 	}
-	cfg.Device = "cpu"
+	cfg.Device = device
+	if err := cfg.Validate(); err != nil {
+		return 0, fmt.Errorf("--device: %w", err)
+	}
 	mod, err := scoring.Open(cfg, m, schema, schemas.RouteProduction, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return 0, err
 	}
 	defer mod.Close()
+	if mod.Device() != device {
+		return 0, fmt.Errorf("--device %s is not available here: ONNX Runtime ran the model on %s (scoring on a GPU needs the CUDA build of ONNX Runtime, onnxruntime_lib, and its CUDA libraries)", device, mod.Device())
+	}
 	return len(exs), mod.CheckExamples(ctx, schema, exs)
 }

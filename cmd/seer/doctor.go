@@ -401,7 +401,7 @@ func doctorModel(ctx context.Context, cfg Config, quiet *slog.Logger) (*schemas.
 	if err := scoring.InitRuntime(cfg.OnnxRuntimeLib); err != nil {
 		return nil, 0, err
 	}
-	n, err := validatePackage(ctx, cfg.Scoring, dir, schema)
+	n, err := validatePackage(ctx, cfg.Scoring, "cpu", dir, schema)
 	if err != nil {
 		return nil, 0, err
 	}

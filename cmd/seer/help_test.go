@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"strconv"
@@ -9,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/seer-ml/seer/internal/testenv"
 )
 
 func allCommands(c *cobra.Command) []*cobra.Command {
@@ -79,5 +82,26 @@ func TestDriftReportCommand(t *testing.T) {
 	}
 	if len(rep.Features) != 2 || !byName["x"] || byName["c"] {
 		t.Errorf("drifted = %v, want x drifted and c not", byName)
+	}
+}
+
+// TestModelsValidateOnADevice: --device cpu scores the example package's
+// examples and says where; --device cuda:0 with the tests' library (the
+// CPU build, which has no CUDA provider) fails the package instead of
+// passing it on the CPU; a device that is neither names the flag.
+func TestModelsValidateOnADevice(t *testing.T) {
+	t.Setenv("SEER_ONNXRUNTIME_LIB", testenv.OnnxRuntime(t))
+	pkg := testenv.ExamplePackage(t)
+	ctx := context.Background()
+	out, err := runSeer(ctx, "models", "validate", pkg)
+	if err != nil || !strings.Contains(out, "examples reproduce on cpu") {
+		t.Fatalf("--device cpu (the default): %v\n%s", err, out)
+	}
+	out, err = runSeer(ctx, "models", "validate", pkg, "--device", "cuda:0")
+	if err == nil || !strings.Contains(out, "--device cuda:0 is not available here: ONNX Runtime ran the model on cpu") {
+		t.Errorf("--device cuda:0 on the CPU build of ONNX Runtime: %v\n%s", err, out)
+	}
+	if out, err = runSeer(ctx, "models", "validate", pkg, "--device", "gpu"); err == nil || !strings.Contains(out, `--device: scoring.device: "gpu" is not cpu or cuda:N`) {
+		t.Errorf("--device gpu: %v\n%s", err, out)
 	}
 }

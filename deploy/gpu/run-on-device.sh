@@ -10,7 +10,9 @@
 # The checks: the GPU, its driver and the ONNX Runtime version; the example
 # model and a 5-million-parameter MLP (deploy/examples/mlp/export.py) give the
 # same outputs on the GPU as on the CPU within 1e-5; and each is timed on
-# both at batch sizes 1, 64, 1024 and 8192 (`seer models bench`).
+# both at batch sizes 1, 64, 1024 and 8192 (`seer models bench`); and the
+# example package's held-out examples reproduce on the GPU through serve's
+# own scoring path (`seer models validate --device cuda:0`).
 set -euo pipefail
 store=${SEER_GPU_STORE:-/opt/seer-gpu}
 out=${OUT:-.gpu/out}
@@ -56,6 +58,8 @@ python3 deploy/examples/mlp/export.py "$store/mlp.onnx"
 rc=0
 echo "== card-fraud (the example package): GPU against CPU"
 "$seer" models bench deploy/examples/card-fraud --device cuda:0 --require-device --batches 1,64,1024,8192 --min-time 1s --json "$out/card-fraud.json" || rc=1
+echo "== card-fraud's 5,000 held-out examples scored on the GPU as serve scores events (seer models validate --device cuda:0)"
+"$seer" models validate deploy/examples/card-fraud --device cuda:0 || rc=1
 echo "== MLP, 5.2 million parameters: GPU against CPU"
 "$seer" models bench "$store/mlp.onnx" --device cuda:0 --require-device --batches 1,64,1024,8192 --min-time 1s --json "$out/mlp.json" || rc=1
 exit $rc
