@@ -295,7 +295,7 @@ func TestShutdownWhileTheWriterHoldsBatches(t *testing.T) {
 			if eos {
 				cfg.Delivery, cfg.TransactionalID = ExactlyOnce, "seer-test-shutdown"
 			}
-			stop := runPipeline(t, cfg, st, st, st)
+			stop := startPipeline(t, cfg, st)
 			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 				st.mu.Lock()
 				held := len(st.held)
