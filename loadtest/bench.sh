@@ -9,8 +9,10 @@
 #      (seer loadtest --find-max): BENCH_STEP (15s) per trial, the first
 #      BENCH_WARMUP (5s) of each left out of its p99, a failed run run
 #      again before its rate counts as failed, and the found rate
-#      confirmed by a run of its own, stepping down when that fails
-#      (docs/performance.md, "How the max rate is found");
+#      confirmed by a run of its own, stepping down when that fails; every
+#      trial, and every run below, starts on an empty inference log
+#      (empty_log in loadtest/serve.sh; docs/performance.md, "How the max
+#      rate is found");
 #   2. the cost per 1,000 predictions of each, at its max and at the equal
 #      rate BENCH_EQUAL_RATE (default 1000/s): the CPU seconds of every
 #      process — the service, Kafka, Redis and ClickHouse (from
@@ -53,17 +55,17 @@ measure() {
   bin/seer loadtest --load-features --rate 1000 --duration 4s --report "$work/$name-warmup.json" >/dev/null
   phase "$name: max sustainable throughput with p99 <= $slo"
   bin/seer loadtest --find-max --rate "$lo" --max-rate "$hi" --search-steps "$steps" --duration "$step" --warmup "$warmup" --slo "$slo" \
-    --drain-timeout 10s --report "$work/$name-max.json" 2>/dev/null
+    --drain-timeout 10s --before-trial "$(empty_log_cmd)" --report "$work/$name-max.json" 2>/dev/null
 }
 
 # cost NAME RATE — a 15 s run at RATE against the system started last,
-# once ClickHouse has finished merging the parts of the runs before it,
+# on an empty inference log and a quiet ClickHouse (empty_log),
 # with the CPU seconds of it, Kafka, Redis and ClickHouse per 1,000
 # predictions written to $work/NAME-cost.json.
 cost() {
   local name=$1 rate=$2 procs before after
   procs="service:${pids[-1]} $(stack_procs)"
-  quiet_clickhouse
+  empty_log
   before=$(proc_ticks $procs)
   bin/seer loadtest --rate "$rate" --duration 15s --drain-timeout 10s --report "$work/$name-costrun.json" >/dev/null 2>&1
   after=$(proc_ticks $procs)
@@ -122,13 +124,14 @@ phase "building the JVM peer (mvn package)"
 system seer 8000 128000 6
 seer_max=$(python3 -c "import json;print(int(json.load(open('$work/seer-max.json'))['max_sustainable_rate']))")
 phase "seer: latency at 50% of its max ($((seer_max / 2))/s)"
+empty_log
 bin/seer loadtest --rate $((seer_max / 2)) --duration 20s --report "$work/seer-half.json" 2>/dev/null | sed -n 2,3p
 phase "seer serve: CPU per event at saturation (preload of 1,000,000) against the hot path"
-# ClickHouse's merges of the runs above would share the cores with it. The
-# preload takes about 9 s: a 200,000-event one took under 2 s, and three
-# in a row on one serve read 6.1, 5.9 and 5.6 µs per event
+# ClickHouse's merges of the runs above would share the cores with it
+# (empty_log). The preload takes about 9 s: a 200,000-event one took under
+# 2 s, and three in a row on one serve read 6.1, 5.9 and 5.6 µs per event
 # (docs/performance.md, "serve's CPU reading").
-quiet_clickhouse
+empty_log
 t0=$(awk '{print $14 + $15}' "/proc/${pids[-1]}/stat")
 bin/seer loadtest --preload 1000000 --report "$work/seer-preload.json" 2>/dev/null | sed -n 2p
 t1=$(awk '{print $14 + $15}' "/proc/${pids[-1]}/stat")

@@ -96,6 +96,23 @@ quiet_clickhouse() {
   echo "   ClickHouse still merges after 60 s; measuring anyway" >&2
 }
 
+# empty_log — empties the inference log of this run's bench database and
+# waits for a quiet ClickHouse, so that the next run starts from the same
+# state as every other: ClickHouse then merges only that run's parts, not
+# the ever larger parts of the runs before it, which took one core for
+# seconds at a time and failed trials at rates that passed on an empty
+# table (docs/performance.md, "How the max rate is found", step 9).
+# empty_log_cmd prints the command, for seer loadtest --before-trial. Both
+# refuse a database that bench_database did not name.
+empty_log_cmd() {
+  [[ $SEER_CLICKHOUSE_DATABASE == seer_bench_* ]] || { echo "empty_log: $SEER_CLICKHOUSE_DATABASE is not a bench database" >&2; return 1; }
+  echo "clickhouse-client --host 127.0.0.1 --port ${SEER_CLICKHOUSE_ADDR##*:} -q 'TRUNCATE TABLE IF EXISTS $SEER_CLICKHOUSE_DATABASE.inference_log'"
+}
+empty_log() {
+  local cmd
+  cmd=$(empty_log_cmd) && sh -c "$cmd" && quiet_clickhouse
+}
+
 # bench_database — points SEER_CLICKHOUSE_DATABASE at a database of this
 # run's own, so that ClickHouse's CPU figures do not include merges of
 # earlier runs' rows (and the disk does not fill up run after run);

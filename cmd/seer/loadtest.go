@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -36,6 +37,7 @@ func newLoadtestCmd(g *globals) *cobra.Command {
 		users   int
 		seed    uint64
 		timeout time.Duration
+		before  string
 	)
 	cmd := &cobra.Command{
 		Use:   "loadtest",
@@ -111,7 +113,7 @@ your own test brokers should be targets.`,
 				if o.Warmup >= p.Duration {
 					return fmt.Errorf("--warmup %v must be shorter than --duration %v", o.Warmup, p.Duration)
 				}
-				return searchMax(cmd.Context(), g, o, gen, slo, maxRate, steps, report, cfg.Kafka.Group)
+				return searchMax(cmd.Context(), g, o, gen, slo, maxRate, steps, report, cfg.Kafka.Group, before)
 			}
 			rep, runErr := loadtest.Run(cmd.Context(), o, gen)
 			if rep == nil {
@@ -157,6 +159,7 @@ your own test brokers should be targets.`,
 	f.DurationVar(&slo, "slo", 50*time.Millisecond, "p99 latency objective for --find-max")
 	f.Float64Var(&maxRate, "max-rate", 100000, "upper end of the --find-max search")
 	f.IntVar(&steps, "search-steps", 5, "bisection steps of --find-max")
+	f.StringVar(&before, "before-trial", "", "for --find-max: a shell command run before each trial, once the service has drained the last one's backlog (make bench empties the inference log with it, so that every trial starts from the same state); the search stops when it fails")
 	f.DurationVar(&o.Warmup, "warmup", 0, "leave the first seconds of each run out of the steady p99 (the figure --find-max judges a rate on); for --find-max, 5s when not set")
 	f.BoolVar(&feats, "load-features", false, "first write generated features for every user to Redis (redis.addr)")
 	f.BoolVar(&setup, "setup-only", false, "create the topics that do not exist yet (and with --load-features, write the features), then exit without sending: run it before starting the seer serve under test, so that serve finds its input topic when it starts")
@@ -204,7 +207,7 @@ type MaxReport struct {
 	Trials      []loadtest.Trial `json:"trials"`
 }
 
-func searchMax(ctx context.Context, g *globals, o loadtest.RunConfig, gen *loadtest.Generator, slo time.Duration, maxRate float64, steps int, report, group string) error {
+func searchMax(ctx context.Context, g *globals, o loadtest.RunConfig, gen *loadtest.Generator, slo time.Duration, maxRate float64, steps int, report, group, before string) error {
 	admin, err := kgo.NewClient(o.ClientOpts...)
 	if err != nil {
 		return err
@@ -217,6 +220,13 @@ func searchMax(ctx context.Context, g *globals, o loadtest.RunConfig, gen *loadt
 		// its rate.
 		if err := drained(ctx, g, lag); err != nil {
 			return 0, 0, err
+		}
+		if before != "" {
+			sh := exec.CommandContext(ctx, "sh", "-c", before)
+			sh.Stdout, sh.Stderr = g.stdout, g.stderr
+			if err := sh.Run(); err != nil {
+				return 0, 0, fmt.Errorf("--before-trial %q: %w", before, err)
+			}
 		}
 		run := o
 		run.Profile = loadtest.Profile{Kind: "constant", Rate: rate, Duration: o.Profile.Duration}

@@ -60,3 +60,44 @@ func TestLoadtestSetupOnly(t *testing.T) {
 		t.Errorf("output %q does not say that no load was sent", out)
 	}
 }
+
+// TestFindMaxRunsItsHookBeforeEachTrial: --before-trial runs before every
+// trial of a --find-max search, after the drain, and a hook that fails
+// stops the search with an error that names it. No service answers here,
+// so the low rate fails twice: two trials, two runs of the hook.
+func TestFindMaxRunsItsHookBeforeEachTrial(t *testing.T) {
+	broker := testenv.Kafka(t)
+	run := "hook-" + strings.ToLower(ksuid.New().String()[:10])
+	t.Setenv("SEER_KAFKA_BROKERS", broker)
+	t.Setenv("SEER_SCORING_PACKAGE", testenv.ExamplePackage(t))
+	t.Setenv("SEER_KAFKA_INPUT_TOPIC", run+".events")
+	t.Setenv("SEER_KAFKA_PREDICTIONS_TOPIC", run+".predictions")
+	t.Setenv("SEER_KAFKA_DLQ_TOPIC", run+".dlq")
+	t.Setenv("SEER_KAFKA_GROUP", run)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	search := []string{"loadtest", "--find-max", "--rate", "50", "--max-rate", "100", "--search-steps", "1",
+		"--duration", "1s", "--warmup", "500ms", "--drain-timeout", "1s"}
+
+	out, err := runSeer(ctx, append(search, "--before-trial", "echo hook ran")...)
+	if err != nil {
+		t.Fatalf("seer loadtest --find-max: %v\n%s", err, out)
+	}
+	var order []string
+	for _, line := range strings.Split(out, "\n") {
+		switch {
+		case line == "hook ran":
+			order = append(order, "hook")
+		case strings.HasPrefix(line, "rate 50/s:"):
+			order = append(order, "trial")
+		}
+	}
+	if got := strings.Join(order, ","); got != "hook,trial,hook,trial" {
+		t.Errorf("hook and trials ran as %s; want hook,trial,hook,trial\n%s", got, out)
+	}
+
+	out, err = runSeer(ctx, append(search, "--before-trial", "exit 3")...)
+	if err == nil || !strings.Contains(err.Error(), `--before-trial "exit 3"`) || strings.Contains(out, "rate 50/s:") {
+		t.Errorf("a failing hook: error %v, output %q; want the search stopped before any trial, with an error naming the hook", err, out)
+	}
+}
