@@ -99,9 +99,10 @@ stop_last() {
 }
 
 # system NAME LO HI STEPS TRIAL — start NAME on topics of its own and
-# search its max rate; then 15 s at that rate and 15 s at the equal rate, each with the
-# CPU per 1,000 predictions (the equal-rate run gives the p99 at equal
-# load too). The system keeps running for the caller to stop.
+# search its max rate; then 15 s at that rate and 15 s at the equal rate,
+# each with the CPU per 1,000 predictions (the equal-rate run gives the
+# p99 at equal load too). The system keeps running for the caller to
+# stop.
 system() {
   local name=$1 max
   topics "$name"
