@@ -28,7 +28,7 @@ duration=${BENCH_DURATION:-30s}
 run=bench-$(date +%s)
 out=loadtest/results/$(date -u +%Y-%m-%d)-$(hostname)-e2e.json
 work=$(mktemp -d)
-trap 'kill $serve_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; drop_bench_database' EXIT
+trap 'kill $serve_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; drop_bench_database; drop_topics "$run"' EXIT
 
 serve_env "$run" "$work" 127.0.0.1:18080
 

@@ -39,13 +39,15 @@ equal=${BENCH_EQUAL_RATE:-1000}
 stamp=$(date -u +%Y-%m-%d)-$(hostname)
 out=loadtest/results/$stamp.json
 work=$(mktemp -d)
-pids=()
-trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; drop_bench_database' EXIT
+pids=() runs=()
+trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; drop_bench_database; drop_topics "${runs[@]}"' EXIT
 export SEER_LOG_LEVEL=warn SEER_KAFKA_MAX_POLL_RECORDS=2000
 
-# topics SYSTEM — point the SEER_KAFKA_* variables at SYSTEM's own topics.
+# topics SYSTEM — point the SEER_KAFKA_* variables at SYSTEM's own topics
+# (deleted at exit: drop_topics).
 topics() {
   local run=bench-$1-$(date +%s)
+  runs+=("$run")
   export SEER_KAFKA_INPUT_TOPIC=$run.events SEER_KAFKA_PREDICTIONS_TOPIC=$run.predictions
   export SEER_KAFKA_DLQ_TOPIC=$run.dlq SEER_KAFKA_GROUP=$run
 }

@@ -22,7 +22,7 @@ dir=loadtest/results/profile
 mkdir -p "$dir"
 run=profile-$(date +%s)
 work=$(mktemp -d)
-trap 'kill $serve_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; drop_bench_database' EXIT
+trap 'kill $serve_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; drop_bench_database; drop_topics "$run"' EXIT
 serve_env "$run" "$work" 127.0.0.1:18081
 
 start_serve "$work/serve.log"

@@ -17,7 +17,7 @@ eval "$(deploy/local/stack.sh env)"
 bench_database
 run=rate-$(date +%s%N)
 work=$(mktemp -d)
-trap 'kill $serve_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; drop_bench_database' EXIT
+trap 'kill $serve_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; drop_bench_database; drop_topics "$run"' EXIT
 serve_env "$run" "$work" 127.0.0.1:18083
 start_serve "$work/serve.log"
 bin/seer loadtest --load-features --rate 2000 --duration 4s >/dev/null 2>&1

@@ -301,6 +301,27 @@ func (r *Report) Summary() string {
 	return b.String()
 }
 
+// DeleteTopics deletes the run's input, predictions and DLQ topics, those
+// that exist, so that a benchmark's records do not stay on the broker's
+// disk.
+func DeleteTopics(ctx context.Context, cfg RunConfig) error {
+	cl, err := kgo.NewClient(cfg.ClientOpts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).DeleteTopics(ctx, cfg.InputTopic, cfg.PredictionsTopic, cfg.DLQTopic)
+	if err != nil {
+		return fmt.Errorf("deleting topics: %w", err)
+	}
+	for _, r := range resp {
+		if r.Err != nil && !errors.Is(r.Err, kerr.UnknownTopicOrPartition) {
+			return fmt.Errorf("deleting topic %s: %w", r.Topic, r.Err)
+		}
+	}
+	return nil
+}
+
 // EnsureTopics creates those of the run's topics the broker lacks, with
 // cfg.Partitions partitions (4 when unset).
 func EnsureTopics(ctx context.Context, cfg RunConfig) error {

@@ -113,6 +113,18 @@ empty_log() {
   cmd=$(empty_log_cmd) && sh -c "$cmd" && quiet_clickhouse
 }
 
+# drop_topics RUN... — deletes each run's topics (RUN.events,
+# RUN.predictions, RUN.dlq; seer loadtest --delete-topics), so that a
+# benchmark's records do not fill the broker's disk run after run. Call it
+# from the EXIT trap, once the services are stopped.
+drop_topics() {
+  local r
+  for r in "$@"; do
+    SEER_KAFKA_INPUT_TOPIC=$r.events SEER_KAFKA_PREDICTIONS_TOPIC=$r.predictions SEER_KAFKA_DLQ_TOPIC=$r.dlq \
+      bin/seer loadtest --delete-topics >/dev/null 2>&1 || echo "warning: the topics of $r are not deleted" >&2
+  done
+}
+
 # bench_database — points SEER_CLICKHOUSE_DATABASE at a database of this
 # run's own, so that ClickHouse's CPU figures do not include merges of
 # earlier runs' rows (and the disk does not fill up run after run);

@@ -30,6 +30,7 @@ func newLoadtestCmd(g *globals) *cobra.Command {
 		feats   bool
 		findMax bool
 		setup   bool
+		remove  bool
 		drifts  []string
 		slo     time.Duration
 		maxRate float64
@@ -99,6 +100,16 @@ your own test brokers should be targets.`,
 			// franz-go's info lines would break the progress line.
 			o.ClientOpts = kafkaOpts(cfg.Kafka, "loadtest", newLogger(g.stderr, "warn", cfg.LogFormat), nil)
 			o.Profile, o.DrainTimeout, o.Progress = p, timeout, g.stderr
+			if remove {
+				if setup {
+					return fmt.Errorf("--delete-topics and --setup-only exclude each other")
+				}
+				if err := loadtest.DeleteTopics(cmd.Context(), o); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "topics %s, %s and %s are deleted; no load sent\n", o.InputTopic, o.PredictionsTopic, o.DLQTopic)
+				return nil
+			}
 			if setup {
 				if err := loadtest.EnsureTopics(cmd.Context(), o); err != nil {
 					return err
@@ -162,6 +173,7 @@ your own test brokers should be targets.`,
 	f.StringVar(&before, "before-trial", "", "for --find-max: a shell command run before each trial, once the service has drained the last one's backlog (make bench empties the inference log with it, so that every trial starts from the same state); the search stops when it fails")
 	f.DurationVar(&o.Warmup, "warmup", 0, "leave the first seconds of each run out of the steady p99 (the figure --find-max judges a rate on); for --find-max, 5s when not set")
 	f.BoolVar(&feats, "load-features", false, "first write generated features for every user to Redis (redis.addr)")
+	f.BoolVar(&remove, "delete-topics", false, "delete the run's input, predictions and DLQ topics, then exit without sending: run it when a benchmark ends, so that its records do not fill the broker's disk")
 	f.BoolVar(&setup, "setup-only", false, "create the topics that do not exist yet (and with --load-features, write the features), then exit without sending: run it before starting the seer serve under test, so that serve finds its input topic when it starts")
 	return cmd
 }

@@ -15,7 +15,7 @@ import (
 
 // TestLoadtestSetupOnly: seer loadtest --setup-only creates the run's
 // topics, with --partitions, and sends nothing, so that a serve started
-// after it finds its input topic at once.
+// after it finds its input topic at once; --delete-topics removes them.
 func TestLoadtestSetupOnly(t *testing.T) {
 	broker := testenv.Kafka(t)
 	run := "setup-" + strings.ToLower(ksuid.New().String()[:10])
@@ -58,6 +58,34 @@ func TestLoadtestSetupOnly(t *testing.T) {
 	})
 	if !strings.Contains(out, "no load sent") {
 		t.Errorf("output %q does not say that no load was sent", out)
+	}
+
+	// --delete-topics removes them again, and finds nothing to do the
+	// second time.
+	for range 2 {
+		if out, err := runSeer(ctx, "loadtest", "--delete-topics"); err != nil {
+			t.Fatalf("seer loadtest --delete-topics: %v\n%s", err, out)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		details, err := adm.ListTopics(ctx, topics...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var left []string
+		for _, name := range topics {
+			if d, ok := details[name]; ok && d.Err == nil {
+				left = append(left, name)
+			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("topics %v still there 30 s after --delete-topics", left)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
