@@ -59,7 +59,7 @@ measure() {
   bin/seer loadtest --load-features --rate 1000 --duration 4s --report "$work/$name-warmup.json" >/dev/null
   phase "$name: max sustainable throughput with p99 <= $slo"
   bin/seer loadtest --find-max --rate "$lo" --max-rate "$hi" --search-steps "$steps" --duration "$trial" --warmup "$warmup" --slo "$slo" \
-    --drain-timeout 10s --before-trial "$(empty_log_cmd)" --report "$work/$name-max.json" 2>/dev/null
+    --drain-timeout 10s --before-trial "$(truncate_log_cmd)" --report "$work/$name-max.json" 2>/dev/null
 }
 
 # cost NAME RATE — a 15 s run at RATE against the system started last,

@@ -96,22 +96,20 @@ quiet_clickhouse() {
   echo "   ClickHouse still merges after 60 s; measuring anyway" >&2
 }
 
-# empty_log — empties the inference log of this run's bench database and
-# waits for a quiet ClickHouse, so that the next run starts from the same
-# state as every other: ClickHouse then merges only that run's parts, not
-# the ever larger parts of the runs before it, which took one core for
-# seconds at a time and failed trials at rates that passed on an empty
-# table (docs/performance.md, "How the max rate is found", step 9).
-# empty_log_cmd prints the command, for seer loadtest --before-trial. Both
-# refuse a database that bench_database did not name.
-empty_log_cmd() {
-  [[ $SEER_CLICKHOUSE_DATABASE == seer_bench_* ]] || { echo "empty_log: $SEER_CLICKHOUSE_DATABASE is not a bench database" >&2; return 1; }
-  echo "clickhouse-client --host 127.0.0.1 --port ${SEER_CLICKHOUSE_ADDR##*:} -q 'TRUNCATE TABLE IF EXISTS $SEER_CLICKHOUSE_DATABASE.inference_log'"
+# empty_log — empties the inference log of this run's bench database
+# (truncate_log) and waits for a quiet ClickHouse, so that the next run
+# starts from the same state as every other: ClickHouse then merges only
+# that run's parts, not the ever larger parts of the runs before it, which
+# took one core for seconds at a time and failed trials at rates that
+# passed on an empty table (docs/performance.md, "How the max rate is
+# found", step 9). truncate_log refuses a database that bench_database did
+# not name; seer loadtest --before-trial runs it through truncate_log_cmd.
+truncate_log() {
+  [[ $SEER_CLICKHOUSE_DATABASE == seer_bench_* ]] || { echo "truncate_log: $SEER_CLICKHOUSE_DATABASE is not a bench database" >&2; return 1; }
+  ch_query "TRUNCATE TABLE IF EXISTS $SEER_CLICKHOUSE_DATABASE.inference_log"
 }
-empty_log() {
-  local cmd
-  cmd=$(empty_log_cmd) && sh -c "$cmd" && quiet_clickhouse
-}
+truncate_log_cmd() { echo "bash -c '. loadtest/serve.sh && truncate_log'"; }
+empty_log() { truncate_log && quiet_clickhouse; }
 
 # drop_topics RUN... — deletes each run's topics (RUN.events,
 # RUN.predictions, RUN.dlq; seer loadtest --delete-topics), so that a
